@@ -1,0 +1,3 @@
+from update_agent.cli import main
+
+raise SystemExit(main())

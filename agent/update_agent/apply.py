@@ -1,0 +1,171 @@
+"""The thin executor: run an in-place plan as journaled steps.
+
+Order follows os-refresh-config's phases: pre-configure quiesces, the sync
+and the commit happen while services are quiet, configure renders config with
+the root still writable, post-configure activates. Every step is journaled
+before it starts and after it ends; a killed agent resumes at the step where it
+stopped (rsync is idempotent). Whatever happens, the root is read-only again
+at the end if it was read-only before.
+"""
+
+import logging
+import os
+import time
+
+from update_agent import busy, hooks, journal as journaling, locks, mounts, statefile, sync
+from update_agent.errors import AgentError
+
+LOG = logging.getLogger(__name__)
+
+PRE_CONFIGURE = "pre-configure"
+REMOUNT_RW = "remount-rw"
+SYNC = "sync"
+COMMIT = "commit"
+CONFIGURE = "configure"
+POST_CONFIGURE = "post-configure"
+MIGRATION = "migration"
+REMOUNT_RO = "remount-ro"
+STEPS = (PRE_CONFIGURE, REMOUNT_RW, SYNC, COMMIT, CONFIGURE, POST_CONFIGURE, MIGRATION, REMOUNT_RO)
+
+
+class StepFailed(AgentError):
+    def __init__(self, step, error):
+        self.step = step
+        super().__init__("step %s failed: %s" % (step, error))
+
+
+class Executor:
+    def __init__(self, system, paths, config, state, images, read_mounts=mounts.read,
+                 sleep=time.sleep):
+        self.system = system
+        self.paths = paths
+        self.config = config
+        self.state = state          # journal.Store
+        self.images = images        # images.store.ImageStore
+        self.read_mounts = read_mounts
+        self.sleep = sleep
+
+    # --- the steps -------------------------------------------------------
+    def _root_read_only(self):
+        m = mounts.mount_of(self.read_mounts(), self.paths.root)
+        return bool(m and m.read_only)
+
+    def _remount(self, mode):
+        self.system.run([self.system.which("mount"), "-o", "remount," + mode, self.paths.root])
+
+    def remount_rw(self):
+        if self._root_read_only():
+            LOG.info("remounting %s read-write", self.paths.root)
+            self._remount("rw")
+
+    def remount_ro(self):
+        if self._root_read_only():
+            return
+        self.system.run([self.system.which("sync"), "--file-system", self.paths.root])
+        tries = max(1, self.config.remount_retries)
+        for attempt in range(tries):
+            try:
+                self._remount("ro")
+                LOG.info("remounted %s read-only", self.paths.root)
+                return
+            except AgentError as e:
+                last = e
+                if attempt + 1 < tries:
+                    self.sleep(1)
+        raise AgentError("cannot remount %s read-only (%s): %s"
+                         % (self.paths.root, last, busy.describe(busy.culprits(self.paths.root))))
+
+    def commit(self, plan, j):
+        path = self.paths.image_id_file
+        statefile.write_atomic(path, (plan.image_id + "\n").encode(), mode=0o644, uid=0, gid=0)
+        self.state.commit_state(plan.image_id, plan.digest, j.previous_image_id, j.previous_digest)
+        LOG.info("committed image_id %s", plan.image_id)
+
+    # --- the run ---------------------------------------------------------
+    def _journal_for(self, plan, facts):
+        old = self.state.load_journal()
+        if plan.resume and old is not None:
+            return old
+        if old is not None and old.unfinished:
+            previous, previous_digest = old.previous_image_id, old.previous_digest
+        else:
+            current = self.state.load_state().get("current") or {}
+            previous = facts.current_image_id
+            previous_digest = current.get("digest", "") if current.get("image_id") == previous else ""
+        return journaling.Journal(
+            image_id=plan.image_id, digest=plan.digest, previous_image_id=previous,
+            previous_digest=previous_digest, action=plan.action, root_was_ro=plan.root_was_ro,
+            started_at=self.system.clock(), steps={s: "pending" for s in STEPS})
+
+    def apply(self, plan, facts, image_tree, image_entries):
+        """Run the plan; return the history record. Raises StepFailed."""
+        j = self._journal_for(plan, facts)
+        j.status, j.failed_step, j.error = "running", "", ""
+        self.state.save_journal(j)
+        env = hooks.hook_env(self.paths.root, plan.image_id, j.previous_image_id, plan.action)
+        timeout = self.config.hook_timeout
+        actions = {
+            PRE_CONFIGURE: lambda: hooks.run_phase(self.system, self.paths, hooks.PRE_CONFIGURE, env, timeout),
+            REMOUNT_RW: self.remount_rw,
+            SYNC: lambda: sync.sync(self.system, plan, image_tree, image_entries, self.paths.root,
+                                    facts.excluded, self.paths.work_dir),
+            COMMIT: lambda: self.commit(plan, j),
+            CONFIGURE: lambda: hooks.run_phase(self.system, self.paths, hooks.CONFIGURE, env, timeout),
+            POST_CONFIGURE: lambda: hooks.run_phase(self.system, self.paths, hooks.POST_CONFIGURE, env, timeout),
+            MIGRATION: lambda: hooks.run_phase(self.system, self.paths, hooks.MIGRATION, env, timeout),
+            REMOUNT_RO: (self.remount_ro if j.root_was_ro else lambda: None),
+        }
+        step = None
+        try:
+            with locks.flock(self.paths.orc_lock, "os-refresh-config",
+                             timeout=self.config.orc_lock_timeout):
+                for step in STEPS:
+                    if self._skip(j, step):
+                        LOG.info("step %s: already done", step)
+                        continue
+                    LOG.info("step %s: start", step)
+                    self.state.step(j, step, "started")
+                    actions[step]()
+                    self.state.step(j, step, "done")
+        except Exception as e:
+            self._fail(j, step or "lock", e, env)
+            raise StepFailed(step or "lock", e)
+        j.status = "done"
+        self.state.save_journal(j)
+        record = self._record(j, "success", "")
+        self.state.append_history(record)
+        self.images.retain([j.digest, j.previous_digest])
+        return record
+
+    @staticmethod
+    def _skip(j, step):
+        if step == REMOUNT_RW:
+            return False  # a crash may have left it read-only again: always make sure
+        if step == PRE_CONFIGURE and not j.done(SYNC):
+            return False  # services must be quiet for the sync
+        return j.done(step)
+
+    def _fail(self, j, step, error, env):
+        LOG.error("step %s failed: %s", step, error)
+        j.status, j.failed_step, j.error = "failed", step, str(error)
+        self.state.save_journal(j)
+        if step != PRE_CONFIGURE or j.steps.get(PRE_CONFIGURE) == "started":
+            # undo the quiesce, as os-refresh-config does on a failing script
+            err_env = dict(env, UPDATE_AGENT_FAILED_STEP=step)
+            try:
+                hooks.run_phase(self.system, self.paths, hooks.ERROR, err_env, self.config.hook_timeout)
+            except AgentError as e:
+                LOG.error("error.d hooks failed too: %s", e)
+        if j.root_was_ro:
+            try:
+                self.remount_ro()
+            except AgentError as e:
+                j.error += "; and the root is still read-write: %s" % e
+                self.state.save_journal(j)
+                LOG.error("%s", e)
+        self.state.append_history(self._record(j, "failed", j.error))
+
+    def _record(self, j, result, error):
+        return {"image_id": j.image_id, "previous_image_id": j.previous_image_id,
+                "action": j.action, "result": result, "step": j.failed_step, "error": error,
+                "started_at": j.started_at, "ended_at": self.system.clock()}

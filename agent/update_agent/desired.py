@@ -1,0 +1,120 @@
+"""The validated description of the image a node should run.
+
+Metadata is untrusted input: every value is checked here, and an error names
+the key and the offending value. Nothing downstream re-validates.
+"""
+
+import dataclasses
+import logging
+import re
+import urllib.parse
+
+from update_agent.errors import BadInput
+
+LOG = logging.getLogger(__name__)
+
+IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,254}$")
+REBOOT_POLICIES = ("auto", "never", "manual")
+URL_SCHEMES = ("http", "https", "file")
+DIGESTS = {"sha256": 64, "sha512": 128}
+KNOWN_KEYS = ("image_url", "image_digest", "reboot")
+MAX_URL = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Desired:
+    image_id: str
+    image_url: str
+    image_digest: str  # "" when none was given
+    reboot: str = "auto"
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _show(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...(%d chars)" % len(text)
+
+
+def validate_image_id(value, key="image_id"):
+    if value is None:
+        raise BadInput("metadata key %r is missing" % key)
+    if not isinstance(value, str):
+        raise BadInput("metadata key %r must be a string, got %s %s"
+                       % (key, type(value).__name__, _show(value)))
+    if not IMAGE_ID.match(value) or ".." in value:
+        raise BadInput("metadata key %r has invalid value %s (allowed: letters, digits, "
+                       "'._:+-', no '..', at most 255 chars)" % (key, _show(value)))
+    return value
+
+
+def validate_digest(value, key="update_agent.image_digest"):
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str):
+        raise BadInput("metadata key %r must be a string, got %s %s"
+                       % (key, type(value).__name__, _show(value)))
+    algo, sep, hexpart = value.partition(":")
+    if not sep or algo.lower() not in DIGESTS:
+        raise BadInput("metadata key %r has unknown digest algorithm in %s (expected "
+                       "sha256:<hex> or sha512:<hex>)" % (key, _show(value)))
+    algo = algo.lower()
+    if len(hexpart) != DIGESTS[algo] or not re.fullmatch(r"[0-9a-fA-F]+", hexpart):
+        raise BadInput("metadata key %r has malformed %s digest %s (expected %d hex digits)"
+                       % (key, algo, _show(value), DIGESTS[algo]))
+    return "%s:%s" % (algo, hexpart.lower())
+
+
+def validate_url(value, key="update_agent.image_url"):
+    if not isinstance(value, str):
+        raise BadInput("metadata key %r must be a string, got %s %s"
+                       % (key, type(value).__name__, _show(value)))
+    if len(value) > MAX_URL or any(ord(c) < 33 for c in value):
+        raise BadInput("metadata key %r has invalid URL %s" % (key, _show(value)))
+    scheme = urllib.parse.urlsplit(value).scheme.lower()
+    if scheme not in URL_SCHEMES:
+        raise BadInput("metadata key %r has unsupported URL scheme in %s (allowed: %s)"
+                       % (key, _show(value), ", ".join(URL_SCHEMES)))
+    return value
+
+
+def validate_reboot(value, key="update_agent.reboot"):
+    if value is None:
+        return "auto"
+    if not isinstance(value, str) or value not in REBOOT_POLICIES:
+        raise BadInput("metadata key %r has invalid value %s (expected one of: %s)"
+                       % (key, _show(value), ", ".join(REBOOT_POLICIES)))
+    return value
+
+
+def from_metadata(metadata, url_template=""):
+    """Build a Desired from merged metadata (a dict) and the config's URL template."""
+    if not isinstance(metadata, dict):
+        raise BadInput("metadata must be a JSON object, got %s" % type(metadata).__name__)
+    image_id = validate_image_id(metadata.get("image_id"))
+    opts = metadata.get("update_agent")
+    if opts is None:
+        opts = {}
+    if not isinstance(opts, dict):
+        raise BadInput("metadata key 'update_agent' must be an object, got %s %s"
+                       % (type(opts).__name__, _show(opts)))
+    for key in opts:
+        if key not in KNOWN_KEYS:
+            # a newer template may carry keys this agent does not know yet
+            LOG.warning("ignoring unknown metadata key update_agent.%s", key)
+    url = opts.get("image_url")
+    if url is None or url == "":
+        if not url_template:
+            raise BadInput("no image URL for image_id %r: set update_agent.image_url in the "
+                           "metadata or image_url_template in the config" % image_id)
+        url = url_template.format(image_id=image_id)
+        key = "image_url_template"
+    else:
+        key = "update_agent.image_url"
+    return Desired(
+        image_id=image_id,
+        image_url=validate_url(url, key),
+        image_digest=validate_digest(opts.get("image_digest")),
+        reboot=validate_reboot(opts.get("reboot")),
+    )

@@ -1,0 +1,103 @@
+"""Read-only inspection of the node. Nothing here writes to the root."""
+
+import dataclasses
+import logging
+import os
+
+from update_agent import accounts, desired, manifest, mounts
+from update_agent.errors import BadInput
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Facts:
+    root: str
+    release: str                 # the running kernel: this machine's, whatever --root says
+    root_is_mount_point: bool
+    root_read_only: bool
+    root_fstype: str
+    state_dir: str
+    state_on_root_fs: bool       # state dir shares the root's filesystem
+    state_read_only: bool
+    free_bytes: int
+    mount_points: tuple          # root-relative mount points inside the root
+    current_image_id: str        # "" when /etc/image_id is absent
+    excluded: tuple              # what neither manifest covers: preserved, state, mounts
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def read_image_id(path):
+    """The committed image id, "" if the file is absent. A corrupt file is an error."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(4096).strip()
+    except FileNotFoundError:
+        return ""
+    except UnicodeDecodeError:
+        raise BadInput("%s is not text" % path)
+    return desired.validate_image_id(text, key=path)
+
+
+def gather(paths, config, mountinfo=None):
+    mountinfo = mountinfo if mountinfo is not None else mounts.read()
+    root = paths.root
+    root_mount = mounts.mount_of(mountinfo, root)
+    state_probe = paths.state_dir
+    while not os.path.exists(state_probe):
+        state_probe = os.path.dirname(state_probe)
+    state_mount = mounts.mount_of(mountinfo, state_probe)
+    below = tuple(mounts.below(mountinfo, root))
+    vfs = os.statvfs(root)
+    excluded = tuple(config.preserved) + (config.state_dir,) + tuple("/" + m for m in below)
+    return Facts(
+        root=root,
+        release=os.uname().release,
+        root_is_mount_point=mounts.is_mount_point(mountinfo, root),
+        root_read_only=bool(root_mount and root_mount.read_only),
+        root_fstype=root_mount.fstype if root_mount else "",
+        state_dir=paths.state_dir,
+        state_on_root_fs=bool(state_mount and root_mount and state_mount.mount_point == root_mount.mount_point),
+        state_read_only=bool(state_mount and state_mount.read_only),
+        free_bytes=vfs.f_bavail * vfs.f_frsize,
+        mount_points=below,
+        current_image_id=read_image_id(paths.image_id_file),
+        excluded=excluded,
+    )
+
+
+def node_manifest(facts, cache_path):
+    """Walk the node's root (never across mounts), reusing cached hashes."""
+    excluder = manifest.Excluder(facts.excluded)
+    old_entries, old_sigs = manifest.load(cache_path)
+    cache = {rel: (sig, old_entries[rel].digest) for rel, sig in old_sigs.items()
+             if rel in old_entries and old_entries[rel].kind == "f"}
+    trusted_before = _mtime_ns(cache_path) - manifest.RACY_NS if cache else None
+    entries, sigs = manifest.build(facts.root, excluder, cache=cache, trusted_before_ns=trusted_before)
+    return entries, sigs
+
+
+def _mtime_ns(path):
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
+def account_files(node_root, image_root):
+    """{rel: (node_text, image_text)} for the account databases the image has."""
+    out = {}
+    for rel in accounts.FILES:
+        image_path = os.path.join(image_root, rel)
+        if not os.path.isfile(image_path) or os.path.islink(image_path):
+            continue
+        node_path = os.path.join(node_root, rel)
+        node_text = ""
+        if os.path.isfile(node_path) and not os.path.islink(node_path):
+            with open(node_path, encoding="utf-8", errors="surrogateescape") as f:
+                node_text = f.read()
+        with open(image_path, encoding="utf-8", errors="surrogateescape") as f:
+            out[rel] = (node_text, f.read())
+    return out

@@ -1,0 +1,79 @@
+"""Run os-refresh-config phase directories through dib-run-parts.
+
+The phase directories are the node's own (<root>/usr/libexec/os-refresh-config
+or OS_REFRESH_CONFIG_BASE_DIR). Hooks run on this machine with the environment
+documented in docs/hooks.md; they find the node under UPDATE_AGENT_ROOT.
+Hooks are run only from root-owned directories that nobody else can write to.
+"""
+
+import logging
+import os
+import stat
+
+from update_agent.errors import AgentError, CommandFailed
+
+LOG = logging.getLogger(__name__)
+
+PRE_CONFIGURE = "pre-configure"
+CONFIGURE = "configure"
+POST_CONFIGURE = "post-configure"
+MIGRATION = "migration"
+ERROR = "error"
+
+
+class HookFailed(AgentError):
+    pass
+
+
+def _check_trusted(path):
+    st = os.lstat(path)
+    if st.st_uid != 0:
+        raise HookFailed("refusing hooks: %s is owned by uid %d, not root" % (path, st.st_uid))
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise HookFailed("refusing hooks: %s is writable by group or others (mode %o)"
+                         % (path, stat.S_IMODE(st.st_mode)))
+
+
+def check_phase_dir(directory):
+    """Refuse a phase dir (or its base dir, or a script) others could write to."""
+    _check_trusted(os.path.dirname(directory))
+    _check_trusted(directory)
+    for name in sorted(os.listdir(directory)):
+        _check_trusted(os.path.join(directory, name))
+
+
+def hook_env(root, image_id, previous_image_id, action, extra=None):
+    env = dict(os.environ)
+    env.update({
+        "UPDATE_AGENT_ROOT": root,
+        "UPDATE_AGENT_IMAGE_ID": image_id,
+        "UPDATE_AGENT_PREVIOUS_IMAGE_ID": previous_image_id or "",
+        "UPDATE_AGENT_ACTION": action,
+    })
+    env.update(extra or {})
+    return env
+
+
+def run_phase(system, paths, phase, env, timeout):
+    """Run one phase; return True if it ran, False if the node has no such dir."""
+    directory = paths.orc_phase_dir(phase)
+    if not os.path.isdir(directory):
+        LOG.info("hooks: no %s.d on the node, skipped", phase)
+        return False
+    check_phase_dir(directory)
+    LOG.info("hooks: running %s", directory)
+    try:
+        result = system.run([system.which("dib-run-parts"), directory], env=env, timeout=timeout)
+    except CommandFailed as e:
+        raise HookFailed("%s.d hook failed (exit %s): %s"
+                         % (phase, e.returncode, _last_line(e.stderr)))
+    except AgentError as e:
+        raise HookFailed("%s.d: %s" % (phase, e))
+    for line in (result.stdout or "").splitlines():
+        LOG.info("%s.d: %s", phase, line)
+    return True
+
+
+def _last_line(text):
+    lines = [ln for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else "(no output)"

@@ -1,0 +1,158 @@
+"""The image cache: fetch, verify, keep the current and previous image.
+
+An image is used only after its digest is verified. Files are named by their
+digest, so a cached image is immutable and its manifest can be cached with it.
+"""
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import urllib.parse
+
+from update_agent import manifest, statefile
+from update_agent.errors import AgentError, BadInput
+from update_agent.images import fetch as fetching
+from update_agent.images import formats
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class StagedImage:
+    image_id: str
+    digest: str      # "sha256:<hex>"
+    path: str        # the image file, or the directory of a directory image
+    format: str
+
+
+def _name(digest):
+    return digest.replace(":", "-")
+
+
+class ImageStore:
+    def __init__(self, images_dir, config, system, opener=None, progress=None):
+        self.dir = images_dir
+        self.config = config
+        self.system = system
+        self.opener = opener
+        self.progress = progress
+
+    # --- staging ---------------------------------------------------------
+    def stage(self, desired):
+        """Return a verified StagedImage for desired, fetching it if needed."""
+        if not desired.image_digest and self.config.require_digest:
+            raise BadInput("image %s has no update_agent.image_digest and the config "
+                           "requires one (require_digest = true)" % desired.image_id)
+        url = urllib.parse.urlsplit(desired.image_url)
+        if url.scheme == "file" and os.path.isdir(urllib.parse.unquote(url.path)):
+            return self._stage_directory(desired, urllib.parse.unquote(url.path))
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        if desired.image_digest:
+            staged = self.lookup(desired.image_digest)
+            if staged:
+                LOG.info("image %s already staged as %s", desired.image_id, staged.path)
+                return dataclasses.replace(staged, image_id=desired.image_id)
+            part = os.path.join(self.dir, _name(desired.image_digest) + ".part")
+            expected = fetching.Digest.parse(desired.image_digest)
+        else:
+            for staged in self._all():
+                if staged.image_id == desired.image_id:
+                    LOG.warning("image %s has no digest; reusing the cached copy %s",
+                                desired.image_id, staged.path)
+                    return staged
+            key = hashlib.sha256(desired.image_url.encode()).hexdigest()[:16]
+            part = os.path.join(self.dir, "url-%s.part" % key)
+            expected = None
+        LOG.info("fetching image %s from %s", desired.image_id, desired.image_url)
+        got = fetching.fetch(desired.image_url, part, max_bytes=self.config.max_image_size,
+                             digest=expected, opener=self.opener, progress=self.progress)
+        digest = str(got)
+        path = os.path.join(self.dir, _name(digest) + ".img")
+        try:
+            fmt = formats.detect(part)
+        except AgentError:
+            os.unlink(part)  # verified, but not an image we can open: do not keep it
+            raise
+        os.rename(part, path)
+        staged = StagedImage(desired.image_id, digest, path, fmt)
+        self._write_meta(staged, desired.image_url)
+        return staged
+
+    def _stage_directory(self, desired, path):
+        # A directory has no file digest: its digest is its manifest's.
+        entries, _ = manifest.build(path, manifest.Excluder(()), skip_devices=False)
+        digest = manifest.digest_of(entries)
+        if desired.image_digest and desired.image_digest != digest:
+            raise AgentError("image digest mismatch for directory %s: expected %s, got %s"
+                             % (path, desired.image_digest, digest))
+        self._cached_manifest = (digest, entries)
+        return StagedImage(desired.image_id, digest, os.path.abspath(path), "directory")
+
+    def _write_meta(self, staged, url):
+        meta = {"image_id": staged.image_id, "digest": staged.digest, "format": staged.format,
+                "url": url}
+        statefile.write_atomic(os.path.join(self.dir, _name(staged.digest) + ".json"),
+                               json.dumps(meta, sort_keys=True).encode(), mode=0o600)
+
+    def _all(self):
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in sorted(names):
+            if not name.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(self.dir, name), encoding="utf-8") as f:
+                    meta = json.load(f)
+                path = os.path.join(self.dir, _name(meta["digest"]) + ".img")
+                if os.path.isfile(path):
+                    out.append(StagedImage(meta["image_id"], meta["digest"], path, meta["format"]))
+            except (ValueError, KeyError, OSError) as e:
+                LOG.warning("ignoring unreadable image record %s: %s", name, e)
+        return out
+
+    def lookup(self, digest):
+        for staged in self._all():
+            if staged.digest == digest:
+                return staged
+        return None
+
+    # --- manifests -------------------------------------------------------
+    def manifest(self, staged, tree):
+        """The image's full manifest (tree: the opened image), cached by digest."""
+        cached = getattr(self, "_cached_manifest", None)
+        if cached and cached[0] == staged.digest:
+            return cached[1]
+        if staged.format == "directory":
+            entries, _ = manifest.build(tree, manifest.Excluder(()), skip_devices=False)
+            return entries
+        cache = os.path.join(self.dir, _name(staged.digest) + ".manifest")
+        entries, _ = manifest.load(cache)
+        if entries:
+            return entries
+        LOG.info("computing the manifest of image %s", staged.image_id)
+        entries, _ = manifest.build(tree, manifest.Excluder(()), skip_devices=False)
+        manifest.save(cache, entries)
+        return entries
+
+    # --- retention -------------------------------------------------------
+    def retain(self, keep_digests):
+        """Remove every cached image but the ones named (current and previous)."""
+        keep = {_name(d) for d in keep_digests if d}
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return []
+        removed = []
+        for name in names:
+            stem, _, ext = name.rpartition(".")
+            if ext in ("img", "json", "manifest", "part") and stem not in keep:
+                os.unlink(os.path.join(self.dir, name))
+                removed.append(name)
+        if removed:
+            LOG.info("image cache: removed %s", ", ".join(sorted(removed)))
+        return removed

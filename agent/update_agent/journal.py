@@ -1,0 +1,138 @@
+"""The state journal (one update in progress), the image state and the history.
+
+Every write is atomic. Steps are recorded before they start and after they
+end, so a killed agent resumes where it stopped. The journal carries a format
+version: the agent arrives with each new image, so a newer agent must be able
+to read and finish what an older one journalled.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+
+from update_agent import statefile
+from update_agent.errors import AgentError
+
+LOG = logging.getLogger(__name__)
+
+FORMAT = 1
+STATE_FILE = "images.json"
+
+
+@dataclasses.dataclass
+class Journal:
+    image_id: str
+    digest: str
+    previous_image_id: str
+    previous_digest: str
+    action: str
+    root_was_ro: bool
+    started_at: float
+    steps: dict = dataclasses.field(default_factory=dict)   # name -> started|done
+    status: str = "running"                                 # running|failed|done
+    failed_step: str = ""
+    error: str = ""
+    format: int = FORMAT
+
+    @property
+    def unfinished(self):
+        return self.status != "done"
+
+    def done(self, step):
+        return self.steps.get(step) == "done"
+
+    def stopped_at(self):
+        for name, state in self.steps.items():
+            if state != "done":
+                return name
+        return ""
+
+
+def _upgrade(data):
+    """Bring an older journal format up to FORMAT (none older exists yet)."""
+    fmt = data.get("format")
+    if not isinstance(fmt, int):
+        raise AgentError("journal has no valid format version: %r" % (fmt,))
+    if fmt > FORMAT:
+        raise AgentError("journal format %d is newer than this agent understands (%d); "
+                         "upgrade update-agent" % (fmt, FORMAT))
+    return data
+
+
+class Store:
+    """Journal, image state and history under the agent's state dir."""
+
+    def __init__(self, state_dir):
+        self.state_dir = state_dir
+        self.journal_path = os.path.join(state_dir, "journal.json")
+        self.state_path = os.path.join(state_dir, STATE_FILE)
+        self.history_path = os.path.join(state_dir, "history.jsonl")
+
+    def _write_json(self, path, data):
+        os.makedirs(self.state_dir, exist_ok=True)
+        statefile.write_atomic(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode(),
+                               mode=0o600)
+
+    def load_journal(self):
+        try:
+            with open(self.journal_path, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return None
+        except ValueError as e:
+            raise AgentError("journal %s is corrupt: %s" % (self.journal_path, e))
+        data = _upgrade(data)
+        known = {f.name for f in dataclasses.fields(Journal)}
+        return Journal(**{k: v for k, v in data.items() if k in known})
+
+    def save_journal(self, journal):
+        self._write_json(self.journal_path, dataclasses.asdict(journal))
+
+    def step(self, journal, name, state):
+        journal.steps[name] = state
+        self.save_journal(journal)
+
+    def load_state(self):
+        """{'current': {'image_id', 'digest'}, 'previous': {...}} as committed."""
+        try:
+            with open(self.state_path, encoding="utf-8") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return {}
+        except ValueError as e:
+            raise AgentError("image state %s is corrupt: %s" % (self.state_path, e))
+
+    def commit_state(self, image_id, digest, previous_image_id="", previous_digest=""):
+        state = self.load_state()
+        current = state.get("current") or {}
+        if current.get("image_id") not in (None, image_id):
+            state["previous"] = current
+        elif previous_image_id and previous_image_id != image_id:
+            state["previous"] = {"image_id": previous_image_id, "digest": previous_digest}
+        state["current"] = {"image_id": image_id, "digest": digest}
+        self._write_json(self.state_path, state)
+
+    def append_history(self, record):
+        os.makedirs(self.state_dir, exist_ok=True)
+        line = json.dumps(record, sort_keys=True) + "\n"
+        fd = os.open(self.history_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def history(self, limit=10):
+        try:
+            with open(self.history_path, encoding="utf-8") as f:
+                lines = f.readlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines[-limit:]:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # a torn last line after a crash
+        return out

@@ -1,0 +1,119 @@
+"""Pure: which kernel an image boots, and whether it is the running one.
+
+Debian keeps one version name (6.1.0-56-amd64) across several builds, so the
+comparison is by content too: the vmlinuz bytes and the module tree.
+"""
+
+import dataclasses
+import hashlib
+import posixpath
+import re
+
+LINKS = ("vmlinuz", "boot/vmlinuz")
+
+
+def version_key(version):
+    """Order versions like 'sort -V': numbers numerically, the rest as text."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", version) if p]
+
+
+def resolve(entries, rel, limit=20):
+    """Follow symlinks inside a manifest (paths relative to its root)."""
+    parts = [p for p in rel.split("/") if p]
+    done = []
+    while parts and limit:
+        done.append(parts.pop(0))
+        cur = "/".join(done)
+        e = entries.get(cur)
+        if e is not None and e.kind == "l":
+            limit -= 1
+            target = e.digest
+            base = [] if target.startswith("/") else done[:-1]
+            parts = [p for p in posixpath.normpath("/".join(base + [target])).split("/")
+                     if p and p != "."] + parts
+            done = []
+    return "/".join(done)
+
+
+def kernel_versions(entries):
+    out = []
+    for rel in entries:
+        if rel.startswith("boot/vmlinuz-") and "/" not in rel[5:]:
+            out.append(rel[len("boot/vmlinuz-"):])
+    return sorted(out, key=version_key)
+
+
+def modules_digest(entries, version):
+    """A digest of the module tree of one kernel version ('' if absent)."""
+    base = resolve(entries, "lib/modules/" + version)
+    prefix = base + "/"
+    rows = sorted("%s %s %s" % (rel[len(prefix):], e.kind, e.digest)
+                  for rel, e in entries.items() if rel.startswith(prefix))
+    if not rows:
+        return ""
+    return hashlib.sha256("\n".join(rows).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def vmlinuz_digest(entries, version):
+    e = entries.get(resolve(entries, "boot/vmlinuz-" + version))
+    return e.digest if e is not None and e.kind == "f" else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageKernel:
+    version: str      # "" if the image has no kernel
+    chosen_by: str
+    vmlinuz: str
+    modules: str
+
+
+def image_kernel(entries):
+    """The kernel the image boots: the vmlinuz link's target, else the newest."""
+    versions = kernel_versions(entries)
+    for link in LINKS:
+        e = entries.get(link)
+        if e is not None and e.kind == "l":
+            name = posixpath.basename(e.digest)
+            if name.startswith("vmlinuz-") and name[len("vmlinuz-"):] in versions:
+                v = name[len("vmlinuz-"):]
+                return ImageKernel(v, "/%s -> %s" % (link, e.digest),
+                                   vmlinuz_digest(entries, v), modules_digest(entries, v))
+    if not versions:
+        return ImageKernel("", "no /boot/vmlinuz-* in image", "", "")
+    v = versions[-1]
+    how = "only kernel" if len(versions) == 1 else "newest of %d kernels" % len(versions)
+    return ImageKernel(v, how, vmlinuz_digest(entries, v), modules_digest(entries, v))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunningKernel:
+    version: str
+    vmlinuz: str   # digest of the node's /boot/vmlinuz-<version>, "" if absent
+    modules: str
+
+
+def running_kernel(release, node_entries):
+    return RunningKernel(release, vmlinuz_digest(node_entries, release),
+                         modules_digest(node_entries, release))
+
+
+def compare(running, image):
+    """Return (same, reasons)."""
+    if not image.version:
+        return False, ["image has no kernel (no /boot/vmlinuz-*)"]
+    if image.version != running.version:
+        return False, ["image kernel %s (%s) differs from running kernel %s"
+                       % (image.version, image.chosen_by, running.version)]
+    reasons = []
+    if not running.vmlinuz:
+        reasons.append("node has no /boot/vmlinuz-%s to compare; compared by name and modules"
+                       % running.version)
+    elif running.vmlinuz != image.vmlinuz:
+        return False, ["image kernel %s has the running kernel's name but a different "
+                       "vmlinuz build" % image.version]
+    if running.modules != image.modules:
+        return False, ["image's modules for %s differ from the running kernel's" % image.version]
+    reasons.append("image kernel %s is the running kernel (same vmlinuz and modules)"
+                   % image.version if running.vmlinuz else
+                   "image kernel %s matches the running kernel's name and modules" % image.version)
+    return True, reasons

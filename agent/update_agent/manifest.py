@@ -1,0 +1,236 @@
+"""Per-file manifests of a tree: type, mode, owner, size, content hash, xattrs.
+
+The change set is the difference of two manifests (node against image), as
+swupd and freebsd-update compute it. A manifest is content-exact: a file whose
+bytes changed at the same size and mtime still differs. Hashing is the slow
+part, so:
+  * an image's manifest is computed once, when it is staged, and cached by the
+    image's digest (images are immutable);
+  * the node's manifest reuses the hash of any file whose stat signature
+    (inode, size, mtime, ctime) is unchanged since it was last hashed, as git's
+    index does. ctime cannot be set from user space, so a rewrite is always
+    seen; entries whose ctime is too close to the recording time are rehashed.
+"""
+
+import bisect
+import collections
+import concurrent.futures
+import fnmatch
+import hashlib
+import logging
+import os
+import stat
+
+LOG = logging.getLogger(__name__)
+
+Entry = collections.namedtuple("Entry", "kind mode uid gid size digest xattrs link")
+Sig = collections.namedtuple("Sig", "ino size mtime_ns ctime_ns")
+
+KINDS = {stat.S_IFREG: "f", stat.S_IFDIR: "d", stat.S_IFLNK: "l", stat.S_IFCHR: "c",
+         stat.S_IFBLK: "b", stat.S_IFIFO: "p", stat.S_IFSOCK: "s"}
+HASH = "sha256"
+RACY_NS = 2 * 10**9  # ctime this close to the recording time is not trusted
+FORMAT_LINE = "# update-agent manifest v1"
+
+
+class Excluder:
+    """Root-relative paths (and globs) that a walk skips, with their subtrees."""
+
+    def __init__(self, patterns):
+        self.exact = set()
+        self.globs = collections.defaultdict(list)  # parent dir -> patterns
+        for p in patterns:
+            rel = os.path.normpath(p).lstrip("/")
+            if any(c in rel for c in "*?["):
+                self.globs[os.path.dirname(rel)].append(rel)
+            else:
+                self.exact.add(rel)
+
+    def __contains__(self, rel):
+        if rel in self.exact:
+            return True
+        pats = self.globs.get(os.path.dirname(rel))
+        return bool(pats) and any(fnmatch.fnmatchcase(rel, p) for p in pats)
+
+    def filter(self, entries):
+        """Drop excluded paths and their subtrees from a full manifest."""
+        keys = sorted(entries)
+        drop = set()
+        for p in self.exact:
+            i = bisect.bisect_left(keys, p)
+            if i < len(keys) and keys[i] == p:
+                drop.add(p)
+                i += 1
+            prefix = p + "/"
+            i = bisect.bisect_left(keys, prefix)
+            while i < len(keys) and keys[i].startswith(prefix):
+                drop.add(keys[i])
+                i += 1
+        if self.globs:
+            for rel in keys:
+                if rel not in drop and rel in self:
+                    drop.add(rel)
+                    prefix = rel + "/"
+                    drop.update(k for k in keys if k.startswith(prefix))
+        return {k: v for k, v in entries.items() if k not in drop}
+
+    def covers(self, rel):
+        """True if rel or one of its ancestors is excluded."""
+        parts = rel.split("/")
+        return any("/".join(parts[:i]) in self for i in range(1, len(parts) + 1))
+
+
+def _xattrs(path):
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return ""
+    if not names:
+        return ""
+    h = hashlib.new(HASH)
+    for name in sorted(names):
+        try:
+            value = os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue
+        h.update(name.encode() + b"\0" + value + b"\0")
+    return h.hexdigest()[:32]
+
+
+def hash_file(path):
+    with open(path, "rb", buffering=0) as f:
+        return hashlib.file_digest(f, HASH).hexdigest()
+
+
+def walk(top, excluder, skip_devices=True):
+    """Yield (rel, st) for every entry below top, not crossing filesystems."""
+    top_dev = os.lstat(top).st_dev
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        host_dir = os.path.join(top, rel_dir) if rel_dir else top
+        with os.scandir(host_dir) as it:
+            for de in it:
+                rel = rel_dir + "/" + de.name if rel_dir else de.name
+                if rel in excluder:
+                    continue
+                st = de.stat(follow_symlinks=False)
+                if skip_devices and st.st_dev != top_dev:
+                    continue  # a mount point inside the tree: not ours to walk
+                yield rel, st
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(rel)
+
+
+def build(top, excluder, cache=None, trusted_before_ns=None, workers=None, skip_devices=True):
+    """Return (entries, sigs) for the tree at top.
+
+    cache: {rel: (Sig, digest)} from an earlier manifest of the same tree.
+    """
+    cache = cache or {}
+    entries, sigs, to_hash = {}, {}, []
+    links = collections.defaultdict(list)
+    for rel, st in walk(top, excluder, skip_devices):
+        kind = KINDS.get(stat.S_IFMT(st.st_mode), "?")
+        host = os.path.join(top, rel)
+        digest, size = "", 0
+        sig = Sig(st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if kind == "f":
+            size = st.st_size
+            cached = cache.get(rel)
+            if (cached and cached[0] == sig
+                    and (trusted_before_ns is None or st.st_ctime_ns < trusted_before_ns)):
+                digest = cached[1]
+            else:
+                to_hash.append(rel)
+            if st.st_nlink > 1:
+                links[(st.st_dev, st.st_ino)].append(rel)
+        elif kind == "l":
+            digest = os.readlink(host)
+        elif kind in "cb":
+            digest = "%d,%d" % (os.major(st.st_rdev), os.minor(st.st_rdev))
+        entries[rel] = Entry(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, size,
+                             digest, _xattrs(host), "")
+        sigs[rel] = sig
+    if to_hash:
+        LOG.debug("hashing %d files under %s", len(to_hash), top)
+        with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count() or 2) as pool:
+            for rel, digest in zip(to_hash, pool.map(lambda r: hash_file(os.path.join(top, r)), to_hash)):
+                entries[rel] = entries[rel]._replace(digest=digest)
+    for members in links.values():
+        if len(members) > 1:
+            leader = min(members)
+            for rel in members:
+                entries[rel] = entries[rel]._replace(link=leader)
+    return entries, sigs
+
+
+def _esc(text):
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+
+def _unesc(text):
+    out, i = [], 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            nxt = text[i + 1]
+            out.append({"t": "\t", "n": "\n"}.get(nxt, nxt))
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def dumps(entries, sigs=None):
+    lines = [FORMAT_LINE]
+    for rel in sorted(entries):
+        e = entries[rel]
+        row = [_esc(rel), e.kind, "%o" % e.mode, str(e.uid), str(e.gid), str(e.size),
+               _esc(e.digest), e.xattrs, _esc(e.link)]
+        if sigs is not None and rel in sigs:
+            s = sigs[rel]
+            row += [str(s.ino), str(s.mtime_ns), str(s.ctime_ns)]
+        lines.append("\t".join(row))
+    return "\n".join(lines) + "\n"
+
+
+def loads(text):
+    """Parse a manifest; returns (entries, sigs). Raises ValueError if malformed."""
+    lines = text.split("\n")
+    if not lines or lines[0] != FORMAT_LINE:
+        raise ValueError("not an update-agent manifest")
+    entries, sigs = {}, {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        f = line.split("\t")
+        rel = _unesc(f[0])
+        e = Entry(f[1], int(f[2], 8), int(f[3]), int(f[4]), int(f[5]), _unesc(f[6]), f[7], _unesc(f[8]))
+        entries[rel] = e
+        if len(f) >= 12:
+            sigs[rel] = Sig(int(f[9]), e.size, int(f[10]), int(f[11]))
+    return entries, sigs
+
+
+def digest_of(entries):
+    """A content digest of a whole tree (used for directory images)."""
+    return HASH + ":" + hashlib.new(HASH, dumps(entries).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def save(path, entries, sigs=None):
+    from update_agent import statefile
+    statefile.write_atomic(path, dumps(entries, sigs).encode("utf-8", "surrogateescape"))
+
+
+def load(path):
+    """Return (entries, sigs), or ({}, {}) if the file is missing or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return loads(f.read().decode("utf-8", "surrogateescape"))
+    except FileNotFoundError:
+        return {}, {}
+    except (ValueError, IndexError) as e:
+        LOG.warning("ignoring unreadable manifest %s: %s", path, e)
+        return {}, {}

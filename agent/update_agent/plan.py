@@ -1,0 +1,150 @@
+"""Pure: decide what to do, with every reason.
+
+preflight() decides what can be decided without the image (noop, refusals);
+decide() takes the manifests and decides the rest. Both are pure functions of
+their arguments, so --dry-run prints exactly what apply would do.
+"""
+
+import dataclasses
+
+from update_agent import accounts, kernel, manifest
+from update_agent import changes as changeset
+
+NOOP = "noop"
+IN_PLACE = "in-place"
+REBOOT = "reboot"
+REFUSE = "refuse"
+
+SAMPLE = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    action: str
+    reasons: tuple
+    image_id: str
+    current_image_id: str
+    digest: str = ""
+    running_kernel: str = ""
+    image_kernel: str = ""
+    changes: changeset.ChangeSet = None
+    accounts: tuple = ()          # ((rel, merged_text), ...) for files that change
+    resume: bool = False          # an unfinished update of this image is resumed
+    root_was_ro: bool = False
+
+    def to_dict(self):
+        ch = self.changes or changeset.ChangeSet()
+        summary = ch.summary()
+        summary["changed"] += len(self.accounts)
+        summary["sample"] = {
+            "changed": ["/" + p for p in ch.changed[:SAMPLE]] + ["/" + r for r, _ in self.accounts],
+            "added": ["/" + p for p in ch.added[:SAMPLE]],
+            "deleted": ["/" + p for p in ch.deleted[:SAMPLE]],
+        }
+        summary["kept"] = ["/" + p for p in ch.kept]
+        return {
+            "action": self.action,
+            "reasons": list(self.reasons),
+            "image_id": self.image_id,
+            "current_image_id": self.current_image_id,
+            "digest": self.digest,
+            "kernel": {"running": self.running_kernel, "image": self.image_kernel},
+            "changes": summary,
+            "resume": self.resume,
+            "root_was_read_only": self.root_was_ro,
+        }
+
+
+def _resume_reasons(desired, journal):
+    if journal is None or not journal.unfinished:
+        return False, []
+    where = journal.failed_step or journal.stopped_at() or "start"
+    if journal.image_id == desired.image_id:
+        why = " (%s)" % journal.error if journal.error else ""
+        return True, ["resuming the unfinished update to %s, which stopped at step %s%s"
+                      % (journal.image_id, where, why)]
+    return False, ["the unfinished update to %s (stopped at step %s) is superseded by %s"
+                   % (journal.image_id, where, desired.image_id)]
+
+
+def root_was_ro(facts, journal):
+    # After a crash the root may be left writable: the journal remembers how it was.
+    if journal is not None and journal.unfinished:
+        return journal.root_was_ro
+    return facts.root_read_only
+
+
+def preflight(desired, facts, journal, adopt=False):
+    """A Plan if it can be decided without the image, else None."""
+    resume, reasons = _resume_reasons(desired, journal)
+    base = dict(image_id=desired.image_id, current_image_id=facts.current_image_id,
+                running_kernel=facts.release, resume=resume,
+                root_was_ro=root_was_ro(facts, journal))
+    unfinished = journal is not None and journal.unfinished
+    if not unfinished and facts.current_image_id == desired.image_id:
+        return Plan(NOOP, tuple(["image_id %s is already current" % desired.image_id]), **base)
+    refusals = []
+    if not facts.current_image_id and not adopt:
+        refusals.append("the root has no /etc/image_id, so it was not deployed from an image; "
+                        "pass --adopt to take it over")
+    if facts.root_read_only and not facts.root_is_mount_point:
+        refusals.append("the root %s is read-only but not a mount point, so it cannot be "
+                        "remounted" % facts.root)
+    if facts.state_read_only:
+        refusals.append("the state dir %s is on a read-only filesystem" % facts.state_dir)
+    elif facts.root_read_only and facts.state_on_root_fs:
+        refusals.append("the state dir %s is on the read-only root filesystem; put state_dir "
+                        "on a writable filesystem" % facts.state_dir)
+    if refusals:
+        return Plan(REFUSE, tuple(reasons + refusals), **base)
+    return None
+
+
+def decide(desired, facts, journal, config, digest, node_entries, image_entries,
+           account_texts, adopt=False):
+    """The full plan, from the node's and the image's manifests."""
+    early = preflight(desired, facts, journal, adopt)
+    if early is not None:
+        return early
+    resume, reasons = _resume_reasons(desired, journal)
+    image_entries = manifest.Excluder(facts.excluded).filter(image_entries)
+    running = kernel.running_kernel(facts.release, node_entries)
+    image_k = kernel.image_kernel(image_entries)
+    same_kernel, kernel_reasons = kernel.compare(running, image_k)
+    protected = [p.strip("/") for p in facts.excluded if not any(c in p for c in "*?[")]
+    change_set = changeset.diff(node_entries, image_entries, protected=protected,
+                              skip=accounts.FILES)
+    merged, refusals = [], list(change_set.conflicts)
+    for rel, (node_text, image_text) in sorted(account_texts.items()):
+        try:
+            text = accounts.merge(rel, node_text, image_text)
+        except accounts.AccountClash as e:
+            refusals.append("accounts cannot be merged: %s" % e)
+            continue
+        if text != node_text:
+            merged.append((rel, text))
+    plan = dict(image_id=desired.image_id, current_image_id=facts.current_image_id,
+                digest=digest, running_kernel=facts.release, image_kernel=image_k.version,
+                changes=change_set, accounts=tuple(merged), resume=resume,
+                root_was_ro=root_was_ro(facts, journal))
+    reasons = reasons + ["image_id %s differs from current %s"
+                         % (desired.image_id, facts.current_image_id or "(none)")]
+    if not image_k.version:
+        return Plan(REFUSE, tuple(reasons + kernel_reasons), **plan)
+    needed = change_set.bytes + config.free_space_margin
+    if needed > facts.free_bytes:
+        refusals.append("not enough free space on the root: need %d bytes (changes plus a "
+                        "%d byte margin), have %d" % (needed, config.free_space_margin,
+                                                       facts.free_bytes))
+    if refusals:
+        return Plan(REFUSE, tuple(reasons + refusals), **plan)
+    if change_set.kept:
+        reasons.append("%d directories the image drops are kept: they hold preserved paths "
+                       "or mount points" % len(change_set.kept))
+    if not same_kernel:
+        return Plan(REBOOT, tuple(reasons + kernel_reasons), **plan)
+    s = change_set.summary()
+    reasons.append("%d changed, %d added, %d deleted, %d bytes to write; %d account "
+                   "files merged" % (s["changed"], s["added"], s["deleted"], s["bytes"],
+                                     len(merged)))
+    return Plan(IN_PLACE, tuple(reasons + kernel_reasons), **plan)

@@ -1,0 +1,79 @@
+"""The one place that runs commands and reads the clock.
+
+Everything that touches the world outside Python goes through a System, so
+tests can see what ran and a dry run can be proven to run nothing disruptive.
+"""
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from update_agent.errors import AgentError, CommandFailed
+
+LOG = logging.getLogger(__name__)
+
+
+class System:
+    def __init__(self, clock=time.time, monotonic=time.monotonic):
+        self.clock = clock
+        self.monotonic = monotonic
+
+    def which(self, name):
+        """Find a tool, preferring the agent's own environment (its venv)."""
+        search = os.pathsep.join(
+            [os.path.dirname(sys.executable), os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+             "/usr/local/sbin", "/usr/sbin", "/sbin"]
+        )
+        found = shutil.which(name, path=search)
+        if not found:
+            raise AgentError("required tool %r not found in PATH" % name)
+        return found
+
+    def run(self, argv, *, check=True, input=None, env=None, timeout=None,
+            capture=True, cwd=None):
+        """Run argv (never through a shell); return CompletedProcess with text output.
+
+        The command gets its own process group, so a timeout ends it together
+        with everything it started (a hook's children, rsync's receiver).
+        """
+        argv = [str(a) for a in argv]
+        LOG.debug("run: %s", argv)
+        try:
+            proc = subprocess.Popen(
+                argv, env=env, cwd=cwd, text=True, start_new_session=True,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if capture else None,
+                stderr=subprocess.PIPE if capture else None,
+            )
+        except FileNotFoundError:
+            raise AgentError("required tool %r not found" % argv[0])
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_group(proc)
+            raise AgentError("command %s timed out after %ss" % (" ".join(argv[:3]), timeout))
+        except BaseException:
+            self.kill_group(proc)
+            raise
+        result = subprocess.CompletedProcess(argv, proc.returncode, out, err)
+        if check and proc.returncode != 0:
+            raise CommandFailed(argv, proc.returncode, err)
+        return result
+
+    @staticmethod
+    def kill_group(proc):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+    def popen(self, argv, **kwargs):
+        """Start a long-running command (rsync) whose output is streamed."""
+        argv = [str(a) for a in argv]
+        LOG.debug("popen: %s", argv)
+        return subprocess.Popen(argv, text=True, **kwargs)
