@@ -10,13 +10,13 @@ import re
 import urllib.parse
 
 from update_agent.errors import BadInput
+from update_agent.images.fetch import Digest
 
 LOG = logging.getLogger(__name__)
 
 IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,254}$")
 REBOOT_POLICIES = ("auto", "never", "manual")
 URL_SCHEMES = ("http", "https", "file")
-DIGESTS = {"sha256": 64, "sha512": 128}
 KNOWN_KEYS = ("image_url", "image_digest", "reboot")
 MAX_URL = 4096
 
@@ -52,18 +52,7 @@ def validate_image_id(value, key="image_id"):
 def validate_digest(value, key="update_agent.image_digest"):
     if value is None or value == "":
         return ""
-    if not isinstance(value, str):
-        raise BadInput("metadata key %r must be a string, got %s %s"
-                       % (key, type(value).__name__, _show(value)))
-    algo, sep, hexpart = value.partition(":")
-    if not sep or algo.lower() not in DIGESTS:
-        raise BadInput("metadata key %r has unknown digest algorithm in %s (expected "
-                       "sha256:<hex> or sha512:<hex>)" % (key, _show(value)))
-    algo = algo.lower()
-    if len(hexpart) != DIGESTS[algo] or not re.fullmatch(r"[0-9a-fA-F]+", hexpart):
-        raise BadInput("metadata key %r has malformed %s digest %s (expected %d hex digits)"
-                       % (key, algo, _show(value), DIGESTS[algo]))
-    return "%s:%s" % (algo, hexpart.lower())
+    return str(Digest.parse(value, key="metadata key %r" % key))
 
 
 def validate_url(value, key="update_agent.image_url"):

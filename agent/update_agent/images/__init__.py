@@ -1,0 +1,1 @@
+"""Golden node images: where they are stored and how they are opened."""

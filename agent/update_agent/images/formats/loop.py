@@ -1,0 +1,96 @@
+"""Loop devices, mounts and temp dirs that are always released again.
+
+Each helper is a context manager whose exit undoes exactly what its entry
+did, also when the body raises, so callers can stack them freely.
+"""
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+
+from update_agent.errors import AgentError, CommandFailed
+
+LOG = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def temp_dir(work_dir, prefix):
+    """A fresh directory under work_dir, removed with its contents on exit."""
+    os.makedirs(work_dir, exist_ok=True)
+    path = tempfile.mkdtemp(prefix=prefix, dir=work_dir)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def attach(system, path, *, offset=None, sizelimit=None, partscan=False, read_only=True):
+    """Attach path to a free loop device (read-only by default); yield /dev/loopN."""
+    argv = ["losetup", "--find", "--show"]
+    if read_only:
+        argv.append("--read-only")
+    if partscan:
+        argv.append("--partscan")
+    if offset is not None:
+        argv += ["--offset", str(offset)]
+    if sizelimit is not None:
+        argv += ["--sizelimit", str(sizelimit)]
+    try:
+        dev = system.run(argv + [path]).stdout.strip()
+    except CommandFailed as exc:
+        raise AgentError("image %s: cannot attach a loop device: %s" % (path, _last_line(exc.stderr)))
+    LOG.debug("attached %s to %s", path, dev)
+    try:
+        yield dev
+    finally:
+        # A busy device is only flagged for autoclear by the kernel, so this
+        # succeeds once the mount above it is gone.
+        proc = system.run(["losetup", "--detach", dev], check=False)
+        if proc.returncode != 0:
+            LOG.warning("losetup --detach %s failed: %s", dev, _last_line(proc.stderr))
+
+
+@contextlib.contextmanager
+def mount(system, source, fstype, options, work_dir, what):
+    """Mount source at a fresh dir under work_dir; yield that dir.
+
+    what names the image in errors, as the device name means nothing to an
+    operator.
+    """
+    os.makedirs(work_dir, exist_ok=True)
+    target = tempfile.mkdtemp(prefix="mnt-", dir=work_dir)
+    try:
+        argv = ["mount", "-t", fstype, "-o", ",".join(options), source, target]
+        try:
+            system.run(argv)
+        except CommandFailed as exc:
+            raise AgentError("image %s: cannot mount %s filesystem: %s"
+                             % (what, fstype, _last_line(exc.stderr)))
+        try:
+            yield target
+        finally:
+            umount(system, target)
+    finally:
+        # rmdir, never rmtree: if the unmount failed this refuses (EBUSY)
+        # instead of deleting files inside the mounted filesystem.
+        with contextlib.suppress(OSError):
+            os.rmdir(target)
+
+
+def umount(system, target):
+    proc = system.run(["umount", target], check=False)
+    if proc.returncode != 0:
+        # Something still holds the tree open; detach it lazily rather than
+        # leave it mounted under work_dir (the fs is read-only, nothing is lost).
+        LOG.warning("umount %s failed (%s); detaching lazily", target, _last_line(proc.stderr))
+        proc = system.run(["umount", "--lazy", target], check=False)
+        if proc.returncode != 0:
+            raise AgentError("cannot unmount %s: %s" % (target, _last_line(proc.stderr)))
+
+
+def _last_line(text):
+    lines = (text or "").strip().splitlines()
+    return lines[-1].strip() if lines else "no error output"
