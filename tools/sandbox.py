@@ -133,18 +133,24 @@ class SandboxNode:
         run(["mount", *opts, source, target])
         self.mounted.append(target)
 
-    def start(self, identity=True):
-        """Mount the node; give it its own identity and state, then make / read-only."""
+    def start(self, identity=True, occ_cache=None, state_mount=True, state_mb=256):
+        """Mount the node; give it its own identity and state, then make / read-only.
+
+        occ_cache: {name: metadata} written as os-collect-config's cache.
+        """
         os.makedirs(self.root, exist_ok=True)
         # attach read-write, mount read-only: a ro loop device could never be remounted rw
         self._mount(self._loop(self.root_image), self.root, "-o", "rw")
         if identity:
             self.personalise()
+        if occ_cache:
+            self.write_occ_cache(occ_cache)
         run(["mount", "-o", "remount,ro", self.root])
         self._mount("tmpfs", os.path.join(self.root, "run"), "-t", "tmpfs", "-o", "mode=755")
-        state_img = os.path.join(self.workdir, "state.ext4")
-        mkfs(state_img, 256)
-        self._mount(self._loop(state_img), os.path.join(self.root, "var/lib/update-agent"))
+        if state_mount:
+            state_img = os.path.join(self.workdir, "state.ext4")
+            mkfs(state_img, state_mb)
+            self._mount(self._loop(state_img), os.path.join(self.root, "var/lib/update-agent"))
         data_img = os.path.join(self.workdir, "data.ext4")
         mkfs(data_img, 16)
         self._mount(self._loop(data_img), os.path.join(self.root, "mnt/state"))
@@ -165,6 +171,16 @@ class SandboxNode:
         _write(r, "home/operator/notes", "operator notes\n", 0o600, 1001, 1001)
         _write(r, "var/log/app.log", "log line\n")
         _write(r, "root/.bash_history", "ls\n", 0o600)
+
+    def write_occ_cache(self, cache):
+        """os-collect-config's cache: <key>.json files and os_config_files.json."""
+        import json
+        base = "var/lib/os-collect-config"
+        listed = []
+        for name, data in cache.items():
+            _write(self.root, "%s/%s" % (base, name), json.dumps(data), 0o600)
+            listed.append("/%s/%s" % (base, name))
+        _write(self.root, base + "/os_config_files.json", json.dumps(listed))
 
     def stop(self):
         for target in reversed(self.mounted):

@@ -90,11 +90,11 @@ def preflight(desired, facts, journal, adopt=False):
     if facts.root_read_only and not facts.root_is_mount_point:
         refusals.append("the root %s is read-only but not a mount point, so it cannot be "
                         "remounted" % facts.root)
-    if facts.state_read_only:
-        refusals.append("the state dir %s is on a read-only filesystem" % facts.state_dir)
-    elif facts.root_read_only and facts.state_on_root_fs:
+    if facts.root_read_only and facts.state_on_root_fs:
         refusals.append("the state dir %s is on the read-only root filesystem; put state_dir "
                         "on a writable filesystem" % facts.state_dir)
+    elif facts.state_read_only:
+        refusals.append("the state dir %s is on a read-only filesystem" % facts.state_dir)
     if refusals:
         return Plan(REFUSE, tuple(reasons + refusals), **base)
     return None

@@ -1,0 +1,62 @@
+"""Shared test setup: import paths, and the gate for tests that mount things.
+
+Integration tests need root, loop devices and a private mount namespace; the
+test command runs pytest under `unshare -m --propagation private`, so every
+mount a test makes vanishes with the test process and never reaches the host.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROJECT = os.path.dirname(HERE)
+for sub in ("agent", "tools"):
+    path = os.path.join(PROJECT, sub)
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
+def _private_mount_namespace():
+    """True if an ancestor process (pid 1's may be unreadable) has another mount namespace."""
+    mine, pid = os.readlink("/proc/self/ns/mnt"), os.getpid()
+    while pid > 1:
+        with open("/proc/%d/stat" % pid) as f:
+            pid = int(f.read().rsplit(")", 1)[1].split()[1])  # ppid
+        try:
+            if os.readlink("/proc/%d/ns/mnt" % pid) != mine:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def mounts_usable():
+    """'' if this process may mount loop images, else why not."""
+    if os.geteuid() != 0:
+        return "integration tests need root (loop devices and mounts)"
+    if not _private_mount_namespace():
+        return ("integration tests mount filesystems and must run in a private mount "
+                "namespace: unshare -m --propagation private python -m pytest")
+    with open("/proc/self/mountinfo") as f:
+        if "shared:" in f.read():
+            return "mounts would propagate to the host (shared mounts): use --propagation private"
+    if subprocess.run(["losetup", "--find"], capture_output=True).returncode != 0:
+        return "no free loop device"
+    return ""
+
+
+def pytest_collection_modifyitems(config, items):
+    # CI sets this: an integration test skipped for want of mounts is a failure there.
+    why = mounts_usable()
+    if why and os.environ.get("UPDATE_AGENT_REQUIRE_INTEGRATION") == "1":
+        raise pytest.UsageError("UPDATE_AGENT_REQUIRE_INTEGRATION=1 but " + why)
+
+
+@pytest.fixture(scope="session")
+def need_mounts():
+    why = mounts_usable()
+    if why:
+        pytest.skip(why)

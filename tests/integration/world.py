@@ -1,0 +1,137 @@
+"""Helpers for integration tests: images built once, a fresh node per test."""
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import sandbox
+
+PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RELEASE = os.uname().release
+
+# What the node keeps as its own, whatever the image says (a subset of the defaults).
+PRESERVED_FILES = ("etc/hostname", "etc/hosts", "etc/machine-id", "etc/ssh/ssh_host_ed25519_key",
+                   "home/operator/notes", "var/log/app.log", "root/.bash_history")
+# Paths whose content legitimately differs from the image after an update.
+NOT_FROM_IMAGE = ("etc/image_id", "etc/passwd", "etc/group", "etc/shadow", "etc/gshadow",
+                  "etc/hostname", "etc/hosts", "etc/machine-id", "etc/ssh/ssh_host_ed25519_key",
+                  "home", "root", "var/log", "run", "tmp", "var/tmp", "proc", "sys", "dev",
+                  "var/lib/update-agent", "mnt/state", "lost+found", "var/lib/os-collect-config")
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return "sha256:" + hashlib.sha256(f.read()).hexdigest()
+
+
+def write_metadata(path, image_id, url=None, digest=None, **extra):
+    opts = dict(extra)
+    if url is not None:
+        opts["image_url"] = url
+    if digest is not None:
+        opts["image_digest"] = digest
+    data = {"image_id": image_id}
+    if opts:
+        data["update_agent"] = opts
+    with open(path, "w") as f:
+        json.dump(data, f)
+    return path
+
+
+def agent(root, *args, metadata=None, config=None):
+    """Run the real CLI in a child process; returns CompletedProcess."""
+    argv = [sys.executable, "-m", "update_agent", "--root", root]
+    if metadata:
+        argv += ["--metadata", metadata]
+    if config:
+        argv += ["--config", config]
+    env = dict(os.environ, PYTHONPATH=os.path.join(PROJECT, "agent"))
+    return subprocess.run(argv + list(args), capture_output=True, text=True, env=env, timeout=300)
+
+
+def plan_json(root, metadata, *extra):
+    r = agent(root, "--dry-run", "--json", *extra, metadata=metadata)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def root_mount_options(root):
+    out = subprocess.run(["findmnt", "-n", "-o", "OPTIONS", "--mountpoint", root],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    return out.split(",")
+
+
+def snapshot(root, skip=("run", "var/lib/update-agent", "mnt/state", "proc", "sys", "dev")):
+    """{rel: (type, mode, uid, gid, content-or-target)} of a whole tree, for 'untouched' checks."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        dirnames[:] = [d for d in dirnames
+                       if os.path.normpath(os.path.join(rel_dir, d)) not in skip]
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as f:
+                    body = f.read()
+            elif stat.S_ISLNK(st.st_mode):
+                body = os.readlink(p)
+            else:
+                body = None
+            out[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, body)
+    return out
+
+
+def excluded(rel):
+    return any(rel == p or rel.startswith(p + "/") for p in NOT_FROM_IMAGE)
+
+
+def assert_matches_image(root, image_tree):
+    """The node's root equals the image, apart from the node's own paths."""
+    node = {k: v for k, v in snapshot(root).items() if not excluded(k)}
+    image = {k: v for k, v in snapshot(image_tree, skip=()).items() if not excluded(k)}
+    missing = sorted(set(image) - set(node))
+    extra = sorted(set(node) - set(image))
+    differ = sorted(k for k in set(image) & set(node) if image[k] != node[k])
+    assert (missing, extra, differ) == ([], [], []), "node differs from image"
+
+
+def loops_for(path):
+    return subprocess.run(["losetup", "-j", path], capture_output=True, text=True).stdout.strip()
+
+
+class World:
+    """Trees and images built once per test session."""
+
+    def __init__(self, base):
+        self.base = base
+        self.tree_a = sandbox.build_node_tree(os.path.join(base, "A"), "img-A", RELEASE, "A")
+        self.tree_b = sandbox.build_node_tree(os.path.join(base, "B"), "img-B", RELEASE, "B")
+        self.image_b = os.path.join(base, "B.ext4")
+        sandbox.mkfs(self.image_b, 32, tree=self.tree_b)
+        self._trees = {}
+
+    def tree(self, name, **kw):
+        """A variant image tree (built lazily): build_node_tree kwargs."""
+        if name not in self._trees:
+            self._trees[name] = sandbox.build_node_tree(os.path.join(self.base, name), **kw)
+        return self._trees[name]
+
+    def ext4(self, tree, name):
+        path = os.path.join(self.base, name + ".ext4")
+        if not os.path.exists(path):
+            sandbox.mkfs(path, 32, tree=tree)
+        return path
+
+    def node(self, tmp, tree=None, **start):
+        root_img = os.path.join(tmp, "root.ext4")
+        sandbox.make_root_image(tree or self.tree_a, root_img)
+        return sandbox.SandboxNode(os.path.join(tmp, "node"), root_img).start(**start)
+
+    def metadata_for_b(self, tmp, **extra):
+        return write_metadata(os.path.join(tmp, "meta.json"), "img-B",
+                              "file://" + self.image_b, sha256(self.image_b), **extra)
