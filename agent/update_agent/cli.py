@@ -64,6 +64,7 @@ def cmd_apply(args, agent, out):
             plan = planned.plan
             if not args.json:
                 out.write(report.plan_text(plan) + "\n")
+                out.flush()
             if plan.action == planning.NOOP:
                 result = {"result": "noop"}
             elif plan.action == planning.IN_PLACE:

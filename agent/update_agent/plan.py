@@ -144,7 +144,7 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     if not same_kernel:
         return Plan(REBOOT, tuple(reasons + kernel_reasons), **plan)
     s = change_set.summary()
-    reasons.append("%d changed, %d added, %d deleted, %d bytes to write; %d account "
-                   "files merged" % (s["changed"], s["added"], s["deleted"], s["bytes"],
-                                     len(merged)))
+    reasons.append("%d changed (%d of them account files, merged), %d added, %d deleted, "
+                   "%d bytes to write" % (s["changed"] + len(merged), len(merged), s["added"],
+                                          s["deleted"], s["bytes"]))
     return Plan(IN_PLACE, tuple(reasons + kernel_reasons), **plan)
