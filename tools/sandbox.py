@@ -21,11 +21,22 @@ EPOCH = 1700000000  # every mtime is clamped, as reproducible builds do
 HOOK_PHASES = ("pre-configure", "configure", "post-configure", "migration", "error")
 
 HOOK = """#!/bin/sh
-# records the phase, so tests can check the order the agent ran them in
-echo "{phase} ${{UPDATE_AGENT_ACTION:-}} ${{UPDATE_AGENT_IMAGE_ID:-}} ${{UPDATE_AGENT_PREVIOUS_IMAGE_ID:-}}" >> "$UPDATE_AGENT_ROOT/run/hooks.log"
-if [ -e "$UPDATE_AGENT_ROOT/run/fail-{phase}" ]; then
+# records the phase, so tests can check the order the agent ran them in;
+# marker files under /run make it fail, hang or keep a file on / open
+R="$UPDATE_AGENT_ROOT"
+echo "{phase} ${{UPDATE_AGENT_ACTION:-}} ${{UPDATE_AGENT_IMAGE_ID:-}} ${{UPDATE_AGENT_PREVIOUS_IMAGE_ID:-}}" >> "$R/run/hooks.log"
+if [ -e "$R/run/fail-{phase}" ]; then
     echo "{phase} hook told to fail" >&2
     exit 3
+fi
+if [ -e "$R/run/hang-{phase}" ]; then
+    sleep 600 &
+    echo $! > "$R/run/hang.pid"
+    wait
+fi
+if [ -e "$R/run/hold-{phase}" ]; then
+    sh -c 'exec 3>>"$1/var/lib/busy-file"; exec sleep 300' holder "$R" </dev/null >/dev/null 2>&1 &
+    echo $! > "$R/run/holder.pid"
 fi
 """
 

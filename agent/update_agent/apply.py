@@ -149,7 +149,8 @@ class Executor:
         LOG.error("step %s failed: %s", step, error)
         j.status, j.failed_step, j.error = "failed", step, str(error)
         self.state.save_journal(j)
-        if step != PRE_CONFIGURE or j.steps.get(PRE_CONFIGURE) == "started":
+        nothing_ran = step == "lock" or (step == PRE_CONFIGURE and isinstance(error, hooks.HookRefused))
+        if not nothing_ran:
             # undo the quiesce, as os-refresh-config does on a failing script
             err_env = dict(env, UPDATE_AGENT_FAILED_STEP=step)
             try:

@@ -25,12 +25,16 @@ class HookFailed(AgentError):
     pass
 
 
+class HookRefused(HookFailed):
+    """The phase was not run at all: its files could be written by others."""
+
+
 def _check_trusted(path):
     st = os.lstat(path)
     if st.st_uid != 0:
-        raise HookFailed("refusing hooks: %s is owned by uid %d, not root" % (path, st.st_uid))
+        raise HookRefused("refusing hooks: %s is owned by uid %d, not root" % (path, st.st_uid))
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise HookFailed("refusing hooks: %s is writable by group or others (mode %o)"
+        raise HookRefused("refusing hooks: %s is writable by group or others (mode %o)"
                          % (path, stat.S_IMODE(st.st_mode)))
 
 
@@ -63,7 +67,8 @@ def run_phase(system, paths, phase, env, timeout):
     check_phase_dir(directory)
     LOG.info("hooks: running %s", directory)
     try:
-        result = system.run([system.which("dib-run-parts"), directory], env=env, timeout=timeout)
+        result = system.run([system.which("dib-run-parts"), directory], env=env, timeout=timeout,
+                            own_group=True)
     except CommandFailed as e:
         raise HookFailed("%s.d hook failed (exit %s): %s"
                          % (phase, e.returncode, _last_line(e.stderr)))

@@ -4,6 +4,7 @@ Everything that touches the world outside Python goes through a System, so
 tests can see what ran and a dry run can be proven to run nothing disruptive.
 """
 
+import ctypes
 import logging
 import os
 import shutil
@@ -15,6 +16,13 @@ import time
 from update_agent.errors import AgentError, CommandFailed
 
 LOG = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    # runs in the child: a command in its own group must not outlive a killed agent
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class System:
@@ -34,17 +42,20 @@ class System:
         return found
 
     def run(self, argv, *, check=True, input=None, env=None, timeout=None,
-            capture=True, cwd=None):
+            capture=True, cwd=None, own_group=False):
         """Run argv (never through a shell); return CompletedProcess with text output.
 
-        The command gets its own process group, so a timeout ends it together
-        with everything it started (a hook's children, rsync's receiver).
+        By default the command stays in the agent's process group, so whoever
+        stops the agent's group (systemd, a test harness) stops rsync with it.
+        own_group=True (hooks with a timeout) gives it a group of its own, so a
+        timeout ends it with everything it started; it still dies with the agent.
         """
         argv = [str(a) for a in argv]
         LOG.debug("run: %s", argv)
         try:
             proc = subprocess.Popen(
-                argv, env=env, cwd=cwd, text=True, start_new_session=True,
+                argv, env=env, cwd=cwd, text=True, start_new_session=own_group,
+                preexec_fn=_die_with_parent if own_group else None,
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if capture else None,
                 stderr=subprocess.PIPE if capture else None,
@@ -54,10 +65,10 @@ class System:
         try:
             out, err = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.kill_group(proc)
+            self.stop(proc, own_group)
             raise AgentError("command %s timed out after %ss" % (" ".join(argv[:3]), timeout))
         except BaseException:
-            self.kill_group(proc)
+            self.stop(proc, own_group)
             raise
         result = subprocess.CompletedProcess(argv, proc.returncode, out, err)
         if check and proc.returncode != 0:
@@ -65,9 +76,13 @@ class System:
         return result
 
     @staticmethod
-    def kill_group(proc):
+    def stop(proc, own_group):
+        """SIGKILL proc (and its process group if it has its own), then reap it."""
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
+            if own_group:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
         except ProcessLookupError:
             pass
         proc.wait()
