@@ -13,7 +13,8 @@ class ChangeSet:
     changed: tuple = ()
     added: tuple = ()
     deleted: tuple = ()       # every node path that goes away
-    transfer: tuple = ()      # what rsync is given: changed, added, topmost deletions
+    deleted_top: tuple = ()   # the topmost of those: what is removed
+    transfer: tuple = ()      # what rsync is given: changed and added paths
     bytes: int = 0            # content to write
     kept: tuple = ()          # node-only dirs kept because they hold protected paths
     conflicts: tuple = ()     # reasons the image cannot be applied
@@ -83,7 +84,8 @@ def diff(node, image, protected=(), skip=()):
     return ChangeSet(
         changed=tuple(sorted(changed)), added=tuple(sorted(added)),
         deleted=tuple(sorted(deleted)),
-        transfer=tuple(sorted(transfer | set(top_deleted))),
+        deleted_top=tuple(sorted(top_deleted)),
+        transfer=tuple(sorted(transfer)),
         bytes=nbytes, kept=tuple(sorted(kept)), conflicts=tuple(conflicts))
 
 

@@ -8,6 +8,7 @@ import configparser
 import dataclasses
 import logging
 import re
+import string
 
 from update_agent.errors import BadInput
 from update_agent.paths import DEFAULT_STATE_DIR
@@ -104,9 +105,17 @@ def _parse_paths(key, text):
 
 
 def _parse_template(key, text):
-    if text and "{image_id}" not in text:
-        raise BadInput("config %s = %r lacks the {image_id} placeholder" % (key, text))
-    return text.strip()
+    text = text.strip()
+    if not text:
+        return ""
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+    except ValueError as e:
+        raise BadInput("config %s = %r is not a valid template: %s" % (key, text, e))
+    if fields != {"image_id"}:
+        raise BadInput("config %s = %r must use exactly one placeholder, {image_id} (found: %s)"
+                       % (key, text, ", ".join("{%s}" % f for f in sorted(fields)) or "none"))
+    return text
 
 
 _PARSERS = {
@@ -136,13 +145,16 @@ def load(path=None):
     except (configparser.Error, UnicodeDecodeError) as e:
         raise BadInput("config %s cannot be parsed: %s" % (path, str(e).splitlines()[0]))
     values = {}
+    if parser.defaults():
+        raise BadInput("config %s: keys under [DEFAULT] (%s) are not read; put them under [%s]"
+                       % (path, ", ".join(sorted(parser.defaults())), SECTION))
     for section in parser.sections():
         if section != SECTION:
             raise BadInput("config %s: unknown section [%s] (expected [%s])" % (path, section, SECTION))
     if parser.has_section(SECTION):
         for key, text in parser.items(SECTION):
             if key not in _PARSERS:
-                raise BadInput("config %s: unknown key %r in [%s]" % (path, key, SECTION))
+                raise BadInput("config %s: unknown key %r (= %r) in [%s]" % (path, key, text, SECTION))
             values[key] = _PARSERS[key](key, text)
     LOG.debug("config from %s: %s", path, values)
     return dataclasses.replace(Config(), source=path, **values)

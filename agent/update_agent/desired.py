@@ -14,7 +14,7 @@ from update_agent.images.fetch import Digest
 
 LOG = logging.getLogger(__name__)
 
-IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,254}$")
+IMAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,254}")
 REBOOT_POLICIES = ("auto", "never", "manual")
 URL_SCHEMES = ("http", "https", "file")
 KNOWN_KEYS = ("image_url", "image_digest", "reboot")
@@ -43,7 +43,7 @@ def validate_image_id(value, key="image_id"):
     if not isinstance(value, str):
         raise BadInput("metadata key %r must be a string, got %s %s"
                        % (key, type(value).__name__, _show(value)))
-    if not IMAGE_ID.match(value) or ".." in value:
+    if not IMAGE_ID.fullmatch(value) or ".." in value:
         raise BadInput("metadata key %r has invalid value %s (allowed: letters, digits, "
                        "'._:+-', no '..', at most 255 chars)" % (key, _show(value)))
     return value
@@ -97,7 +97,11 @@ def from_metadata(metadata, url_template=""):
         if not url_template:
             raise BadInput("no image URL for image_id %r: set update_agent.image_url in the "
                            "metadata or image_url_template in the config" % image_id)
-        url = url_template.format(image_id=image_id)
+        try:
+            url = url_template.format(image_id=image_id)
+        except (KeyError, IndexError, ValueError) as e:
+            raise BadInput("config image_url_template = %r cannot be filled in: %s"
+                           % (url_template, e))
         key = "image_url_template"
     else:
         key = "update_agent.image_url"

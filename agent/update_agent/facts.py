@@ -37,8 +37,12 @@ def read_image_id(path):
     except FileNotFoundError:
         return ""
     except UnicodeDecodeError:
-        raise BadInput("%s is not text" % path)
-    return desired.validate_image_id(text, key=path)
+        raise BadInput("%s is not text: the node's committed image id is unreadable" % path)
+    try:
+        return desired.validate_image_id(text)
+    except BadInput:
+        raise BadInput("%s holds an invalid image id %r: the node's committed image id is "
+                       "unreadable" % (path, text[:80]))
 
 
 def gather(paths, config, mountinfo=None):
@@ -69,14 +73,20 @@ def gather(paths, config, mountinfo=None):
 
 
 def node_manifest(facts, cache_path):
-    """Walk the node's root (never across mounts), reusing cached hashes."""
+    """Walk the node's root (never across mounts), reusing cached hashes.
+
+    Returns (entries, sigs, protected): protected are the preserved paths and
+    mount points that exist on the node, which the sync must leave standing.
+    """
     excluder = manifest.Excluder(facts.excluded)
     old_entries, old_sigs = manifest.load(cache_path)
     cache = {rel: (sig, old_entries[rel].digest) for rel, sig in old_sigs.items()
              if rel in old_entries and old_entries[rel].kind == "f"}
     trusted_before = _mtime_ns(cache_path) - manifest.RACY_NS if cache else None
-    entries, sigs = manifest.build(facts.root, excluder, cache=cache, trusted_before_ns=trusted_before)
-    return entries, sigs
+    skipped = []
+    entries, sigs = manifest.build(facts.root, excluder, cache=cache,
+                                   trusted_before_ns=trusted_before, skipped=skipped)
+    return entries, sigs, tuple(skipped)
 
 
 def _mtime_ns(path):

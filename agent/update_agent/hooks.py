@@ -31,6 +31,12 @@ class HookRefused(HookFailed):
 
 def _check_trusted(path):
     st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        # a link's own mode is always 777: judge its owner, then what it points to
+        if st.st_uid != 0:
+            raise HookRefused("refusing hooks: symlink %s is owned by uid %d, not root"
+                              % (path, st.st_uid))
+        st = os.stat(path)
     if st.st_uid != 0:
         raise HookRefused("refusing hooks: %s is owned by uid %d, not root" % (path, st.st_uid))
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):

@@ -29,8 +29,9 @@ def resolve(entries, rel, limit=20):
             limit -= 1
             target = e.digest
             base = [] if target.startswith("/") else done[:-1]
-            parts = [p for p in posixpath.normpath("/".join(base + [target])).split("/")
-                     if p and p != "."] + parts
+            # normalised as an absolute path, so '..' stops at the root (as in a chroot)
+            joined = posixpath.normpath("/" + "/".join(base + [target]))
+            parts = [p for p in joined.split("/") if p] + parts
             done = []
     return "/".join(done)
 

@@ -38,19 +38,24 @@ class Excluder:
 
     def __init__(self, patterns):
         self.exact = set()
-        self.globs = collections.defaultdict(list)  # parent dir -> patterns
+        self.globs = collections.defaultdict(list)  # depth -> [component patterns]
         for p in patterns:
             rel = os.path.normpath(p).lstrip("/")
             if any(c in rel for c in "*?["):
-                self.globs[os.path.dirname(rel)].append(rel)
+                parts = tuple(rel.split("/"))
+                self.globs[len(parts)].append(parts)
             else:
                 self.exact.add(rel)
 
     def __contains__(self, rel):
         if rel in self.exact:
             return True
-        pats = self.globs.get(os.path.dirname(rel))
-        return bool(pats) and any(fnmatch.fnmatchcase(rel, p) for p in pats)
+        if not self.globs:
+            return False
+        parts = rel.split("/")
+        # each component on its own, so '*' never matches across a '/'
+        return any(all(fnmatch.fnmatchcase(c, pc) for c, pc in zip(parts, pat))
+                   for pat in self.globs.get(len(parts), ()))
 
     def filter(self, entries):
         """Drop excluded paths and their subtrees from a full manifest."""
@@ -102,8 +107,11 @@ def hash_file(path):
         return hashlib.file_digest(f, HASH).hexdigest()
 
 
-def walk(top, excluder, skip_devices=True):
-    """Yield (rel, st) for every entry below top, not crossing filesystems."""
+def walk(top, excluder, skip_devices=True, skipped=None):
+    """Yield (rel, st) for every entry below top, not crossing filesystems.
+
+    skipped (a list) receives the excluded paths and mount points met on the way.
+    """
     top_dev = os.lstat(top).st_dev
     stack = [""]
     while stack:
@@ -113,24 +121,30 @@ def walk(top, excluder, skip_devices=True):
             for de in it:
                 rel = rel_dir + "/" + de.name if rel_dir else de.name
                 if rel in excluder:
+                    if skipped is not None:
+                        skipped.append(rel)
                     continue
                 st = de.stat(follow_symlinks=False)
                 if skip_devices and st.st_dev != top_dev:
+                    if skipped is not None:
+                        skipped.append(rel)
                     continue  # a mount point inside the tree: not ours to walk
                 yield rel, st
                 if stat.S_ISDIR(st.st_mode):
                     stack.append(rel)
 
 
-def build(top, excluder, cache=None, trusted_before_ns=None, workers=None, skip_devices=True):
+def build(top, excluder, cache=None, trusted_before_ns=None, workers=None, skip_devices=True,
+          skipped=None):
     """Return (entries, sigs) for the tree at top.
 
     cache: {rel: (Sig, digest)} from an earlier manifest of the same tree.
+    skipped: a list that receives the excluded paths present in the tree.
     """
     cache = cache or {}
     entries, sigs, to_hash = {}, {}, []
     links = collections.defaultdict(list)
-    for rel, st in walk(top, excluder, skip_devices):
+    for rel, st in walk(top, excluder, skip_devices, skipped):
         kind = KINDS.get(stat.S_IFMT(st.st_mode), "?")
         host = os.path.join(top, rel)
         digest, size = "", 0

@@ -101,8 +101,12 @@ def preflight(desired, facts, journal, adopt=False):
 
 
 def decide(desired, facts, journal, config, digest, node_entries, image_entries,
-           account_texts, adopt=False):
-    """The full plan, from the node's and the image's manifests."""
+           account_texts, adopt=False, protected=None):
+    """The full plan, from the node's and the image's manifests.
+
+    protected: node paths the walk excluded (preserved, mount points) that
+    exist; a directory holding one is never deleted or replaced.
+    """
     early = preflight(desired, facts, journal, adopt)
     if early is not None:
         return early
@@ -111,7 +115,8 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     running = kernel.running_kernel(facts.release, node_entries)
     image_k = kernel.image_kernel(image_entries)
     same_kernel, kernel_reasons = kernel.compare(running, image_k)
-    protected = [p.strip("/") for p in facts.excluded if not any(c in p for c in "*?[")]
+    if protected is None:
+        protected = [p.strip("/") for p in facts.excluded if not any(c in p for c in "*?[")]
     change_set = changeset.diff(node_entries, image_entries, protected=protected,
                               skip=accounts.FILES)
     merged, refusals = [], list(change_set.conflicts)

@@ -1,22 +1,28 @@
-"""Sync the image over the root: exactly the plan's change set, through rsync.
+"""Sync the image over the root: exactly the plan's change set.
 
-rsync is given the list of paths (--files-from) rather than the whole tree:
-the change set is content-exact (from manifests), so -I makes rsync rewrite
-files whose size and mtime did not change, and nothing else is walked.
-Topmost deleted paths are deleted with --delete-missing-args. rsync writes each
-file as a temporary and renames it, so running programs keep their old inode.
+rsync is given the list of changed and added paths (--files-from) rather than
+the whole tree: the change set is content-exact (from manifests), so -I makes
+rsync rewrite files whose size and mtime did not change, and nothing else is
+walked. rsync writes each file as a temporary and renames it, so running
+programs keep their old inode. Deletions come last (as in swupd), done here
+through directory file descriptors opened with O_NOFOLLOW, so no symlink on
+the node, old or new, can redirect them.
 """
 
+import errno
 import logging
 import os
+import shutil
+import stat
 
 from update_agent import accounts, statefile
 from update_agent.errors import AgentError, CommandFailed
 
 LOG = logging.getLogger(__name__)
 
+# --force: a directory the image turns into a file or link is removed first
 RSYNC_BASE = ("-aHAX", "--numeric-ids", "--one-file-system", "--ignore-times",
-              "--from0", "--delete-missing-args", "--force")
+              "--from0", "--force")
 
 
 def rsync_argv(rsync, list_file, excluded, image_tree, root):
@@ -34,21 +40,51 @@ def write_list(path, rels):
             f.write(os.fsencode(rel) + b"\0")
 
 
+def remove(root, rel):
+    """Delete root/rel (recursively), never following a symlink on the way."""
+    parts = rel.split("/")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for comp in parts[:-1]:
+            try:
+                nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except (FileNotFoundError, NotADirectoryError, OSError) as e:
+                if isinstance(e, (FileNotFoundError, NotADirectoryError)) or e.errno == errno.ELOOP:
+                    return False  # the parent is gone or is no longer a directory
+                raise
+            os.close(fd)
+            fd = nfd
+        try:
+            st = os.lstat(parts[-1], dir_fd=fd)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(parts[-1], dir_fd=fd)
+        else:
+            os.unlink(parts[-1], dir_fd=fd)
+        return True
+    finally:
+        os.close(fd)
+
+
 def sync(system, plan, image_tree, image_entries, root, excluded, work_dir):
     os.makedirs(work_dir, exist_ok=True)
     list_file = os.path.join(work_dir, "transfer.list")
-    write_list(list_file, plan.changes.transfer)
-    if plan.changes.transfer:
+    transfer = plan.changes.transfer
+    write_list(list_file, transfer)
+    if transfer:
         argv = rsync_argv(system.which("rsync"), list_file, excluded, image_tree, root)
         try:
             system.run(argv)
         except CommandFailed as e:
             raise AgentError("rsync of %d paths onto %s failed (exit %s): %s"
-                             % (len(plan.changes.transfer), root, e.returncode,
+                             % (len(transfer), root, e.returncode,
                                 e.stderr.strip().splitlines()[-1] if e.stderr.strip() else ""))
     for rel, text in plan.accounts:
         e = image_entries[rel]
         statefile.write_atomic(os.path.join(root, rel), text.encode("utf-8", "surrogateescape"),
                                mode=e.mode, uid=e.uid, gid=e.gid)
-    LOG.info("synced %d paths and %d account files onto %s",
-             len(plan.changes.transfer), len(plan.accounts), root)
+    for rel in plan.changes.deleted_top:
+        remove(root, rel)
+    LOG.info("synced %d paths, merged %d account files and deleted %d paths on %s",
+             len(transfer), len(plan.accounts), len(plan.changes.deleted_top), root)

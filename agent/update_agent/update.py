@@ -58,11 +58,11 @@ class Agent:
         os.makedirs(self.paths.work_dir, mode=0o700, exist_ok=True)
         with formats.open_tree(staged.path, self.system, self.paths.work_dir) as tree:
             image_entries = self.images.manifest(staged, tree)
-            node_entries, sigs = facts_mod.node_manifest(facts, self.paths.node_manifest)
+            node_entries, sigs, protected = facts_mod.node_manifest(facts, self.paths.node_manifest)
             self._save_node_cache(node_entries, sigs)
             account_texts = facts_mod.account_files(facts.root, tree)
             plan = planning.decide(want, facts, j, self.config, staged.digest, node_entries,
-                                   image_entries, account_texts, adopt)
+                                   image_entries, account_texts, adopt, protected)
             yield Planned(plan, facts, tree, image_entries)
 
     def _save_node_cache(self, entries, sigs):

@@ -288,3 +288,40 @@ def test_state_dir_on_the_read_only_root_is_refused(w, tmp_path):
         assert any("read-only root" in r for r in plan["reasons"])
     finally:
         n.stop()
+
+
+def _variant(w, tmp_path, name, edit):
+    tree = w.tree(name, image_id=name, release=world.RELEASE, variant="B")
+    edit(tree)
+    image = w.ext4(tree, name)
+    return tree, write_metadata(str(tmp_path / "m.json"), name, "file://" + image, world.sha256(image))
+
+
+def test_directory_holding_a_preserved_glob_match_is_kept(w, node, tmp_path):
+    # the image drops /etc/ssh; the node's host key (preserved by /etc/ssh/ssh_host_*) stays
+    import shutil
+    _, meta = _variant(w, tmp_path, "img-nossh", lambda t: shutil.rmtree(os.path.join(t, "etc/ssh")))
+    key = read(node, "etc/ssh/ssh_host_ed25519_key")
+    plan = plan_json(node.root, meta)
+    assert plan["action"] == "in-place"
+    assert "/etc/ssh" in plan["changes"]["kept"]
+    assert "/etc/ssh/sshd_config" in plan["changes"]["sample"]["deleted"]
+    r = agent(node.root, "apply", metadata=meta)
+    assert r.returncode == 0, r.stderr
+    assert read(node, "etc/ssh/ssh_host_ed25519_key") == key
+    assert os.listdir(os.path.join(node.root, "etc/ssh")) == ["ssh_host_ed25519_key"]
+
+
+def test_image_replacing_a_preserved_parent_with_a_symlink_is_refused(w, node, tmp_path):
+    import shutil
+
+    def edit(t):
+        shutil.rmtree(os.path.join(t, "etc/ssh"))
+        os.symlink("/tmp", os.path.join(t, "etc/ssh"))
+    _, meta = _variant(w, tmp_path, "img-sshlink", edit)
+    plan = plan_json(node.root, meta)
+    assert plan["action"] == "refuse"
+    assert any("/etc/ssh" in r and "symlink" in r for r in plan["reasons"])
+    before = world.snapshot(node.root)
+    assert agent(node.root, "apply", metadata=meta).returncode == 1
+    assert world.snapshot(node.root) == before

@@ -1,0 +1,63 @@
+"""mounts: parsing mountinfo, the mount holding a path, the mounts below a root."""
+
+from update_agent import mounts
+
+MOUNTINFO = r"""22 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw,errors=remount-ro
+23 22 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw
+30 22 259:3 / /srv/root ro,relatime shared:20 - ext4 /dev/nvme0n1p3 rw
+31 30 259:4 / /srv/root/var/lib/update-agent rw,relatime - ext4 /dev/nvme0n1p4 rw
+32 30 0:40 / /srv/root/my\040data rw,relatime - tmpfs tmp\040fs rw,size=1024k
+33 22 259:5 / /srv/root2 rw,relatime - xfs /dev/sdb1 rw
+34 30 0:41 /export /srv/root/boot rw master:3 propagate_from:1 - nfs4 server:/export rw,vers=4.2
+"""
+
+
+def test_parse_fields():
+    ms = mounts.parse(MOUNTINFO)
+    assert [m.mount_point for m in ms] == [
+        "/", "/proc", "/srv/root", "/srv/root/var/lib/update-agent", "/srv/root/my data",
+        "/srv/root2", "/srv/root/boot"]
+    root = ms[0]
+    assert (root.fstype, root.source) == ("ext4", "/dev/nvme0n1p2")
+    assert root.options == ("rw", "relatime")
+    assert root.super_options == ("rw", "errors=remount-ro")
+    assert not root.read_only
+
+
+def test_parse_escaped_space_and_optional_fields():
+    ms = {m.mount_point: m for m in mounts.parse(MOUNTINFO)}
+    assert ms["/srv/root/my data"].source == "tmp fs"
+    assert ms["/srv/root/boot"].fstype == "nfs4"
+    assert ms["/srv/root/boot"].source == "server:/export"
+
+
+def test_read_only_uses_per_mount_options():
+    ms = {m.mount_point: m for m in mounts.parse(MOUNTINFO)}
+    assert ms["/srv/root"].read_only          # super options say rw
+    assert not ms["/srv/root2"].read_only
+
+
+def test_mount_of_picks_the_longest_prefix():
+    ms = mounts.parse(MOUNTINFO)
+    assert mounts.mount_of(ms, "/srv/root/etc/passwd").mount_point == "/srv/root"
+    assert mounts.mount_of(ms, "/srv/root/var/lib/update-agent/images").mount_point == \
+        "/srv/root/var/lib/update-agent"
+    assert mounts.mount_of(ms, "/srv/root2/x").mount_point == "/srv/root2"
+    assert mounts.mount_of(ms, "/srv/roo").mount_point == "/"
+
+
+def test_mount_of_prefers_the_last_of_stacked_mounts():
+    ms = mounts.parse(MOUNTINFO + "40 30 0:50 / /srv/root rw - tmpfs over rw\n")
+    assert mounts.mount_of(ms, "/srv/root/etc").source == "over"
+
+
+def test_below_lists_only_mounts_strictly_inside_root():
+    ms = mounts.parse(MOUNTINFO)
+    assert mounts.below(ms, "/srv/root") == ["boot", "my data", "var/lib/update-agent"]
+    assert mounts.below(ms, "/srv/root/") == ["boot", "my data", "var/lib/update-agent"]
+
+
+def test_is_mount_point():
+    ms = mounts.parse(MOUNTINFO)
+    assert mounts.is_mount_point(ms, "/srv/root")
+    assert not mounts.is_mount_point(ms, "/srv/root/etc")

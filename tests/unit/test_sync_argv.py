@@ -1,0 +1,61 @@
+"""sync.rsync_argv and write_list: exactly what rsync is told."""
+
+import os
+
+from update_agent import sync
+
+EXCLUDED = ["/etc/hostname", "/etc/ssh/ssh_host_*", "/var/lib/update-agent/", "/srv/data"]
+
+
+def argv(image="/state/images/img-2/tree", root="/"):
+    return sync.rsync_argv("/usr/bin/rsync", "/state/work/transfer.list", EXCLUDED, image, root)
+
+
+def test_options():
+    a = argv()
+    assert a[0] == "/usr/bin/rsync"
+    for opt in ("-aHAX", "--numeric-ids", "--one-file-system", "--ignore-times",
+                "--force", "--from0", "--files-from=/state/work/transfer.list"):
+        assert opt in a[1:-2]
+
+
+def test_anchored_excludes_for_preserved_paths_and_account_files():
+    excludes = [x for x in argv() if x.startswith("--exclude")]
+    assert excludes == [
+        "--exclude=/etc/hostname", "--exclude=/etc/ssh/ssh_host_*",
+        "--exclude=/var/lib/update-agent", "--exclude=/srv/data",
+        "--exclude=/etc/passwd", "--exclude=/etc/group", "--exclude=/etc/shadow",
+        "--exclude=/etc/gshadow"]
+
+
+def test_source_and_destination_end_in_one_slash():
+    assert argv()[-2:] == ["/state/images/img-2/tree/", "/"]
+    assert argv("/t/", "/srv/root/")[-2:] == ["/t/", "/srv/root/"]
+    assert argv("/t", "/srv/root")[-2:] == ["/t/", "/srv/root/"]
+
+
+def test_write_list_is_nul_separated_bytes(tmp_path):
+    path = tmp_path / "list"
+    sync.write_list(str(path), ["etc/motd", "a b\nc", os.fsdecode(b"caf\xe9")])
+    assert path.read_bytes() == b"etc/motd\0a b\nc\0caf\xe9\0"
+
+
+def test_remove_never_follows_a_symlinked_parent(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (outside / "x").mkdir(parents=True)
+    (outside / "x" / "victim").write_text("keep me")
+    root.mkdir()
+    (root / "var").symlink_to(outside)  # e.g. a parent the sync just turned into a link
+    assert sync.remove(str(root), "var/x/victim") is False
+    assert (outside / "x" / "victim").read_text() == "keep me"
+
+
+def test_remove_deletes_files_and_whole_directories(tmp_path):
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "sub" / "f").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "d")
+    assert sync.remove(str(tmp_path), "link") is True      # the link, not its target
+    assert (tmp_path / "d" / "sub" / "f").exists()
+    assert sync.remove(str(tmp_path), "d") is True
+    assert not (tmp_path / "d").exists()
+    assert sync.remove(str(tmp_path), "d") is False         # already gone
