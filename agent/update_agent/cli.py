@@ -75,8 +75,9 @@ def cmd_apply(args, agent, out):
                                  "nothing was changed" % (plan.image_id, plan.running_kernel,
                                                            plan.image_kernel))
             else:
+                refusals = [r for r in plan.reasons if not r.startswith("image_id ")]
                 raise AgentError("refused to apply image %s: %s"
-                                 % (plan.image_id, "; ".join(plan.reasons[-1:])))
+                                 % (plan.image_id, "; ".join(refusals or plan.reasons)))
     obj = dict(plan.to_dict(), result=result)
     report.emit(out, args.json, obj, "result: %s" % result.get("result"))
     return 0

@@ -325,3 +325,38 @@ def test_image_replacing_a_preserved_parent_with_a_symlink_is_refused(w, node, t
     before = world.snapshot(node.root)
     assert agent(node.root, "apply", metadata=meta).returncode == 1
     assert world.snapshot(node.root) == before
+
+
+def test_agent_killed_mid_update_resumes_and_leaves_root_read_only(w, node, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    meta = w.metadata_for_b(str(tmp_path))
+    open(os.path.join(node.root, "run/hang-configure"), "w").close()
+    env = dict(os.environ, PYTHONPATH=os.path.join(world.PROJECT, "agent"))
+    proc = subprocess.Popen([sys.executable, "-m", "update_agent", "--root", node.root,
+                             "--metadata", meta, "apply"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pidfile = os.path.join(node.root, "run/hang.pid")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(pidfile) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the agent and everything in its group
+    proc.wait()
+    with open(pidfile) as f:
+        os.kill(int(f.read()), signal.SIGKILL)  # the hanging hook's own child
+    time.sleep(0.2)
+    # killed in configure: the root was left writable, the journal says where it stopped
+    assert "rw" in world.root_mount_options(node.root)
+    status = json.loads(agent(node.root, "status", "--json").stdout)
+    assert status["unfinished_update"]["step"] == "configure"
+    assert status["unfinished_update"]["status"] == "running"
+
+    os.unlink(os.path.join(node.root, "run/hang-configure"))
+    plan = plan_json(node.root, meta)
+    assert plan["action"] == "in-place" and plan["resume"] and plan["root_was_read_only"]
+    r = agent(node.root, "apply", metadata=meta)
+    assert r.returncode == 0, r.stderr
+    assert "ro" in world.root_mount_options(node.root), "the journal remembered / was read-only"
+    world.assert_matches_image(node.root, w.tree_b)
