@@ -14,7 +14,7 @@ from update_agent.update import Agent
 
 LOG = logging.getLogger(__name__)
 
-COMMANDS = ("check", "apply", "status")
+COMMANDS = ("check", "apply", "status", "config")
 
 
 def parser():
@@ -22,7 +22,8 @@ def parser():
         prog="update-agent",
         description="Keep this node's root in step with its golden image, in place.")
     p.add_argument("command", nargs="?", choices=COMMANDS,
-                   help="check: print the plan; apply: carry it out; status: what is current")
+                   help="check: print the plan; apply: carry it out; status: what is current; "
+                        "config: the effective configuration and where each value came from")
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing (= check)")
     p.add_argument("--root", default="/", help="the node's root (default /); tests use a sandbox")
     p.add_argument("--config", help="config file (default: <root>/etc/update-agent/update-agent.conf)")
@@ -113,6 +114,23 @@ def cmd_status(args, agent, out):
     return 0
 
 
+def cmd_config(args, agent, out):
+    rows = config_mod.describe(agent.config)
+    obj = {"%s.%s" % (section, key): {"value": list(value) if isinstance(value, tuple) else value,
+                                      "from": origin}
+           for section, key, value, origin in rows}
+    lines, section_seen = [], None
+    for section, key, value, origin in rows:
+        if section != section_seen:
+            lines.append("[%s]" % section)
+            section_seen = section
+        shown = ", ".join(value) if isinstance(value, tuple) else str(value).lower() \
+            if isinstance(value, bool) else str(value)
+        lines.append("%s = %s    # %s" % (key, shown, origin))
+    report.emit(out, args.json, obj, "\n".join(lines))
+    return 0
+
+
 def main(argv=None, out=None):
     out = out or sys.stdout
     p = parser()
@@ -125,7 +143,9 @@ def main(argv=None, out=None):
     _setup_logging(args.verbose)
     try:
         agent = _agent(args)
-        return {"check": cmd_check, "apply": cmd_apply, "status": cmd_status}[command](args, agent, out)
+        commands = {"check": cmd_check, "apply": cmd_apply, "status": cmd_status,
+                    "config": cmd_config}
+        return commands[command](args, agent, out)
     except AgentError as e:
         sys.stderr.write("update-agent: error: %s\n" % e)
         return e.exit_code

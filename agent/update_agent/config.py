@@ -1,12 +1,17 @@
-"""Agent configuration: built-in defaults overlaid by an INI file, as a frozen value.
+"""Agent configuration: built-in defaults overlaid by INI files, as a frozen value.
 
-The file is /etc/update-agent/update-agent.conf on the node (under --root), or
-the file given with --config. Every key is documented in docs/configuration.md.
+The base file is /etc/update-agent/update-agent.conf on the node (under
+--root), or the file given with --config; then the drop-ins conf.d/*.conf
+beside it, in name order, the later file winning. Every key is in KEYS, with
+its section and documentation (docs/configuration.md lists them all; a test
+keeps the two in step), and the Config remembers where each value came from.
 """
 
+import collections
 import configparser
 import dataclasses
 import logging
+import os
 import re
 import string
 
@@ -15,7 +20,6 @@ from update_agent.paths import DEFAULT_STATE_DIR
 
 LOG = logging.getLogger(__name__)
 
-SECTION = "agent"
 
 # Node state and identity that a sync must never modify or delete. Globs are
 # matched against root-relative paths. /etc/image_id is held back until the commit.
@@ -53,6 +57,7 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    # [agent]
     image_url_template: str = ""
     require_digest: bool = True
     state_dir: str = DEFAULT_STATE_DIR
@@ -63,11 +68,24 @@ class Config:
     hook_timeout: int = 1800
     orc_lock_timeout: int = 600
     remount_retries: int = 3
+    # [daemon]
+    metadata_url: str = ""
+    poll_interval: int = 30
+    splay: int = 30
+    metadata_timeout: int = 10
+    metrics_dir: str = ""
+    # [heat]
+    signal_retries: int = 5
+    signal_timeout: int = 30
     source: str = "(defaults)"
+    origins: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def preserved(self):
         return tuple(self.preserve) + tuple(self.preserve_extra)
+
+    def origin(self, name):
+        return self.origins.get(name, "(default)")
 
 
 def _parse_size(key, text):
@@ -118,43 +136,127 @@ def _parse_template(key, text):
     return text
 
 
-_PARSERS = {
-    "image_url_template": _parse_template,
-    "require_digest": _parse_bool,
-    "state_dir": lambda k, t: _parse_paths(k, t)[0] if _parse_paths(k, t) else DEFAULT_STATE_DIR,
-    "preserve": _parse_paths,
-    "preserve_extra": _parse_paths,
-    "max_image_size": _parse_size,
-    "free_space_margin": _parse_size,
-    "hook_timeout": _parse_int,
-    "orc_lock_timeout": _parse_int,
-    "remount_retries": _parse_int,
-}
+def _parse_state_dir(key, text):
+    paths = _parse_paths(key, text)
+    if len(paths) != 1:
+        raise BadInput("config %s = %r must be one absolute node path" % (key, text))
+    return paths[0]
 
 
-def load(path=None):
-    """Read the config file at path (a host path); a missing file means defaults."""
-    if path is None:
-        return Config()
+def _parse_url(key, text):
+    text = text.strip()
+    if text and not re.match(r"^https?://[^\s]+$", text):
+        raise BadInput("config %s = %r is not an http(s) URL" % (key, text))
+    return text
+
+
+def _parse_positive(key, text):
+    value = _parse_int(key, text)
+    if value == 0:
+        raise BadInput("config %s = %r must be at least 1" % (key, text))
+    return value
+
+
+def _parse_host_dir(key, text):
+    text = text.strip()
+    if text and not text.startswith("/"):
+        raise BadInput("config %s = %r is not an absolute path" % (key, text))
+    return text
+
+
+Key = collections.namedtuple("Key", "section name parse doc")
+
+KEYS = (
+    Key("agent", "image_url_template", _parse_template,
+        "URL of an image when the metadata gives none; must contain {image_id}"),
+    Key("agent", "require_digest", _parse_bool,
+        "refuse an image whose metadata has no update_agent.image_digest"),
+    Key("agent", "state_dir", _parse_state_dir,
+        "node path of the journal, history, image cache and manifests (a writable filesystem)"),
+    Key("agent", "preserve", _parse_paths,
+        "node paths (globs allowed) the sync never modifies or deletes; replaces the defaults"),
+    Key("agent", "preserve_extra", _parse_paths, "node paths added to preserve"),
+    Key("agent", "max_image_size", _parse_size, "largest image the store downloads"),
+    Key("agent", "free_space_margin", _parse_size,
+        "free space kept on the root beyond the bytes the sync writes"),
+    Key("agent", "hook_timeout", _parse_positive,
+        "seconds one hook phase may run before it is killed with its children"),
+    Key("agent", "orc_lock_timeout", _parse_int, "seconds to wait for os-refresh-config's lock"),
+    Key("agent", "remount_retries", _parse_positive,
+        "attempts to remount the root read-only before naming who keeps it busy"),
+    Key("daemon", "metadata_url", _parse_url,
+        "poll this URL for metadata (JSON) instead of watching os-collect-config's cache"),
+    Key("daemon", "poll_interval", _parse_positive,
+        "seconds between polls of the cache (fallback when inotify is missing) or metadata_url"),
+    Key("daemon", "splay", _parse_int,
+        "up to this many random seconds added to each poll, so a fleet never polls in lockstep"),
+    Key("daemon", "metadata_timeout", _parse_positive, "seconds a metadata_url request may take"),
+    Key("daemon", "metrics_dir", _parse_host_dir,
+        "node_exporter textfile collector directory for update_agent.prom (empty: off)"),
+    Key("heat", "signal_retries", _parse_int, "retries of a Heat signal that got a 5xx or no answer"),
+    Key("heat", "signal_timeout", _parse_positive, "seconds one Heat signal request may take"),
+)
+_BY_SECTION = {(k.section, k.name): k for k in KEYS}
+SECTIONS = tuple(dict.fromkeys(k.section for k in KEYS))
+
+
+def dropins(path):
+    """The conf.d/*.conf drop-ins beside a base config file, in name order."""
+    directory = os.path.join(os.path.dirname(path), "conf.d")
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith(".conf"))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [os.path.join(directory, n) for n in names]
+
+
+def _read(path):
     parser = configparser.ConfigParser(interpolation=None)
     try:
         with open(path, encoding="utf-8") as f:
             parser.read_file(f, source=path)
     except FileNotFoundError:
-        return Config()
+        return None
     except (configparser.Error, UnicodeDecodeError) as e:
         raise BadInput("config %s cannot be parsed: %s" % (path, str(e).splitlines()[0]))
-    values = {}
     if parser.defaults():
-        raise BadInput("config %s: keys under [DEFAULT] (%s) are not read; put them under [%s]"
-                       % (path, ", ".join(sorted(parser.defaults())), SECTION))
+        raise BadInput("config %s: keys under [DEFAULT] (%s) are not read; put them under a "
+                       "section (%s)" % (path, ", ".join(sorted(parser.defaults())),
+                                         ", ".join("[%s]" % s for s in SECTIONS)))
+    values = {}
     for section in parser.sections():
-        if section != SECTION:
-            raise BadInput("config %s: unknown section [%s] (expected [%s])" % (path, section, SECTION))
-    if parser.has_section(SECTION):
-        for key, text in parser.items(SECTION):
-            if key not in _PARSERS:
-                raise BadInput("config %s: unknown key %r (= %r) in [%s]" % (path, key, text, SECTION))
-            values[key] = _PARSERS[key](key, text)
-    LOG.debug("config from %s: %s", path, values)
-    return dataclasses.replace(Config(), source=path, **values)
+        if section not in SECTIONS:
+            raise BadInput("config %s: unknown section [%s] (expected %s)"
+                           % (path, section, ", ".join("[%s]" % s for s in SECTIONS)))
+        for name, text in parser.items(section):
+            key = _BY_SECTION.get((section, name))
+            if key is None:
+                raise BadInput("config %s: unknown key %r (= %r) in [%s]" % (path, name, text, section))
+            values[name] = key.parse(name, text)
+    return values
+
+
+def load(path=None):
+    """Read the base file at path (a host path) and its conf.d drop-ins.
+
+    A missing base file means the defaults (drop-ins still apply).
+    """
+    if path is None:
+        return Config()
+    values, origins, read = {}, {}, []
+    for source in [path] + dropins(path):
+        got = _read(source)
+        if got is None:
+            continue
+        read.append(source)
+        values.update(got)
+        origins.update({name: source for name in got})
+    LOG.debug("config from %s: %s", read, values)
+    if not read:
+        return Config()
+    return dataclasses.replace(Config(), source=", ".join(read), origins=origins, **values)
+
+
+def describe(config):
+    """[(section, key, value, origin)] for every key, as `update-agent config` shows."""
+    return [(k.section, k.name, getattr(config, k.name), config.origin(k.name)) for k in KEYS]

@@ -72,3 +72,50 @@ def test_unknown_section_is_refused(tmp_path):
 def test_default_section_is_not_silently_ignored(tmp_path):
     with pytest.raises(BadInput):
         load(tmp_path, "image_url_template = https://img/latest.qcow2\n", section="[DEFAULT]\n")
+
+
+def test_dropins_are_read_in_name_order_later_wins(tmp_path):
+    base = tmp_path / "update-agent.conf"
+    base.write_text("[agent]\nhook_timeout = 10\nremount_retries = 2\n")
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "20-site.conf").write_text("[agent]\nhook_timeout = 30\n")
+    (tmp_path / "conf.d" / "10-base.conf").write_text("[agent]\nhook_timeout = 20\n"
+                                                       "[daemon]\npoll_interval = 5\n")
+    (tmp_path / "conf.d" / "99-ignored.txt").write_text("[agent]\nhook_timeout = 99\n")
+    c = config.load(str(base))
+    assert c.hook_timeout == 30 and c.remount_retries == 2 and c.poll_interval == 5
+    assert c.origin("hook_timeout").endswith("20-site.conf")
+    assert c.origin("remount_retries") == str(base)
+    assert c.origin("poll_interval").endswith("10-base.conf")
+    assert c.origin("splay") == "(default)"
+
+
+def test_dropins_apply_without_a_base_file(tmp_path):
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "a.conf").write_text("[daemon]\nsplay = 0\n")
+    assert config.load(str(tmp_path / "update-agent.conf")).splay == 0
+
+
+def test_a_bad_dropin_is_named(tmp_path):
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "50-bad.conf").write_text("[daemon]\npoll_interval = often\n")
+    with pytest.raises(BadInput, match="50-bad.conf.*poll_interval|poll_interval.*often"):
+        config.load(str(tmp_path / "update-agent.conf"))
+
+
+def test_every_key_is_documented():
+    import os
+    doc = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "configuration.md")
+    with open(doc) as f:
+        text = f.read()
+    for key in config.KEYS:
+        assert "`%s`" % key.name in text, "docs/configuration.md lacks %s" % key.name
+        assert "[%s]" % key.section in text
+
+
+def test_describe_lists_every_key_with_its_origin(tmp_path):
+    c = load(tmp_path, "require_digest = no\n")
+    rows = {(s, k): (v, o) for s, k, v, o in config.describe(c)}
+    assert len(rows) == len(config.KEYS)
+    assert rows[("agent", "require_digest")] == (False, str(tmp_path / "update-agent.conf"))
+    assert rows[("daemon", "poll_interval")] == (30, "(default)")
