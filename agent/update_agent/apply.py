@@ -14,6 +14,7 @@ import time
 
 from update_agent import busy, hooks, journal as journaling, locks, mounts, statefile, sync
 from update_agent.errors import AgentError
+from update_agent.logs import log_fields
 
 LOG = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ REMOUNT_RO = "remount-ro"
 STEPS = (PRE_CONFIGURE, REMOUNT_RW, SYNC, COMMIT, CONFIGURE, POST_CONFIGURE, MIGRATION, REMOUNT_RO)
 
 
+class Interrupted(AgentError):
+    """A stop was asked for (SIGTERM); the update stopped between two steps."""
+
+
 class StepFailed(AgentError):
     def __init__(self, step, error):
         self.step = step
@@ -36,7 +41,7 @@ class StepFailed(AgentError):
 
 class Executor:
     def __init__(self, system, paths, config, state, images, read_mounts=mounts.read,
-                 sleep=time.sleep):
+                 sleep=time.sleep, should_stop=None, status=None):
         self.system = system
         self.paths = paths
         self.config = config
@@ -44,6 +49,8 @@ class Executor:
         self.images = images        # images.store.ImageStore
         self.read_mounts = read_mounts
         self.sleep = sleep
+        self.should_stop = should_stop or (lambda: False)
+        self.status = status or (lambda text: None)
 
     # --- the steps -------------------------------------------------------
     def _root_read_only(self):
@@ -99,6 +106,7 @@ class Executor:
 
     def apply(self, plan, facts, image_tree, image_entries):
         """Run the plan; return the history record. Raises StepFailed."""
+        self._plan = plan
         j = self._journal_for(plan, facts)
         j.status, j.failed_step, j.error = "running", "", ""
         self.state.save_journal(j)
@@ -108,7 +116,7 @@ class Executor:
             PRE_CONFIGURE: lambda: hooks.run_phase(self.system, self.paths, hooks.PRE_CONFIGURE, env, timeout),
             REMOUNT_RW: self.remount_rw,
             SYNC: lambda: sync.sync(self.system, plan, image_tree, image_entries, self.paths.root,
-                                    facts.excluded, self.paths.work_dir),
+                                    facts.excluded, self.paths.work_dir, status=self.status),
             COMMIT: lambda: self.commit(plan, j),
             CONFIGURE: lambda: hooks.run_phase(self.system, self.paths, hooks.CONFIGURE, env, timeout),
             POST_CONFIGURE: lambda: hooks.run_phase(self.system, self.paths, hooks.POST_CONFIGURE, env, timeout),
@@ -123,10 +131,17 @@ class Executor:
                     if self._skip(j, step):
                         LOG.info("step %s: already done", step)
                         continue
-                    LOG.info("step %s: start", step)
+                    if self.should_stop():
+                        raise Interrupted("stopped before step %s, as asked; the next start "
+                                          "resumes the update" % step)
+                    LOG.info("step %s: start", step, extra=log_fields(plan.image_id, plan.action, step))
+                    self.status("updating to %s: %s" % (plan.image_id, step))
                     self.state.step(j, step, "started")
                     actions[step]()
                     self.state.step(j, step, "done")
+        except Interrupted as e:
+            self._fail(j, step, e, env, result="interrupted")
+            raise
         except Exception as e:
             self._fail(j, step or "lock", e, env)
             raise StepFailed(step or "lock", e)
@@ -145,9 +160,10 @@ class Executor:
             return False  # services must be quiet for the sync
         return j.done(step)
 
-    def _fail(self, j, step, error, env):
-        LOG.error("step %s failed: %s", step, error)
-        j.status, j.failed_step, j.error = "failed", step, str(error)
+    def _fail(self, j, step, error, env, result="failed"):
+        LOG.error("step %s: %s: %s", step, result, error,
+                  extra=log_fields(j.image_id, j.action, step, result))
+        j.status, j.failed_step, j.error = result, step, str(error)
         self.state.save_journal(j)
         nothing_ran = step == "lock" or (step == PRE_CONFIGURE and isinstance(error, hooks.HookRefused))
         if not nothing_ran:
@@ -164,9 +180,17 @@ class Executor:
                 j.error += "; and the root is still read-write: %s" % e
                 self.state.save_journal(j)
                 LOG.error("%s", e)
-        self.state.append_history(self._record(j, "failed", j.error))
+        self.state.append_history(self._record(j, result, j.error))
 
-    def _record(self, j, result, error):
-        return {"image_id": j.image_id, "previous_image_id": j.previous_image_id,
-                "action": j.action, "result": result, "step": j.failed_step, "error": error,
-                "started_at": j.started_at, "ended_at": self.system.clock()}
+    def _record(self, j, result, error, plan=None):
+        plan = plan or getattr(self, "_plan", None)
+        ended = self.system.clock()
+        record = {"image_id": j.image_id, "previous_image_id": j.previous_image_id,
+                  "action": j.action, "result": result, "step": j.failed_step, "error": error,
+                  "started_at": j.started_at, "ended_at": ended,
+                  "duration_s": round(ended - j.started_at, 3)}
+        if plan is not None and plan.changes is not None:
+            record["changes"] = plan.to_dict()["changes"]
+            record["changes"].pop("sample", None)
+            record["change_list"] = self.state.save_change_list(j.started_at, j.image_id, plan)
+        return record

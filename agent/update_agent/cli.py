@@ -6,7 +6,7 @@ import os
 import sys
 
 from update_agent import config as config_mod
-from update_agent import journal, mounts, plan as planning, report
+from update_agent import logs, mounts, report
 from update_agent.errors import AgentError
 from update_agent.paths import NodePaths
 from update_agent.system import System
@@ -36,12 +36,6 @@ def parser():
     return p
 
 
-def _setup_logging(verbose):
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="update-agent: %(levelname)s: %(message)s")
-
-
 def _agent(args):
     if not os.path.isdir(args.root):
         raise AgentError("--root %s is not a directory" % args.root)
@@ -60,28 +54,17 @@ def cmd_check(args, agent, out):
 
 def cmd_apply(args, agent, out):
     want = agent.desired(args.metadata)
-    with agent.lock():
-        with agent.planned(want, adopt=args.adopt) as planned:
-            plan = planned.plan
-            if not args.json:
-                out.write(report.plan_text(plan) + "\n")
-                out.flush()
-            if plan.action == planning.NOOP:
-                result = {"result": "noop"}
-            elif plan.action == planning.IN_PLACE:
-                result = agent.apply(planned)
-            elif plan.action == planning.REBOOT:
-                # The reboot path is not built yet: say so, touch nothing.
-                raise AgentError("reboot required to run image %s (kernel %s -> %s); "
-                                 "nothing was changed" % (plan.image_id, plan.running_kernel,
-                                                           plan.image_kernel))
-            else:
-                refusals = [r for r in plan.reasons if not r.startswith("image_id ")]
-                raise AgentError("refused to apply image %s: %s"
-                                 % (plan.image_id, "; ".join(refusals or plan.reasons)))
-    obj = dict(plan.to_dict(), result=result)
-    report.emit(out, args.json, obj, "result: %s" % result.get("result"))
-    return 0
+
+    def show_plan(plan):
+        if not args.json:
+            out.write(report.plan_text(plan) + "\n")
+            out.flush()
+    result = agent.update(want, adopt=args.adopt, on_plan=show_plan)
+    if result.plan is not None:
+        report.emit(out, args.json, result.to_dict(), "result: %s" % result.result)
+    if result.error:
+        sys.stderr.write("update-agent: error: %s\n" % result.error)
+    return result.exit_code
 
 
 def cmd_status(args, agent, out):
@@ -140,7 +123,7 @@ def main(argv=None, out=None):
     command = "check" if args.dry_run else args.command
     if command is None:
         p.error("give --dry-run or one of: %s" % ", ".join(COMMANDS))
-    _setup_logging(args.verbose)
+    logs.setup(args.verbose)
     try:
         agent = _agent(args)
         commands = {"check": cmd_check, "apply": cmd_apply, "status": cmd_status,

@@ -113,6 +113,22 @@ class Store:
         state["current"] = {"image_id": image_id, "digest": digest}
         self._write_json(self.state_path, state)
 
+    def save_change_list(self, started_at, image_id, plan, keep=20):
+        """Keep the full change list of an update beside the history (the last `keep`)."""
+        directory = os.path.join(self.state_dir, "changes")
+        os.makedirs(directory, exist_ok=True)
+        name = "%d-%s.json" % (int(started_at), image_id)
+        ch = plan.changes
+        data = {"image_id": image_id, "changed": ["/" + p for p in ch.changed] +
+                ["/" + rel for rel, _ in plan.accounts],
+                "added": ["/" + p for p in ch.added], "deleted": ["/" + p for p in ch.deleted]}
+        statefile.write_atomic(os.path.join(directory, name),
+                               json.dumps(data, indent=0).encode("utf-8", "surrogateescape"),
+                               mode=0o600)
+        for old in sorted(os.listdir(directory))[:-keep]:
+            os.unlink(os.path.join(directory, old))
+        return name
+
     def append_history(self, record):
         os.makedirs(self.state_dir, exist_ok=True)
         line = json.dumps(record, sort_keys=True) + "\n"

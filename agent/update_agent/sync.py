@@ -67,15 +67,22 @@ def remove(root, rel):
         os.close(fd)
 
 
-def sync(system, plan, image_tree, image_entries, root, excluded, work_dir):
+def sync(system, plan, image_tree, image_entries, root, excluded, work_dir, status=None):
     os.makedirs(work_dir, exist_ok=True)
     list_file = os.path.join(work_dir, "transfer.list")
     transfer = plan.changes.transfer
     write_list(list_file, transfer)
     if transfer:
         argv = rsync_argv(system.which("rsync"), list_file, excluded, image_tree, root)
+        argv.insert(-2, "--out-format=%n")  # one line per path done: the progress
+        done = [0]
+
+        def progress(_line):
+            done[0] += 1
+            if status and (done[0] % 200 == 0 or done[0] == len(transfer)):
+                status("syncing: %d/%d files" % (done[0], len(transfer)))
         try:
-            system.run(argv)
+            system.stream(argv, progress)
         except CommandFailed as e:
             raise AgentError("rsync of %d paths onto %s failed (exit %s): %s"
                              % (len(transfer), root, e.returncode,

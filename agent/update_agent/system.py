@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from update_agent.errors import AgentError, CommandFailed
@@ -87,8 +88,30 @@ class System:
             pass
         proc.wait()
 
-    def popen(self, argv, **kwargs):
-        """Start a long-running command (rsync) whose output is streamed."""
+    def stream(self, argv, on_line, env=None):
+        """Run argv, calling on_line(text) for each line of its stdout as it comes."""
         argv = [str(a) for a in argv]
-        LOG.debug("popen: %s", argv)
-        return subprocess.Popen(argv, text=True, **kwargs)
+        LOG.debug("stream: %s", argv)
+        try:
+            proc = subprocess.Popen(argv, env=env, text=True, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except FileNotFoundError:
+            raise AgentError("required tool %r not found" % argv[0])
+        # stderr is drained by a thread so a chatty command cannot block on it
+        errors = []
+        reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
+        reader.start()
+        try:
+            for line in proc.stdout:
+                on_line(line.rstrip("\n"))
+            proc.wait()
+        except BaseException:
+            self.stop(proc, False)
+            raise
+        finally:
+            reader.join()
+            proc.stdout.close()
+            proc.stderr.close()
+        if proc.returncode != 0:
+            raise CommandFailed(argv, proc.returncode, "".join(errors))
+        return proc.returncode

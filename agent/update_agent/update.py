@@ -15,10 +15,33 @@ from update_agent import apply as applying
 from update_agent import desired as desired_mod
 from update_agent import facts as facts_mod
 from update_agent import journal, locks, manifest, mounts, plan as planning, sources
+from update_agent.errors import AgentError
 from update_agent.images import formats
 from update_agent.images.store import ImageStore
 
 LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Outcome:
+    """How one update ended, for the CLI, the daemon, Heat and status."""
+
+    image_id: str
+    result: str              # success | noop | failed | refused | reboot-required | interrupted
+    plan: planning.Plan = None
+    error: str = ""
+    exit_code: int = 0
+    started_at: float = 0.0
+    duration_s: float = 0.0
+
+    @property
+    def ok(self):
+        return self.result in ("success", "noop")
+
+    def to_dict(self):
+        d = self.plan.to_dict() if self.plan is not None else {"image_id": self.image_id}
+        d.update(result=self.result, error=self.error, duration_s=round(self.duration_s, 3))
+        return d
 
 
 @dataclasses.dataclass
@@ -74,7 +97,41 @@ class Agent:
     def lock(self):
         return locks.flock(self.paths.agent_lock, "update-agent")
 
-    def apply(self, planned):
+    def apply(self, planned, should_stop=None, status=None):
         executor = applying.Executor(self.system, self.paths, self.config, self.state,
-                                     self.images, read_mounts=self.read_mounts)
+                                     self.images, read_mounts=self.read_mounts,
+                                     should_stop=should_stop, status=status)
         return executor.apply(planned.plan, planned.facts, planned.tree, planned.image_entries)
+
+    def update(self, want, adopt=False, should_stop=None, on_plan=None, status=None):
+        """Plan and, if the plan says in-place, apply; never raises AgentError."""
+        started = self.system.clock()
+        plan = None
+
+        def outcome(result, error="", code=0):
+            return Outcome(want.image_id, result, plan, error, code, started,
+                           self.system.clock() - started)
+        try:
+            with self.lock():
+                with self.planned(want, adopt=adopt) as planned:
+                    plan = planned.plan
+                    if on_plan:
+                        on_plan(plan)
+                    if plan.action == planning.NOOP:
+                        return outcome("noop")
+                    if plan.action == planning.REBOOT:
+                        # The reboot path is not built yet: say so, touch nothing.
+                        return outcome("reboot-required",
+                                       "reboot required to run image %s (kernel %s -> %s); "
+                                       "nothing was changed" % (plan.image_id, plan.running_kernel,
+                                                                 plan.image_kernel), 1)
+                    if plan.action == planning.REFUSE:
+                        refusals = [r for r in plan.reasons if not r.startswith("image_id ")]
+                        return outcome("refused", "refused to apply image %s: %s"
+                                       % (plan.image_id, "; ".join(refusals or plan.reasons)), 1)
+                    self.apply(planned, should_stop=should_stop, status=status)
+                    return outcome("success")
+        except applying.Interrupted as e:
+            return outcome("interrupted", str(e), 1)
+        except AgentError as e:
+            return outcome("failed", str(e), e.exit_code)

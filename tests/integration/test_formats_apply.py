@@ -35,7 +35,7 @@ def test_update_from_format(w, tmp_path, fmt, options):
     try:
         r = agent(n.root, "apply", "--json", metadata=meta)
         assert r.returncode == 0, r.stderr
-        assert json.loads(r.stdout)["result"]["result"] == "success"
+        assert json.loads(r.stdout)["result"] == "success"
         world.assert_matches_image(n.root, w.tree_b)
         assert "ro" in world.root_mount_options(n.root)
         work = os.path.join(n.root, "var/lib/update-agent/work")

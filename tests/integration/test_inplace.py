@@ -58,7 +58,7 @@ def test_in_place_update_end_to_end(w, node, tmp_path):
     r = agent(node.root, "apply", "--json", metadata=meta)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["action"] == "in-place" and out["result"]["result"] == "success"
+    assert out["action"] == "in-place" and out["result"] == "success"
     assert out["changes"] == plan["changes"], "apply did what the dry run predicted"
 
     world.assert_matches_image(node.root, w.tree_b)
