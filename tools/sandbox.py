@@ -34,6 +34,9 @@ if [ -e "$R/run/hang-{phase}" ]; then
     echo $! > "$R/run/hang.pid"
     wait
 fi
+if [ -e "$R/run/slow-{phase}" ]; then
+    sleep 2
+fi
 if [ -e "$R/run/hold-{phase}" ]; then
     sh -c 'exec 3>>"$1/var/lib/busy-file"; exec sleep 300' holder "$R" </dev/null >/dev/null 2>&1 &
     echo $! > "$R/run/holder.pid"
@@ -144,20 +147,28 @@ class SandboxNode:
         run(["mount", *opts, source, target])
         self.mounted.append(target)
 
-    def start(self, identity=True, occ_cache=None, state_mount=True, state_mb=256):
+    def start(self, identity=True, occ_cache=None, state_mount=True, state_mb=256,
+              occ_mount=False):
         """Mount the node; give it its own identity and state, then make / read-only.
 
         occ_cache: {name: metadata} written as os-collect-config's cache.
+        occ_mount: os-collect-config's cache dir is a writable tmpfs (as on a
+        node whose root is read-only), so metadata can change while it runs.
         """
         os.makedirs(self.root, exist_ok=True)
         # attach read-write, mount read-only: a ro loop device could never be remounted rw
         self._mount(self._loop(self.root_image), self.root, "-o", "rw")
         if identity:
             self.personalise()
-        if occ_cache:
+        if occ_cache and not occ_mount:
             self.write_occ_cache(occ_cache)
         run(["mount", "-o", "remount,ro", self.root])
         self._mount("tmpfs", os.path.join(self.root, "run"), "-t", "tmpfs", "-o", "mode=755")
+        if occ_mount:
+            self._mount("tmpfs", os.path.join(self.root, "var/lib/os-collect-config"),
+                        "-t", "tmpfs", "-o", "mode=700")
+            if occ_cache:
+                self.write_occ_cache(occ_cache)
         if state_mount:
             state_img = os.path.join(self.workdir, "state.ext4")
             mkfs(state_img, state_mb)

@@ -1,12 +1,17 @@
 """`update-agent`: argument parsing and wiring only."""
 
 import argparse
+import json
 import logging
 import os
 import sys
 
 from update_agent import config as config_mod
-from update_agent import logs, mounts, report
+from update_agent import __version__, daemon, heat, logs, mounts, report
+from update_agent.errors import BadInput
+from update_agent.notify import Notifier
+from update_agent.sources.metadata_url import UrlSource
+from update_agent.watch import CacheWatcher
 from update_agent.errors import AgentError
 from update_agent.paths import NodePaths
 from update_agent.system import System
@@ -14,7 +19,7 @@ from update_agent.update import Agent
 
 LOG = logging.getLogger(__name__)
 
-COMMANDS = ("check", "apply", "status", "config")
+COMMANDS = ("check", "apply", "status", "config", "run", "deploy", "history", "hold", "unhold")
 
 
 def parser():
@@ -23,7 +28,9 @@ def parser():
         description="Keep this node's root in step with its golden image, in place.")
     p.add_argument("command", nargs="?", choices=COMMANDS,
                    help="check: print the plan; apply: carry it out; status: what is current; "
-                        "config: the effective configuration and where each value came from")
+                        "config: the effective configuration and where each value came from; "
+                        "run: the daemon; deploy: apply one Heat deployment read from stdin; "
+                        "history: past updates; hold/unhold: stop/resume automatic updates")
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing (= check)")
     p.add_argument("--root", default="/", help="the node's root (default /); tests use a sandbox")
     p.add_argument("--config", help="config file (default: <root>/etc/update-agent/update-agent.conf)")
@@ -33,6 +40,11 @@ def parser():
                    help="take over a root that has no /etc/image_id")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    p.add_argument("--reason", default="", help="hold: why updates are held (status shows it)")
+    p.add_argument("--once", action="store_true", help="run: handle the metadata once and exit")
+    p.add_argument("--changes", action="store_true", help="history: include each update's change list")
+    p.add_argument("-n", type=int, default=20, metavar="N", help="history: the last N updates")
+    p.add_argument("--version", action="version", version="update-agent " + __version__)
     return p
 
 
@@ -72,29 +84,110 @@ def cmd_status(args, agent, out):
     j = state.load_journal()
     facts = agent.facts()
     images = state.load_state()
+    daemon_status = state.load_status()
     root_mount = mounts.mount_of(agent.read_mounts(), agent.paths.root)
+    history = state.history(1)
     obj = {
         "root": agent.paths.root,
         "current_image_id": facts.current_image_id,
         "previous_image_id": (images.get("previous") or {}).get("image_id", ""),
+        "desired_image_id": (daemon_status.get("desired") or {}).get("image_id", ""),
+        "staged": [{"image_id": s.image_id, "digest": s.digest, "format": s.format}
+                   for s in agent.images.staged()],
         "root_read_only": bool(root_mount and root_mount.read_only),
         "unfinished_update": None if j is None or not j.unfinished else {
             "image_id": j.image_id, "status": j.status,
             "step": j.failed_step or j.stopped_at(), "error": j.error},
+        "held": state.hold(),
+        "last_result": daemon_status.get("last_result") or (history[-1] if history else None),
+        "last_error": daemon_status.get("last_error", ""),
         "history": state.history(5),
     }
     lines = ["image:    %s (previous: %s)" % (obj["current_image_id"] or "none",
                                               obj["previous_image_id"] or "none"),
+             "desired:  %s" % (obj["desired_image_id"] or "(the daemon has not seen metadata)"),
+             "staged:   %s" % (", ".join(s["image_id"] for s in obj["staged"]) or "nothing"),
              "root:     %s (%s)" % (obj["root"], "read-only" if obj["root_read_only"] else "read-write")]
     u = obj["unfinished_update"]
     lines.append("update:   " + ("none in progress" if u is None else
                                  "%s to %s at step %s %s" % (u["status"], u["image_id"], u["step"], u["error"])))
+    if obj["held"]:
+        lines.append("held:     %s (since %s)" % (obj["held"].get("reason") or "no reason given",
+                                                  _when(obj["held"].get("since"))))
+    last = obj["last_result"]
+    if last:
+        lines.append("last:     %s %s%s" % (last.get("image_id"), last.get("result"),
+                                            " (%s)" % last["error"] if last.get("error") else ""))
     for rec in obj["history"]:
         lines.append("history:  %s %s -> %s%s" % (rec.get("result"), rec.get("previous_image_id"),
                                                   rec.get("image_id"),
                                                   " (%s)" % rec["error"] if rec.get("error") else ""))
     report.emit(out, args.json, obj, "\n".join(lines))
     return 0
+
+
+def _when(ts):
+    import datetime
+    if not ts:
+        return "?"
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def cmd_history(args, agent, out):
+    records = agent.state.history(max(1, args.n))
+    if args.changes:
+        for rec in records:
+            rec["change_lists"] = agent.state.load_change_list(rec.get("change_list"))
+    lines = []
+    for rec in records:
+        ch = rec.get("changes") or {}
+        lines.append("%s  %-12s %s -> %s  %.1fs  %s changed, %s added, %s deleted%s" % (
+            _when(rec.get("started_at")), rec.get("result"), rec.get("previous_image_id") or "none",
+            rec.get("image_id"), rec.get("duration_s") or 0, ch.get("changed", "?"),
+            ch.get("added", "?"), ch.get("deleted", "?"),
+            "  (%s)" % rec["error"] if rec.get("error") else ""))
+        for kind in ("changed", "added", "deleted") if args.changes else ():
+            lines += ["    %s %s" % (kind[0].upper(), p) for p in (rec.get("change_lists") or {}).get(kind, [])]
+    report.emit(out, args.json, records, "\n".join(lines) or "no updates yet")
+    return 0
+
+
+def cmd_hold(args, agent, out):
+    agent.state.set_hold(args.reason, agent.system.clock())
+    report.emit(out, args.json, {"held": True, "reason": args.reason},
+                "automatic updates held%s" % (": " + args.reason if args.reason else ""))
+    return 0
+
+
+def cmd_unhold(args, agent, out):
+    was = agent.state.clear_hold()
+    report.emit(out, args.json, {"held": False, "was_held": was},
+                "automatic updates resumed" if was else "updates were not held")
+    return 0
+
+
+def cmd_run(args, agent, out):
+    config = agent.config
+    if config.metadata_url:
+        watch = daemon.UrlWatch(UrlSource(config.metadata_url, config.metadata_timeout))
+    else:
+        watch = daemon.CacheWatch(agent, CacheWatcher(agent.paths.occ_cache_dir))
+    signaller = heat.Signaller(retries=config.signal_retries, timeout=config.signal_timeout)
+    return daemon.Daemon(agent, watch, Notifier(), signaller).run(once=args.once)
+
+
+def cmd_deploy(args, agent, out):
+    try:
+        obj = json.loads(sys.stdin.read())
+    except ValueError as e:
+        raise BadInput("deploy: stdin is not a JSON deployment: %s" % e)
+    if not isinstance(obj, dict) or obj.get("group") != heat.GROUP:
+        raise BadInput("deploy: expected one deployment object with group %r, got %s"
+                       % (heat.GROUP, (obj.get("group") if isinstance(obj, dict) else type(obj).__name__)))
+    (d,) = heat.deployments({"deployments": [obj]})
+    body, _ = daemon.run_deployment(d, agent.config, agent.update)
+    out.write(json.dumps(body, indent=2, sort_keys=True) + "\n")
+    return 0 if body["deploy_status_code"] == 0 else (2 if body["deploy_status_code"] == 2 else 1)
 
 
 def cmd_config(args, agent, out):
@@ -123,11 +216,12 @@ def main(argv=None, out=None):
     command = "check" if args.dry_run else args.command
     if command is None:
         p.error("give --dry-run or one of: %s" % ", ".join(COMMANDS))
-    logs.setup(args.verbose)
+    logs.setup(max(args.verbose, 1) if command == "run" else args.verbose, journal=command == "run")
     try:
         agent = _agent(args)
         commands = {"check": cmd_check, "apply": cmd_apply, "status": cmd_status,
-                    "config": cmd_config}
+                    "config": cmd_config, "run": cmd_run, "deploy": cmd_deploy,
+                    "history": cmd_history, "hold": cmd_hold, "unhold": cmd_unhold}
         return commands[command](args, agent, out)
     except AgentError as e:
         sys.stderr.write("update-agent: error: %s\n" % e)

@@ -129,6 +129,11 @@ class Store:
             os.unlink(os.path.join(directory, old))
         return name
 
+    def load_change_list(self, name):
+        if not name or "/" in name:
+            return None
+        return self._load_json(os.path.join("changes", name), None)
+
     def append_history(self, record):
         os.makedirs(self.state_dir, exist_ok=True)
         line = json.dumps(record, sort_keys=True) + "\n"
@@ -138,6 +143,45 @@ class Store:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    # --- small state files: hold, Heat deployments done, the daemon's status ---
+    def _load_json(self, name, default):
+        try:
+            with open(os.path.join(self.state_dir, name), encoding="utf-8") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return default
+        except ValueError as e:
+            LOG.warning("ignoring corrupt %s: %s", name, e)
+            return default
+
+    def hold(self):
+        """{'reason', 'since'} when automatic updates are held, else None."""
+        return self._load_json("hold.json", None)
+
+    def set_hold(self, reason, since):
+        self._write_json(os.path.join(self.state_dir, "hold.json"), {"reason": reason, "since": since})
+
+    def clear_hold(self):
+        try:
+            os.unlink(os.path.join(self.state_dir, "hold.json"))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def deployments_done(self):
+        return self._load_json("deployments.json", {})
+
+    def mark_deployment_done(self, key, record):
+        done = self.deployments_done()
+        done[key] = record
+        self._write_json(os.path.join(self.state_dir, "deployments.json"), done)
+
+    def save_status(self, status):
+        self._write_json(os.path.join(self.state_dir, "status.json"), status)
+
+    def load_status(self):
+        return self._load_json("status.json", {})
 
     def history(self, limit=10):
         try:

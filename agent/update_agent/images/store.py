@@ -139,6 +139,12 @@ class ImageStore:
         manifest.save(cache, entries)
         return entries
 
+    def staged_bytes(self):
+        return sum(os.path.getsize(s.path) for s in self._all())
+
+    def staged(self):
+        return self._all()
+
     # --- retention -------------------------------------------------------
     def retain(self, keep_digests):
         """Remove every cached image but the ones named (current and previous)."""

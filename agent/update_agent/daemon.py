@@ -1,0 +1,246 @@
+"""`update-agent run`: watch the metadata, update, report; never give up.
+
+The loop is: wait for a change (inotify on os-collect-config's cache, or a
+conditional GET of metadata_url with a splayed interval), read the metadata,
+hand each Heat deployment of our group (or the top-level image_id) to
+Agent.update, report the outcome (status file, systemd STATUS=, metrics, Heat
+signal), and back off exponentially, capped at the poll interval, while
+something fails. Bad metadata, a bad image or a metadata server that is down
+is logged and reported, and the daemon keeps going. SIGTERM stops it between
+two steps of an update (the root is left read-only) or at once when idle.
+"""
+
+import fcntl
+import logging
+import os
+import random
+import select
+import signal
+import time
+
+from update_agent import desired as desired_mod
+from update_agent import heat, locks, metrics, sources
+from update_agent.errors import AgentError
+from update_agent.logs import log_fields
+
+LOG = logging.getLogger(__name__)
+
+BACKOFF_BASE = 2.0
+
+
+def backoff(failures, interval):
+    """Seconds to wait after `failures` failures in a row (0: none)."""
+    if failures <= 0:
+        return float(interval)
+    return min(float(interval), BACKOFF_BASE * 2 ** (failures - 1))
+
+
+def run_deployment(d, config, update):
+    """Apply one deployment with update(want) -> Outcome; return (signal body, record).
+
+    record is what to remember once Heat has the signal, None if the
+    deployment must be tried again (it failed).
+    """
+    if not d.update_identifier:
+        LOG.info("deployment %s: %s", d.id, heat.UNSET_MESSAGE)
+        return heat.payload(message=heat.UNSET_MESSAGE), "unset"
+    try:
+        want = heat.desired(d, config.image_url_template)
+    except AgentError as e:
+        LOG.error("deployment %s: %s", d.id, e)
+        return heat.payload(error=str(e)), None
+    outcome = update(want)
+    return heat.payload(outcome), ("success" if outcome.ok else None)
+
+
+class CacheWatch:
+    """os-collect-config's cache: woken by inotify, read through os-apply-config."""
+
+    def __init__(self, agent, watcher):
+        self.agent = agent
+        self.watcher = watcher
+        self.splayed = watcher.mode == "polling"
+
+    def describe(self):
+        return "watching %s (%s)" % (self.watcher.directory, self.watcher.mode)
+
+    def wait(self, timeout, wake_fd):
+        return self.watcher.wait(timeout, wake_fd)
+
+    def read(self):
+        return sources.read_metadata(self.agent.paths)
+
+
+class UrlWatch:
+    """metadata_url, polled with conditional GETs at a splayed interval."""
+
+    splayed = True
+
+    def __init__(self, source):
+        self.source = source
+
+    def describe(self):
+        return "polling %s" % self.source.url
+
+    def wait(self, timeout, wake_fd):
+        select.select([wake_fd], [], [], max(0.0, timeout))
+        return False
+
+    def read(self):
+        return self.source.poll()
+
+
+class Daemon:
+    def __init__(self, agent, watch, notifier, signaller, rng=None, clock=time.time):
+        self.agent = agent
+        self.watch = watch
+        self.notifier = notifier
+        self.signaller = signaller
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.config = agent.config
+        self.stopping = False
+        self.failures = 0
+        self.last_metadata = None
+        self.signalled_failures = set()
+
+    # --- signals ---------------------------------------------------------
+    def _install_signals(self):
+        r, w = os.pipe()
+        for fd in (r, w):
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+        self._wake_r = r
+        signal.set_wakeup_fd(w)
+
+        def stop(signum, _frame):
+            LOG.info("signal %d: stopping after the current step", signum)
+            self.stopping = True
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    # --- the loop --------------------------------------------------------
+    def run(self, once=False):
+        with locks.flock(os.path.join(self.agent.paths.run_dir, "daemon.lock"),
+                         "another update-agent daemon"):
+            self._install_signals()
+            self.notifier.ready("idle, " + self.watch.describe())
+            self.notifier.start_watchdog()
+            LOG.info("daemon started: %s", self.watch.describe())
+            try:
+                self._loop(once)
+            finally:
+                self.notifier.stopping()
+                self.notifier.stop_watchdog()
+                LOG.info("daemon stopped")
+        return 0
+
+    def _loop(self, once):
+        changed = True  # look once at start: an update may be pending or unfinished
+        while not self.stopping:
+            if changed or self.failures:
+                self.tick()
+            if once or self.stopping:
+                return
+            timeout = backoff(self.failures, self.config.poll_interval)
+            if self.watch.splayed and not self.failures:
+                timeout += self.rng.uniform(0, self.config.splay)
+            changed = self.watch.wait(timeout, self._wake_r)
+            if not changed and not self.failures and self.watch.splayed:
+                changed = True  # a poll is due
+            self._drain_wake()
+
+    def _drain_wake(self):
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def tick(self):
+        """Read the metadata and act on it; failures are counted, never raised."""
+        try:
+            metadata = self.watch.read()
+            if metadata is None and not self.failures:
+                return  # unchanged (HTTP 304)
+            if metadata is None:
+                metadata = self.last_metadata
+            self.last_metadata = metadata
+            ok = self.handle(metadata)
+        except AgentError as e:
+            LOG.error("%s", e)
+            self._report(None, error=str(e))
+            ok = False
+        self.failures = 0 if ok else self.failures + 1
+        if not ok:
+            LOG.warning("will retry in %.0fs", backoff(self.failures, self.config.poll_interval))
+
+    def handle(self, metadata):
+        hold = self.agent.state.hold()
+        if hold:
+            self.notifier.status("held: %s" % hold.get("reason", ""))
+            LOG.info("updates are held (%s); not acting on the metadata", hold.get("reason"))
+            return True
+        deployments = heat.deployments(metadata)
+        if deployments:
+            results = [self.handle_deployment(d) for d in deployments if not self.stopping]
+            return all(results)
+        want = desired_mod.from_metadata(metadata, self.config.image_url_template)
+        outcome = self.update(want)
+        return outcome.ok
+
+    def update(self, want):
+        self.notifier.status("checking %s" % want.image_id)
+        outcome = self.agent.update(want, should_stop=lambda: self.stopping,
+                                    status=self.notifier.status)
+        level = logging.INFO if outcome.ok else logging.ERROR
+        LOG.log(level, "image %s: %s%s", want.image_id, outcome.result,
+                ": " + outcome.error if outcome.error else "",
+                extra=log_fields(want.image_id, outcome.plan.action if outcome.plan else None,
+                                 None, outcome.result))
+        self._report(outcome, desired=want)
+        return outcome
+
+    def handle_deployment(self, d):
+        if d.key in self.agent.state.deployments_done():
+            return True
+        body, record = run_deployment(d, self.config, self.update)
+        return self._finish(d, body, record)
+
+    def _finish(self, d, body, record):
+        """Signal Heat; remember the deployment only once it succeeded and Heat knows."""
+        failed = body["deploy_status_code"] != 0
+        if failed and (d.key, body["deploy_stderr"]) in self.signalled_failures:
+            return False  # Heat already has this failure; keep retrying quietly
+        try:
+            self.signaller.send(d, body)
+        except AgentError as e:
+            LOG.error("%s", e)
+            return False
+        if failed:
+            self.signalled_failures.add((d.key, body["deploy_stderr"]))
+            return False
+        self.agent.state.mark_deployment_done(d.key, {"result": record, "image_id": body["image_id"],
+                                                      "at": self.clock()})
+        return True
+
+    # --- reporting -------------------------------------------------------
+    def _report(self, outcome, desired=None, error=""):
+        state = self.agent.state
+        status = state.load_status()
+        status["updated_at"] = self.clock()
+        if desired is not None:
+            status["desired"] = desired.to_dict()
+        if outcome is not None:
+            status["last_result"] = outcome.to_dict()
+            self.notifier.status("%s %s%s" % (outcome.image_id, outcome.result,
+                                              ": " + outcome.error[:200] if outcome.error else ""))
+        else:
+            status["last_error"] = error
+            self.notifier.status("error: %s" % error[:200])
+        try:
+            state.save_status(status)
+            current = state.load_state().get("current", {}).get("image_id", "")
+            metrics.write(self.config.metrics_dir, metrics.render(
+                current, outcome, self.agent.images.staged_bytes(), bool(state.hold()), self.clock()))
+        except OSError as e:
+            LOG.error("cannot write status: %s", e)
