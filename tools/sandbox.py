@@ -148,7 +148,14 @@ class SandboxNode:
         self.mounted.append(target)
 
     def start(self, identity=True, occ_cache=None, state_mount=True, state_mb=256,
-              occ_mount=False):
+              occ_mount=False, read_only=True):
+        try:
+            return self._start(identity, occ_cache, state_mount, state_mb, occ_mount, read_only)
+        except BaseException:
+            self.stop()  # never leak a loop device when bringing the node up fails
+            raise
+
+    def _start(self, identity, occ_cache, state_mount, state_mb, occ_mount, read_only):
         """Mount the node; give it its own identity and state, then make / read-only.
 
         occ_cache: {name: metadata} written as os-collect-config's cache.
@@ -162,7 +169,8 @@ class SandboxNode:
             self.personalise()
         if occ_cache and not occ_mount:
             self.write_occ_cache(occ_cache)
-        run(["mount", "-o", "remount,ro", self.root])
+        if read_only:
+            run(["mount", "-o", "remount,ro", self.root])
         self._mount("tmpfs", os.path.join(self.root, "run"), "-t", "tmpfs", "-o", "mode=755")
         if occ_mount:
             self._mount("tmpfs", os.path.join(self.root, "var/lib/os-collect-config"),
@@ -193,6 +201,10 @@ class SandboxNode:
         _write(r, "home/operator/notes", "operator notes\n", 0o600, 1001, 1001)
         _write(r, "var/log/app.log", "log line\n")
         _write(r, "root/.bash_history", "ls\n", 0o600)
+
+    def mount_image(self, image, rel):
+        """Mount another filesystem image at root/rel (a separate /boot, say)."""
+        self._mount(self._loop(image), os.path.join(self.root, rel))
 
     def write_occ_cache(self, cache):
         """os-collect-config's cache: <key>.json files and os_config_files.json."""

@@ -4,29 +4,24 @@ Order follows os-refresh-config's phases: pre-configure quiesces, the sync
 and the commit happen while services are quiet, configure renders config with
 the root still writable, post-configure activates. Every step is journaled
 before it starts and after it ends; a killed agent resumes at the step where it
-stopped (rsync is idempotent). Whatever happens, the root is read-only again
-at the end if it was read-only before.
+stopped (rsync is idempotent). On failure, interruption or exception the
+root is remounted read-only if it was read-only before; the journal remembers
+that, so a run resuming after a crash does it too. The caller holds
+os-refresh-config's lock for the whole plan-and-apply.
 """
 
 import logging
 import os
 import time
 
-from update_agent import busy, hooks, journal as journaling, locks, mounts, statefile, sync
+from update_agent import busy, hooks, journal as journaling, mounts, plan as planning, statefile, sync
 from update_agent.errors import AgentError
 from update_agent.logs import log_fields
 
 LOG = logging.getLogger(__name__)
 
-PRE_CONFIGURE = "pre-configure"
-REMOUNT_RW = "remount-rw"
-SYNC = "sync"
-COMMIT = "commit"
-CONFIGURE = "configure"
-POST_CONFIGURE = "post-configure"
-MIGRATION = "migration"
-REMOUNT_RO = "remount-ro"
-STEPS = (PRE_CONFIGURE, REMOUNT_RW, SYNC, COMMIT, CONFIGURE, POST_CONFIGURE, MIGRATION, REMOUNT_RO)
+STEPS = journaling.STEPS
+(PRE_CONFIGURE, REMOUNT_RW, SYNC, COMMIT, CONFIGURE, POST_CONFIGURE, MIGRATION, REMOUNT_RO) = STEPS
 
 
 class Interrupted(AgentError):
@@ -92,32 +87,45 @@ class Executor:
     def _journal_for(self, plan, facts):
         old = self.state.load_journal()
         if plan.resume and old is not None:
+            old.digest = plan.digest  # the same image_id may now name a rebuilt image
             return old
-        if old is not None and old.unfinished:
-            previous, previous_digest = old.previous_image_id, old.previous_digest
-        else:
-            current = self.state.load_state().get("current") or {}
-            previous = facts.current_image_id
-            previous_digest = current.get("digest", "") if current.get("image_id") == previous else ""
+        # previous is what the node has committed (a superseded update may have committed)
+        current = self.state.load_state().get("current") or {}
+        previous = facts.current_image_id
+        previous_digest = current.get("digest", "") if current.get("image_id") == previous else ""
         return journaling.Journal(
             image_id=plan.image_id, digest=plan.digest, previous_image_id=previous,
             previous_digest=previous_digest, action=plan.action, root_was_ro=plan.root_was_ro,
             started_at=self.system.clock(), steps={s: "pending" for s in STEPS})
 
-    def apply(self, plan, facts, image_tree, image_entries):
-        """Run the plan; return the history record. Raises StepFailed."""
+    def apply(self, plan, facts, image_tree, image_entries, replan=None):
+        """Run the plan; return the history record. Raises StepFailed or Interrupted.
+
+        replan() gives a fresh plan once the services are quiet, so that what
+        they wrote while stopping is in the change set.
+        """
         self._plan = plan
         j = self._journal_for(plan, facts)
         j.status, j.failed_step, j.error = "running", "", ""
         self.state.save_journal(j)
         env = hooks.hook_env(self.paths.root, plan.image_id, j.previous_image_id, plan.action)
         timeout = self.config.hook_timeout
+
+        def quiesce():
+            hooks.run_phase(self.system, self.paths, hooks.PRE_CONFIGURE, env, timeout)
+            if replan is not None:
+                fresh = replan()
+                if fresh.action != planning.IN_PLACE:
+                    raise AgentError("after the pre-configure hooks the plan became %s: %s"
+                                     % (fresh.action, "; ".join(fresh.reasons)))
+                self._plan = fresh
         actions = {
-            PRE_CONFIGURE: lambda: hooks.run_phase(self.system, self.paths, hooks.PRE_CONFIGURE, env, timeout),
+            PRE_CONFIGURE: quiesce,
             REMOUNT_RW: self.remount_rw,
-            SYNC: lambda: sync.sync(self.system, plan, image_tree, image_entries, self.paths.root,
-                                    facts.excluded, self.paths.work_dir, status=self.status),
-            COMMIT: lambda: self.commit(plan, j),
+            SYNC: lambda: sync.sync(self.system, self._plan, image_tree, image_entries,
+                                    self.paths.root, facts.excluded, self.paths.work_dir,
+                                    status=self.status),
+            COMMIT: lambda: self.commit(self._plan, j),
             CONFIGURE: lambda: hooks.run_phase(self.system, self.paths, hooks.CONFIGURE, env, timeout),
             POST_CONFIGURE: lambda: hooks.run_phase(self.system, self.paths, hooks.POST_CONFIGURE, env, timeout),
             MIGRATION: lambda: hooks.run_phase(self.system, self.paths, hooks.MIGRATION, env, timeout),
@@ -125,26 +133,27 @@ class Executor:
         }
         step = None
         try:
-            with locks.flock(self.paths.orc_lock, "os-refresh-config",
-                             timeout=self.config.orc_lock_timeout):
-                for step in STEPS:
-                    if self._skip(j, step):
-                        LOG.info("step %s: already done", step)
-                        continue
-                    if self.should_stop():
-                        raise Interrupted("stopped before step %s, as asked; the next start "
-                                          "resumes the update" % step)
-                    LOG.info("step %s: start", step, extra=log_fields(plan.image_id, plan.action, step))
-                    self.status("updating to %s: %s" % (plan.image_id, step))
-                    self.state.step(j, step, "started")
-                    actions[step]()
-                    self.state.step(j, step, "done")
+            for step in STEPS:
+                if self._skip(j, step, self._plan):
+                    LOG.info("step %s: already done", step)
+                    continue
+                if self.should_stop():
+                    raise Interrupted("stopped before step %s, as asked; the next start "
+                                      "resumes the update" % step)
+                LOG.info("step %s: start", step, extra=log_fields(plan.image_id, plan.action, step))
+                self.status("updating to %s: %s" % (plan.image_id, step))
+                self.state.step(j, step, "started")
+                actions[step]()
+                self.state.step(j, step, "done")
         except Interrupted as e:
             self._fail(j, step, e, env, result="interrupted")
             raise
         except Exception as e:
-            self._fail(j, step or "lock", e, env)
-            raise StepFailed(step or "lock", e)
+            self._fail(j, step, e, env)
+            raise StepFailed(step, e)
+        except BaseException as e:  # KeyboardInterrupt, SystemExit: still leave a sane node
+            self._fail(j, step, "%s" % (type(e).__name__), env, result="interrupted")
+            raise
         j.status = "done"
         self.state.save_journal(j)
         record = self._record(j, "success", "")
@@ -153,11 +162,14 @@ class Executor:
         return record
 
     @staticmethod
-    def _skip(j, step):
-        if step == REMOUNT_RW:
-            return False  # a crash may have left it read-only again: always make sure
-        if step == PRE_CONFIGURE and not j.done(SYNC):
-            return False  # services must be quiet for the sync
+    def _skip(j, step, plan):
+        if step in (REMOUNT_RW, REMOUNT_RO, SYNC):
+            # remounts check the real state; the sync is driven by a fresh plan (empty
+            # when done) and ends with a flush: always run them
+            return False
+        if step == PRE_CONFIGURE:
+            # services must be quiet for a sync that still has work to do
+            return j.done(SYNC) and plan.changes.empty and not plan.accounts
         return j.done(step)
 
     def _fail(self, j, step, error, env, result="failed"):
@@ -165,7 +177,7 @@ class Executor:
                   extra=log_fields(j.image_id, j.action, step, result))
         j.status, j.failed_step, j.error = result, step, str(error)
         self.state.save_journal(j)
-        nothing_ran = step == "lock" or (step == PRE_CONFIGURE and isinstance(error, hooks.HookRefused))
+        nothing_ran = step == PRE_CONFIGURE and isinstance(error, hooks.HookRefused)
         if not nothing_ran:
             # undo the quiesce, as os-refresh-config does on a failing script
             err_env = dict(env, UPDATE_AGENT_FAILED_STEP=step)

@@ -4,6 +4,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 
 from update_agent import config as config_mod
@@ -50,7 +51,9 @@ def parser():
 
 def _agent(args):
     if not os.path.isdir(args.root):
-        raise AgentError("--root %s is not a directory" % args.root)
+        raise BadInput("--root %s is not a directory" % args.root)
+    if args.config and not os.path.isfile(args.config):
+        raise BadInput("--config %s is not a file" % args.config)
     probe = NodePaths(args.root)
     config = config_mod.load(args.config or probe.config_file)
     paths = NodePaths(args.root, state_dir=config.state_dir)
@@ -59,7 +62,8 @@ def _agent(args):
 
 def cmd_check(args, agent, out):
     want = agent.desired(args.metadata)
-    with agent.planned(want, adopt=args.adopt) as planned:
+    # staging writes the image cache: not while another agent works on it
+    with agent.lock(timeout=10), agent.planned(want, adopt=args.adopt) as planned:
         report.emit(out, args.json, planned.plan.to_dict(), report.plan_text(planned.plan))
     return 0
 
@@ -71,7 +75,14 @@ def cmd_apply(args, agent, out):
         if not args.json:
             out.write(report.plan_text(plan) + "\n")
             out.flush()
-    result = agent.update(want, adopt=args.adopt, on_plan=show_plan)
+    stop = []
+
+    def on_signal(signum, _frame):
+        sys.stderr.write("update-agent: signal %d: stopping after the current step\n" % signum)
+        stop.append(signum)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    result = agent.update(want, adopt=args.adopt, on_plan=show_plan, should_stop=lambda: bool(stop))
     if result.plan is not None:
         report.emit(out, args.json, result.to_dict(), "result: %s" % result.result)
     if result.error:

@@ -219,6 +219,8 @@ def _read(path):
         return None
     except (configparser.Error, UnicodeDecodeError) as e:
         raise BadInput("config %s cannot be parsed: %s" % (path, str(e).splitlines()[0]))
+    except OSError as e:
+        raise BadInput("config %s cannot be read: %s" % (path, e.strerror))
     if parser.defaults():
         raise BadInput("config %s: keys under [DEFAULT] (%s) are not read; put them under a "
                        "section (%s)" % (path, ", ".join(sorted(parser.defaults())),

@@ -61,7 +61,10 @@ def validate_url(value, key="update_agent.image_url"):
                        % (key, type(value).__name__, _show(value)))
     if len(value) > MAX_URL or any(ord(c) < 33 for c in value):
         raise BadInput("metadata key %r has invalid URL %s" % (key, _show(value)))
-    scheme = urllib.parse.urlsplit(value).scheme.lower()
+    try:
+        scheme = urllib.parse.urlsplit(value).scheme.lower()
+    except ValueError as e:
+        raise BadInput("metadata key %r has invalid URL %s: %s" % (key, _show(value), e))
     if scheme not in URL_SCHEMES:
         raise BadInput("metadata key %r has unsupported URL scheme in %s (allowed: %s)"
                        % (key, _show(value), ", ".join(URL_SCHEMES)))

@@ -55,7 +55,12 @@ def gather(paths, config, mountinfo=None):
     state_mount = mounts.mount_of(mountinfo, state_probe)
     below = tuple(mounts.below(mountinfo, root))
     vfs = os.statvfs(root)
-    excluded = tuple(config.preserved) + (config.state_dir,) + tuple("/" + m for m in below)
+    # the state dir is excluded under its configured name and where it really lives
+    # (it may be reached through a symlink into the root's own filesystem)
+    state_real = os.path.realpath(paths.state_dir)
+    state_rel = os.path.relpath(state_real, os.path.realpath(root))
+    extra = ("/" + state_rel,) if not state_rel.startswith("..") and state_rel != "." else ()
+    excluded = tuple(config.preserved) + (config.state_dir,) + extra + tuple("/" + m for m in below)
     return Facts(
         root=root,
         release=os.uname().release,
@@ -96,10 +101,23 @@ def _mtime_ns(path):
         return 0
 
 
-def account_files(node_root, image_root):
-    """{rel: (node_text, image_text)} for the account databases the image has."""
+def running_vmlinuz(paths, release):
+    """Digest of the node's /boot/vmlinuz-<release>, read directly: /boot may be
+    its own partition, which the root's walk does not enter. "" if absent."""
+    path = paths.node("/boot/vmlinuz-" + release)
+    if not os.path.isfile(path):
+        return ""
+    return manifest.hash_file(path)
+
+
+def account_files(node_root, image_root, excluded=()):
+    """{rel: (node_text, image_text)} for the account databases the image has,
+    except those the node preserves."""
     out = {}
+    excluder = manifest.Excluder(excluded)
     for rel in accounts.FILES:
+        if excluder.covers(rel):
+            continue
         image_path = os.path.join(image_root, rel)
         if not os.path.isfile(image_path) or os.path.islink(image_path):
             continue

@@ -18,6 +18,9 @@ LOG = logging.getLogger(__name__)
 
 FORMAT = 1
 STATE_FILE = "images.json"
+# The steps of an in-place apply, in order (apply.py runs them).
+STEPS = ("pre-configure", "remount-rw", "sync", "commit", "configure", "post-configure",
+         "migration", "remount-ro")
 
 
 @dataclasses.dataclass
@@ -43,8 +46,9 @@ class Journal:
         return self.steps.get(step) == "done"
 
     def stopped_at(self):
-        for name, state in self.steps.items():
-            if state != "done":
+        """The first step not done, in run order (the saved dict is sorted by name)."""
+        for name in STEPS:
+            if self.steps.get(name, "pending") != "done":
                 return name
         return ""
 
@@ -82,6 +86,8 @@ class Store:
             return None
         except ValueError as e:
             raise AgentError("journal %s is corrupt: %s" % (self.journal_path, e))
+        if not isinstance(data, dict):
+            raise AgentError("journal %s is corrupt: not a JSON object" % self.journal_path)
         data = _upgrade(data)
         known = {f.name for f in dataclasses.fields(Journal)}
         return Journal(**{k: v for k, v in data.items() if k in known})
@@ -137,7 +143,8 @@ class Store:
     def append_history(self, record):
         os.makedirs(self.state_dir, exist_ok=True)
         line = json.dumps(record, sort_keys=True) + "\n"
-        fd = os.open(self.history_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(self.history_path,
+                     os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, line.encode())
             os.fsync(fd)

@@ -93,9 +93,10 @@ class RunningKernel:
     modules: str
 
 
-def running_kernel(release, node_entries):
-    return RunningKernel(release, vmlinuz_digest(node_entries, release),
-                         modules_digest(node_entries, release))
+def running_kernel(release, node_entries, vmlinuz=None):
+    if vmlinuz is None:
+        vmlinuz = vmlinuz_digest(node_entries, release)
+    return RunningKernel(release, vmlinuz, modules_digest(node_entries, release))
 
 
 def compare(running, image):

@@ -16,7 +16,11 @@ LOG = logging.getLogger(__name__)
 def flock(path, what, timeout=0, poll=0.5, monotonic=time.monotonic, sleep=time.sleep):
     """Hold an exclusive flock on path; wait up to timeout seconds for it."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        # O_NOFOLLOW: under --root a planted link must not make us write elsewhere
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise AgentError("cannot open lock %s: %s" % (path, e.strerror))
     try:
         deadline = monotonic() + timeout
         while True:

@@ -101,19 +101,22 @@ def preflight(desired, facts, journal, adopt=False):
 
 
 def decide(desired, facts, journal, config, digest, node_entries, image_entries,
-           account_texts, adopt=False, protected=None):
+           account_texts, adopt=False, protected=None, running_vmlinuz=None):
     """The full plan, from the node's and the image's manifests.
 
     protected: node paths the walk excluded (preserved, mount points) that
     exist; a directory holding one is never deleted or replaced.
+    running_vmlinuz: digest of the node's running vmlinuz when read apart from
+    the walk (/boot on its own partition).
     """
     early = preflight(desired, facts, journal, adopt)
     if early is not None:
         return early
     resume, reasons = _resume_reasons(desired, journal)
-    image_entries = manifest.Excluder(facts.excluded).filter(image_entries)
-    running = kernel.running_kernel(facts.release, node_entries)
+    # the kernel is judged on the whole image: /boot may be a mount point on the node
     image_k = kernel.image_kernel(image_entries)
+    running = kernel.running_kernel(facts.release, node_entries, running_vmlinuz)
+    image_entries = manifest.Excluder(facts.excluded).filter(image_entries)
     same_kernel, kernel_reasons = kernel.compare(running, image_k)
     if protected is None:
         protected = [p.strip("/") for p in facts.excluded if not any(c in p for c in "*?[")]

@@ -93,5 +93,7 @@ def sync(system, plan, image_tree, image_entries, root, excluded, work_dir, stat
                                mode=e.mode, uid=e.uid, gid=e.gid)
     for rel in plan.changes.deleted_top:
         remove(root, rel)
+    # on disk before the step is journalled done, and before /etc/image_id names the image
+    system.run([system.which("sync"), "--file-system", root])
     LOG.info("synced %d paths, merged %d account files and deleted %d paths on %s",
              len(transfer), len(plan.accounts), len(plan.changes.deleted_top), root)

@@ -22,7 +22,7 @@ PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent():
-    # runs in the child: a command in its own group must not outlive a killed agent
+    # runs in the child: no command outlives a killed agent
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
@@ -49,14 +49,15 @@ class System:
         By default the command stays in the agent's process group, so whoever
         stops the agent's group (systemd, a test harness) stops rsync with it.
         own_group=True (hooks with a timeout) gives it a group of its own, so a
-        timeout ends it with everything it started; it still dies with the agent.
+        timeout ends it with everything it started. Every command dies with the
+        agent (PDEATHSIG): an rsync must never go on writing after the agent is gone.
         """
         argv = [str(a) for a in argv]
         LOG.debug("run: %s", argv)
         try:
             proc = subprocess.Popen(
                 argv, env=env, cwd=cwd, text=True, start_new_session=own_group,
-                preexec_fn=_die_with_parent if own_group else None,
+                preexec_fn=_die_with_parent,
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if capture else None,
                 stderr=subprocess.PIPE if capture else None,
@@ -94,7 +95,8 @@ class System:
         LOG.debug("stream: %s", argv)
         try:
             proc = subprocess.Popen(argv, env=env, text=True, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    preexec_fn=_die_with_parent)
         except FileNotFoundError:
             raise AgentError("required tool %r not found" % argv[0])
         # stderr is drained by a thread so a chatty command cannot block on it

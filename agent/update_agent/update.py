@@ -50,6 +50,7 @@ class Planned:
     facts: facts_mod.Facts
     tree: str = ""
     image_entries: dict = None
+    replan: object = None
 
 
 class Agent:
@@ -79,14 +80,31 @@ class Agent:
             return
         staged = self.images.stage(want)
         os.makedirs(self.paths.work_dir, mode=0o700, exist_ok=True)
-        with formats.open_tree(staged.path, self.system, self.paths.work_dir) as tree:
+        formats.cleanup(self.system, self.paths.work_dir, self.read_mounts())
+        with contextlib.ExitStack() as stack:
+            try:
+                tree = stack.enter_context(
+                    formats.open_tree(staged.path, self.system, self.paths.work_dir))
+            except AgentError:
+                if staged.format != "directory":
+                    # a verified image that no longer opens was torn (a crash while it was
+                    # written): drop it, so that the next attempt fetches it again
+                    self.images.evict(staged)
+                raise
             image_entries = self.images.manifest(staged, tree)
-            node_entries, sigs, protected = facts_mod.node_manifest(facts, self.paths.node_manifest)
-            self._save_node_cache(node_entries, sigs)
-            account_texts = facts_mod.account_files(facts.root, tree)
-            plan = planning.decide(want, facts, j, self.config, staged.digest, node_entries,
-                                   image_entries, account_texts, adopt, protected)
-            yield Planned(plan, facts, tree, image_entries)
+            planned = Planned(None, facts, tree, image_entries)
+            planned.replan = lambda: self._decide(want, facts, j, staged, tree, image_entries, adopt)
+            planned.plan = planned.replan()
+            yield planned
+
+    def _decide(self, want, facts, j, staged, tree, image_entries, adopt):
+        node_entries, sigs, protected = facts_mod.node_manifest(facts, self.paths.node_manifest)
+        self._save_node_cache(node_entries, sigs)
+        account_texts = facts_mod.account_files(facts.root, tree, facts.excluded)
+        running_vmlinuz = facts_mod.running_vmlinuz(self.paths, facts.release)
+        return planning.decide(want, facts, j, self.config, staged.digest, node_entries,
+                               image_entries, account_texts, adopt, protected,
+                               running_vmlinuz=running_vmlinuz)
 
     def _save_node_cache(self, entries, sigs):
         try:
@@ -94,14 +112,19 @@ class Agent:
         except OSError as e:
             LOG.debug("node manifest cache not saved: %s", e)
 
-    def lock(self):
-        return locks.flock(self.paths.agent_lock, "update-agent")
+    def lock(self, timeout=0):
+        return locks.flock(self.paths.agent_lock, "update-agent", timeout=timeout)
 
-    def apply(self, planned, should_stop=None, status=None):
-        executor = applying.Executor(self.system, self.paths, self.config, self.state,
-                                     self.images, read_mounts=self.read_mounts,
-                                     should_stop=should_stop, status=status)
-        return executor.apply(planned.plan, planned.facts, planned.tree, planned.image_entries)
+    def orc_lock(self):
+        # plan and apply under os-refresh-config's lock: nothing it runs can change
+        # the root between the plan and the sync
+        return locks.flock(self.paths.orc_lock, "os-refresh-config",
+                           timeout=self.config.orc_lock_timeout)
+
+    def executor(self, should_stop=None, status=None):
+        return applying.Executor(self.system, self.paths, self.config, self.state,
+                                 self.images, read_mounts=self.read_mounts,
+                                 should_stop=should_stop, status=status)
 
     def update(self, want, adopt=False, should_stop=None, on_plan=None, status=None):
         """Plan and, if the plan says in-place, apply; never raises AgentError."""
@@ -112,26 +135,39 @@ class Agent:
             return Outcome(want.image_id, result, plan, error, code, started,
                            self.system.clock() - started)
         try:
-            with self.lock():
+            with self.lock(), self.orc_lock():
                 with self.planned(want, adopt=adopt) as planned:
                     plan = planned.plan
                     if on_plan:
                         on_plan(plan)
                     if plan.action == planning.NOOP:
                         return outcome("noop")
+                    executor = self.executor(should_stop, status)
+                    if plan.action == planning.IN_PLACE:
+                        executor.apply(plan, planned.facts, planned.tree, planned.image_entries,
+                                       replan=planned.replan)
+                        return outcome("success")
+                    note = self._relock_partial(executor, plan)
                     if plan.action == planning.REBOOT:
                         # The reboot path is not built yet: say so, touch nothing.
                         return outcome("reboot-required",
-                                       "reboot required to run image %s (kernel %s -> %s); "
-                                       "nothing was changed" % (plan.image_id, plan.running_kernel,
-                                                                 plan.image_kernel), 1)
-                    if plan.action == planning.REFUSE:
-                        refusals = [r for r in plan.reasons if not r.startswith("image_id ")]
-                        return outcome("refused", "refused to apply image %s: %s"
-                                       % (plan.image_id, "; ".join(refusals or plan.reasons)), 1)
-                    self.apply(planned, should_stop=should_stop, status=status)
-                    return outcome("success")
+                                       "reboot required to run image %s (kernel %s -> %s); %s"
+                                       % (plan.image_id, plan.running_kernel, plan.image_kernel,
+                                          note or "nothing was changed"), 1)
+                    refusals = [r for r in plan.reasons if not r.startswith("image_id ")]
+                    return outcome("refused", "refused to apply image %s: %s%s"
+                                   % (plan.image_id, "; ".join(refusals or plan.reasons),
+                                      "; " + note if note else ""), 1)
         except applying.Interrupted as e:
             return outcome("interrupted", str(e), 1)
         except AgentError as e:
             return outcome("failed", str(e), e.exit_code)
+
+    def _relock_partial(self, executor, plan):
+        """After a crash mid-update the root may be writable: never leave it so."""
+        j = self.state.load_journal()
+        if j is None or not j.unfinished or not j.root_was_ro:
+            return ""
+        executor.remount_ro()
+        return ("the root holds a partial update to %s (stopped at step %s); it is read-only "
+                "again" % (j.image_id, j.failed_step or j.stopped_at()))

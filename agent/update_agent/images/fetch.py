@@ -64,13 +64,17 @@ def fetch(url, dest, *, max_bytes, digest=None, opener=None, timeout=30, progres
         raise ValueError("fetch destination must end in .part: %r" % dest)
     shown = _redact(url)
     algorithm = digest.algorithm if digest else "sha256"
-    with open(dest, "r+b" if os.path.exists(dest) else "w+b") as out:
+    # O_NOFOLLOW: a link planted at dest must not lead the download elsewhere
+    fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "r+b") as out:
         sink = _Sink(shown, dest, out, algorithm, max_bytes, progress)
         if scheme == "file":
             _from_file(sink, path)
         else:
             _from_http(sink, url, opener or build_opener(max_redirects, cafile), timeout)
         got = Digest(algorithm, sink.hasher.hexdigest())
+        out.flush()
+        os.fsync(out.fileno())  # a cached image must never be torn by a crash
     if digest is not None and got != digest:
         _unlink(dest)
         raise AgentError("image digest mismatch for %s: expected %s, got %s" % (shown, digest, got))

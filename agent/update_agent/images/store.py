@@ -139,6 +139,17 @@ class ImageStore:
         manifest.save(cache, entries)
         return entries
 
+    def evict(self, staged):
+        """Forget a cached image that turned out unusable (its files are removed)."""
+        stem = os.path.join(self.dir, _name(staged.digest))
+        for ext in (".img", ".json", ".manifest"):
+            try:
+                os.unlink(stem + ext)
+            except FileNotFoundError:
+                pass
+        LOG.warning("removed cached image %s (%s): it will be fetched again",
+                    staged.image_id, staged.digest)
+
     def staged_bytes(self):
         return sum(os.path.getsize(s.path) for s in self._all())
 

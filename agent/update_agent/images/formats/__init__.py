@@ -13,7 +13,7 @@ import logging
 import os
 
 from update_agent.errors import BadInput
-from update_agent.images.formats import directory, fsimage, qcow2, rawdisk, tarball
+from update_agent.images.formats import directory, fsimage, loop, qcow2, rawdisk, tarball
 
 LOG = logging.getLogger(__name__)
 
@@ -64,3 +64,8 @@ def open_tree(path, system, work_dir, allowed=None):
     LOG.debug("opening %s image %s", fmt, path)
     with _MODULE_FOR[fmt].open_tree(path, system, work_dir, fmt) as tree:
         yield tree
+
+
+def cleanup(system, work_dir, mounts):
+    """Release what a killed run left under work_dir (mounts, loop devices, trees)."""
+    loop.cleanup_stale(system, work_dir, mounts, [os.path.dirname(os.path.abspath(work_dir))])

@@ -94,3 +94,29 @@ def umount(system, target):
 def _last_line(text):
     lines = (text or "").strip().splitlines()
     return lines[-1].strip() if lines else "no error output"
+
+
+def cleanup_stale(system, work_dir, mounts, backing_dirs):
+    """Undo what a killed run left: mounts under work_dir, loop devices on our
+    images (backing files under backing_dirs), and leftover temp trees."""
+    work_dir = os.path.realpath(work_dir)
+    stale = sorted((m.mount_point for m in mounts
+                    if m.mount_point.startswith(work_dir.rstrip("/") + "/")),
+                   key=len, reverse=True)
+    for target in stale:
+        LOG.warning("unmounting %s, left behind by an earlier run", target)
+        system.run(["umount", "--lazy", target], check=False)
+    listing = system.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
+                         check=False).stdout or ""
+    prefixes = tuple(os.path.realpath(d).rstrip("/") + "/" for d in backing_dirs)
+    for line in listing.splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2 and parts[1].strip().startswith(prefixes):
+            LOG.warning("detaching %s (%s), left behind by an earlier run", parts[0], parts[1].strip())
+            system.run(["losetup", "--detach", parts[0]], check=False)
+    if stale:
+        return  # lazily detached trees may still be draining: leave their dirs for next time
+    for name in os.listdir(work_dir):
+        path = os.path.join(work_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
