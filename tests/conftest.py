@@ -60,3 +60,21 @@ def need_mounts():
     why = mounts_usable()
     if why:
         pytest.skip(why)
+
+
+_SKIPPED = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        _SKIPPED.append("%s: %s" % (report.nodeid, report.longrepr[-1] if isinstance(
+            report.longrepr, tuple) else report.longrepr))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # In CI every test must run: a skip there means a tool or a kernel feature is
+    # missing from the machine, and a green run would prove nothing.
+    if os.environ.get("UPDATE_AGENT_REQUIRE_INTEGRATION") == "1" and _SKIPPED:
+        sys.stderr.write("\nUPDATE_AGENT_REQUIRE_INTEGRATION=1 and %d tests were skipped:\n  %s\n"
+                         % (len(_SKIPPED), "\n  ".join(_SKIPPED)))
+        session.exitstatus = 1

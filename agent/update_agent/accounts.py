@@ -3,8 +3,10 @@
 /etc/passwd, group, shadow and gshadow are not copied: the merged file takes
 the image's entries and keeps the ones the node added (users created on the
 node after deployment). Group memberships the node added to an image group are
-kept too. A clash of names or numeric ids is refused: files on the node's
-state are owned by those ids.
+kept too. With the previous image's file as the base (a three-way merge), an
+entry the new image dropped is dropped, not mistaken for one the node added.
+A clash of names or numeric ids is refused: files on the node's state are
+owned by those ids.
 """
 
 from update_agent.errors import AgentError
@@ -37,9 +39,13 @@ def _merge_members(image_row, node_row, field):
     return row
 
 
-def merge(rel, node_text, image_text):
-    """Return the merged file content for one account database."""
+def merge(rel, node_text, image_text, base_text=None):
+    """Return the merged file content for one account database.
+
+    base_text: the same file in the image the node ran (None if unknown).
+    """
     image_rows, node_rows = _parse(image_text), _parse(node_text)
+    base_names = {r[0] for r in _parse(base_text)} if base_text is not None else set()
     by_name = {r[0]: r for r in image_rows}
     id_field = ID_FIELD.get(rel)
     ids = {r[id_field]: r[0] for r in image_rows if id_field is not None and len(r) > id_field}
@@ -55,8 +61,8 @@ def merge(rel, node_text, image_text):
             row = _merge_members(row, node_row, MEMBER_FIELD[rel])
         out.append(row)
     for row in node_rows:
-        if row[0] in by_name:
-            continue
+        if row[0] in by_name or row[0] in base_names:
+            continue  # the image's own entry, or one the new image dropped
         if id_field is not None and len(row) > id_field and row[id_field] in ids:
             raise AccountClash("/%s: node's %r and image's %r both use id %s"
                                % (rel, row[0], ids[row[id_field]], row[id_field]))

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 
-from update_agent import busy, hooks, journal as journaling, mounts, plan as planning, statefile, sync
+from update_agent import busy, facts as facts_mod, hooks, journal as journaling, mounts, plan as planning, statefile, sync
 from update_agent.errors import AgentError
 from update_agent.logs import log_fields
 
@@ -77,8 +77,9 @@ class Executor:
         raise AgentError("cannot remount %s read-only (%s): %s"
                          % (self.paths.root, last, busy.describe(busy.culprits(self.paths.root))))
 
-    def commit(self, plan, j):
+    def commit(self, plan, j, image_tree):
         path = self.paths.image_id_file
+        facts_mod.save_account_base(image_tree, self.paths.accounts_base)
         statefile.write_atomic(path, (plan.image_id + "\n").encode(), mode=0o644, uid=0, gid=0)
         self.state.commit_state(plan.image_id, plan.digest, j.previous_image_id, j.previous_digest)
         LOG.info("committed image_id %s", plan.image_id)
@@ -125,7 +126,7 @@ class Executor:
             SYNC: lambda: sync.sync(self.system, self._plan, image_tree, image_entries,
                                     self.paths.root, facts.excluded, self.paths.work_dir,
                                     status=self.status),
-            COMMIT: lambda: self.commit(self._plan, j),
+            COMMIT: lambda: self.commit(self._plan, j, image_tree),
             CONFIGURE: lambda: hooks.run_phase(self.system, self.paths, hooks.CONFIGURE, env, timeout),
             POST_CONFIGURE: lambda: hooks.run_phase(self.system, self.paths, hooks.POST_CONFIGURE, env, timeout),
             MIGRATION: lambda: hooks.run_phase(self.system, self.paths, hooks.MIGRATION, env, timeout),

@@ -4,7 +4,7 @@ import dataclasses
 import logging
 import os
 
-from update_agent import accounts, desired, manifest, mounts
+from update_agent import accounts, desired, manifest, mounts, statefile
 from update_agent.errors import BadInput
 
 LOG = logging.getLogger(__name__)
@@ -110,9 +110,10 @@ def running_vmlinuz(paths, release):
     return manifest.hash_file(path)
 
 
-def account_files(node_root, image_root, excluded=()):
-    """{rel: (node_text, image_text)} for the account databases the image has,
-    except those the node preserves."""
+def account_files(node_root, image_root, excluded=(), base_dir=None):
+    """{rel: (node_text, image_text, base_text)} for the account databases the
+    image has, except those the node preserves. base_text is the file of the
+    image the node runs, as kept at the last commit (None if not kept)."""
     out = {}
     excluder = manifest.Excluder(excluded)
     for rel in accounts.FILES:
@@ -127,5 +128,27 @@ def account_files(node_root, image_root, excluded=()):
             with open(node_path, encoding="utf-8", errors="surrogateescape") as f:
                 node_text = f.read()
         with open(image_path, encoding="utf-8", errors="surrogateescape") as f:
-            out[rel] = (node_text, f.read())
+            image_text = f.read()
+        base_text = None
+        if base_dir:
+            try:
+                with open(os.path.join(base_dir, rel.replace("/", "_")), encoding="utf-8",
+                          errors="surrogateescape") as f:
+                    base_text = f.read()
+            except FileNotFoundError:
+                pass
+        out[rel] = (node_text, image_text, base_text)
     return out
+
+
+def save_account_base(image_root, base_dir):
+    """Keep the committed image's account files: the base of the next merge."""
+    os.makedirs(base_dir, exist_ok=True)
+    for rel in accounts.FILES:
+        src = os.path.join(image_root, rel)
+        dst = os.path.join(base_dir, rel.replace("/", "_"))
+        if os.path.isfile(src) and not os.path.islink(src):
+            with open(src, "rb") as f:
+                statefile.write_atomic(dst, f.read(), mode=0o600)
+        elif os.path.exists(dst):
+            os.unlink(dst)

@@ -44,12 +44,27 @@ def _check_trusted(path):
                          % (path, stat.S_IMODE(st.st_mode)))
 
 
-def check_phase_dir(directory):
-    """Refuse a phase dir (or its base dir, or a script) others could write to."""
-    _check_trusted(os.path.dirname(directory))
-    _check_trusted(directory)
+def check_phase_dir(directory, root="/"):
+    """Refuse hooks that anyone but root could have changed: every directory from
+    the root down to the phase dir, the phase dir's scripts, and the
+    environment.d files dib-run-parts sources before running them."""
+    root = os.path.realpath(root)
+    path = os.path.realpath(directory)
+    chain = []
+    while True:
+        chain.append(path)
+        if path == root or path == "/":
+            break
+        path = os.path.dirname(path)
+    for d in reversed(chain):
+        _check_trusted(d)
     for name in sorted(os.listdir(directory)):
         _check_trusted(os.path.join(directory, name))
+    env_dir = os.path.join(os.path.dirname(directory), "environment.d")
+    if os.path.isdir(env_dir):
+        _check_trusted(env_dir)
+        for name in sorted(os.listdir(env_dir)):
+            _check_trusted(os.path.join(env_dir, name))
 
 
 def hook_env(root, image_id, previous_image_id, action, extra=None):
@@ -70,7 +85,7 @@ def run_phase(system, paths, phase, env, timeout):
     if not os.path.isdir(directory):
         LOG.info("hooks: no %s.d on the node, skipped", phase)
         return False
-    check_phase_dir(directory)
+    check_phase_dir(directory, paths.root)
     LOG.info("hooks: running %s", directory)
     try:
         result = system.run([system.which("dib-run-parts"), directory], env=env, timeout=timeout,

@@ -85,6 +85,10 @@ class NodePaths:
         return os.path.join(self.state_dir, "node-manifest.tsv")
 
     @property
+    def accounts_base(self):
+        return os.path.join(self.state_dir, "accounts")
+
+    @property
     def work_dir(self):
         return os.path.join(self.state_dir, "work")
 

@@ -123,9 +123,11 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     change_set = changeset.diff(node_entries, image_entries, protected=protected,
                               skip=accounts.FILES)
     merged, refusals = [], list(change_set.conflicts)
-    for rel, (node_text, image_text) in sorted(account_texts.items()):
+    for rel, texts in sorted(account_texts.items()):
+        node_text, image_text = texts[0], texts[1]
+        base_text = texts[2] if len(texts) > 2 else None
         try:
-            text = accounts.merge(rel, node_text, image_text)
+            text = accounts.merge(rel, node_text, image_text, base_text)
         except accounts.AccountClash as e:
             refusals.append("accounts cannot be merged: %s" % e)
             continue

@@ -12,8 +12,12 @@ def fsync_dir(path):
         os.close(fd)
 
 
-def write_atomic(path, data, mode=0o644, uid=None, gid=None):
-    """Write bytes to path through a temporary sibling, fsync, rename, fsync dir."""
+def write_atomic(path, data, mode=0o644, uid=None, gid=None, xattrs=()):
+    """Write bytes to path through a temporary sibling, fsync, rename, fsync dir.
+
+    xattrs: (name, value) pairs set on the file before it replaces path (an
+    SELinux label, say).
+    """
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
     try:
@@ -23,6 +27,8 @@ def write_atomic(path, data, mode=0o644, uid=None, gid=None):
             os.fchmod(f.fileno(), mode)
             if uid is not None:
                 os.fchown(f.fileno(), uid, gid if gid is not None else -1)
+            for name, value in xattrs:
+                os.setxattr(f.fileno(), name, value)
             os.fsync(f.fileno())
         os.rename(tmp, path)
     except BaseException:

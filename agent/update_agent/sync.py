@@ -67,6 +67,15 @@ def remove(root, rel):
         os.close(fd)
 
 
+def _xattrs(path):
+    """The image file's extended attributes (SELinux label, ACLs), to carry over."""
+    try:
+        return [(n, os.getxattr(path, n, follow_symlinks=False))
+                for n in os.listxattr(path, follow_symlinks=False)]
+    except OSError:
+        return []
+
+
 def sync(system, plan, image_tree, image_entries, root, excluded, work_dir, status=None):
     os.makedirs(work_dir, exist_ok=True)
     list_file = os.path.join(work_dir, "transfer.list")
@@ -90,7 +99,8 @@ def sync(system, plan, image_tree, image_entries, root, excluded, work_dir, stat
     for rel, text in plan.accounts:
         e = image_entries[rel]
         statefile.write_atomic(os.path.join(root, rel), text.encode("utf-8", "surrogateescape"),
-                               mode=e.mode, uid=e.uid, gid=e.gid)
+                               mode=e.mode, uid=e.uid, gid=e.gid,
+                               xattrs=_xattrs(os.path.join(image_tree, rel)))
     for rel in plan.changes.deleted_top:
         remove(root, rel)
     # on disk before the step is journalled done, and before /etc/image_id names the image

@@ -100,7 +100,8 @@ class Agent:
     def _decide(self, want, facts, j, staged, tree, image_entries, adopt):
         node_entries, sigs, protected = facts_mod.node_manifest(facts, self.paths.node_manifest)
         self._save_node_cache(node_entries, sigs)
-        account_texts = facts_mod.account_files(facts.root, tree, facts.excluded)
+        account_texts = facts_mod.account_files(facts.root, tree, facts.excluded,
+                                                self.paths.accounts_base)
         running_vmlinuz = facts_mod.running_vmlinuz(self.paths, facts.release)
         return planning.decide(want, facts, j, self.config, staged.digest, node_entries,
                                image_entries, account_texts, adopt, protected,

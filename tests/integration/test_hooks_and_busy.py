@@ -85,3 +85,17 @@ def test_busy_root_names_the_culprit_then_resumes(w, node, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "ro" in world.root_mount_options(node.root)
     assert world.plan_json(node.root, meta)["action"] == "noop"
+
+
+def test_writable_environment_d_is_refused(w, node, tmp_path):
+    # dib-run-parts sources environment.d/* as root before every phase
+    subprocess.run(["mount", "-o", "remount,rw", node.root], check=True)
+    env_dir = os.path.join(node.root, "usr/libexec/os-refresh-config/environment.d")
+    os.makedirs(env_dir)
+    with open(os.path.join(env_dir, "10-env"), "w") as f:
+        f.write("export X=1\n")
+    os.chmod(os.path.join(env_dir, "10-env"), 0o666)
+    subprocess.run(["mount", "-o", "remount,ro", node.root], check=True)
+    r = agent(node.root, "apply", metadata=w.metadata_for_b(str(tmp_path)))
+    assert r.returncode == 1 and "environment.d/10-env" in r.stderr
+    assert not os.path.exists(os.path.join(node.root, "run/hooks.log"))

@@ -360,3 +360,29 @@ def test_agent_killed_mid_update_resumes_and_leaves_root_read_only(w, node, tmp_
     assert r.returncode == 0, r.stderr
     assert "ro" in world.root_mount_options(node.root), "the journal remembered / was read-only"
     world.assert_matches_image(node.root, w.tree_b)
+
+
+def test_accounts_three_way_and_labels(w, node, tmp_path):
+    # B adds newsvc; C drops it again and labels /etc/passwd: after A -> B -> C the
+    # node keeps its own operator, loses newsvc, and passwd carries C's xattr
+    assert agent(node.root, "apply", metadata=w.metadata_for_b(str(tmp_path))).returncode == 0
+    tree = w.tree("img-C", image_id="img-C", release=world.RELEASE, variant="B")
+    passwd = os.path.join(tree, "etc/passwd")
+    with open(passwd) as f:
+        kept = [line for line in f if not line.startswith("newsvc:")]
+    with open(passwd, "w") as f:
+        f.writelines(kept)
+    os.setxattr(passwd, "user.label", b"etc_passwd_t")
+    os.utime(passwd, (sandbox_epoch(), sandbox_epoch()))
+    image = w.ext4(tree, "C")
+    meta = write_metadata(str(tmp_path / "c.json"), "img-C", "file://" + image, world.sha256(image))
+    r = agent(node.root, "apply", metadata=meta)
+    assert r.returncode == 0, r.stderr
+    text = read(node, "etc/passwd").decode()
+    assert "operator:x:1001:" in text and "newsvc:" not in text
+    assert os.getxattr(os.path.join(node.root, "etc/passwd"), "user.label") == b"etc_passwd_t"
+
+
+def sandbox_epoch():
+    import sandbox
+    return sandbox.EPOCH

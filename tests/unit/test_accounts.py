@@ -53,3 +53,15 @@ def test_shadow_is_merged_by_name_without_id_checks():
     image = "root:*:19500:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
     # equal third fields would be an id clash in passwd; shadow has no ids
     assert merge("etc/shadow", node, image) == image + "alice:$6$a:19000:0:99999:7:::\n"
+
+
+def test_three_way_merge_drops_what_the_new_image_dropped():
+    base = "root:x:0:0::/root:/bin/sh\n_apt:x:100:65534::/nonexistent:/usr/sbin/nologin\n"
+    image = "root:x:0:0::/root:/bin/sh\nsystemd-network:x:100:102::/run:/usr/sbin/nologin\n"
+    node = base + "operator:x:1001:1001::/home/operator:/bin/sh\n"
+    merged = merge("etc/passwd", node, image, base)
+    names = [line.split(":")[0] for line in merged.splitlines()]
+    assert names == ["root", "systemd-network", "operator"]
+    # without the base, _apt looks node-added and its uid clashes with the image's
+    with pytest.raises(AccountClash):
+        merge("etc/passwd", node, image)
