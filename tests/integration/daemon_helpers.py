@@ -140,3 +140,41 @@ def run_os_collect_config(node_cache_dir, local_dir):
     return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "occ",
                            node_cache_dir, occ, local_dir], env=env, capture_output=True,
                           text=True, timeout=120)
+
+
+class JournalSocket(NotifySocket):
+    """A stand-in journald: the datagram socket systemd-python's journal.send()
+    writes to, parsed with the native protocol (KEY=value lines, or KEY, a
+    64-bit little-endian length and raw bytes for values with newlines)."""
+
+    def _loop(self):
+        while True:
+            try:
+                data = self.sock.recv(1 << 20)
+            except OSError:
+                return
+            self.messages.append((time.time(), parse_journal(data)))
+
+
+def parse_journal(data):
+    fields, i = {}, 0
+    while i < len(data):
+        nl = data.index(b"\n", i)
+        line = data[i:nl]
+        if b"=" in line:
+            key, value = line.split(b"=", 1)
+            i = nl + 1
+        else:
+            key = line
+            size = int.from_bytes(data[nl + 1:nl + 9], "little")
+            value = data[nl + 9:nl + 9 + size]
+            i = nl + 9 + size + 1
+        fields[key.decode()] = value.decode("utf-8", "replace")
+    return fields
+
+
+def in_fake_journal(journal_dir):
+    """argv prefix: run a command where journald's socket is the test's."""
+    script = ('mount -t tmpfs journal /run/systemd && mkdir /run/systemd/journal && '
+              'mount --bind "$0" /run/systemd/journal && exec "$@"')
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c", script, journal_dir]

@@ -196,3 +196,76 @@ def test_metrics_textfile_and_history(w, tmp_path):
         assert "/usr/share/app-old" in hist[-1]["change_lists"]["deleted"]
     finally:
         n.stop()
+
+
+def test_journal_gets_structured_fields(w, tmp_path):
+    pytest.importorskip("systemd.journal", reason="systemd-python is not installed")
+    from daemon_helpers import JournalSocket, in_fake_journal
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    journal = JournalSocket(str(jdir / "socket"))
+    n = w.node(str(tmp_path), occ_mount=True, occ_cache={"heat_local.json": b_metadata(w)})
+    try:
+        proc = start_daemon(n.root, config(tmp_path), wrap=in_fake_journal(str(jdir)))
+        code, _, err = stop_daemon_after(proc, journal)
+        assert code == 0
+        fields = [m for _, m in journal.messages]
+        steps = {m.get("STEP") for m in fields if m.get("IMAGE_ID") == "img-B"}
+        assert {"pre-configure", "sync", "commit", "remount-ro"} <= steps, fields
+        done = [m for m in fields if m.get("RESULT") == "success"]
+        assert done and done[0]["IMAGE_ID"] == "img-B" and done[0]["ACTION"] == "in-place"
+        assert all(m.get("SYSLOG_IDENTIFIER") == "update-agent" for m in fields)
+        assert err == "", "with journald there, nothing goes to stderr"
+    finally:
+        journal.close()
+        n.stop()
+
+
+def stop_daemon_after(proc, journal):
+    journal.wait_for(lambda m: m.get("RESULT") == "success", timeout=120)
+    return stop_daemon(proc)
+
+
+def test_metadata_url_is_polled_with_conditional_gets(w, tmp_path):
+    import http.server
+    import threading
+    doc = {"body": json.dumps(A_METADATA).encode(), "etag": '"a"'}
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("If-None-Match"))
+            if self.headers.get("If-None-Match") == doc["etag"]:
+                self.send_response(304)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("ETag", doc["etag"])
+            self.send_header("Content-Length", str(len(doc["body"])))
+            self.end_headers()
+            self.wfile.write(doc["body"])
+
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = "http://127.0.0.1:%d/metadata" % server.server_address[1]
+    n = w.node(str(tmp_path))
+    notify = NotifySocket(str(tmp_path / "notify"))
+    proc = start_daemon(n.root, config(tmp_path, metadata_url=url, poll_interval=1, splay=0),
+                        notify.path)
+    try:
+        notify.wait_for(lambda m: m.get("READY") == "1")
+        deadline = time.monotonic() + 30
+        while seen.count('"a"') < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert seen[0] is None and seen.count('"a"') >= 2, "later polls are conditional"
+        doc.update(body=json.dumps(b_metadata(w)).encode(), etag='"b"')
+        notify.wait_for(lambda m: m.get("STATUS", "").startswith("img-B success"), timeout=120)
+        assert open(os.path.join(n.root, "etc/image_id")).read() == "img-B\n"
+    finally:
+        stop_daemon(proc)
+        notify.close()
+        server.shutdown()
+        server.server_close()
+        n.stop()

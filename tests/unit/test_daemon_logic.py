@@ -1,0 +1,200 @@
+"""daemon: backoff, run_deployment and the Daemon's decisions, with fake collaborators."""
+
+import json
+import types
+
+import pytest
+
+from update_agent import daemon, heat, journal
+from update_agent.config import Config
+from update_agent.errors import AgentError
+from update_agent.update import Outcome
+
+CONFIG = Config(image_url_template="https://images/{image_id}.qcow2", poll_interval=30)
+
+
+def dep(dep_id, ident="1", image_id="img-2", **extra):
+    inputs = {"image_id": image_id, "update_identifier": ident, **extra}
+    return {"group": "update-agent", "id": dep_id, "name": dep_id,
+            "inputs": [{"name": k, "value": v} for k, v in inputs.items()]}
+
+
+class FakeAgent:
+    def __init__(self, state_dir):
+        self.config = CONFIG
+        self.state = journal.Store(str(state_dir))
+        self.images = types.SimpleNamespace(staged_bytes=lambda: 0)
+        self.calls = []
+        self.result, self.error = "success", ""
+
+    def update(self, want, should_stop=None, status=None):
+        self.calls.append(want.image_id)
+        return Outcome(want.image_id, self.result, error=self.error, exit_code=0 if self.error == "" else 1)
+
+
+class FakeWatch:
+    splayed = False
+
+    def __init__(self):
+        self.results = []
+
+    def read(self):
+        r = self.results.pop(0)
+        if isinstance(r, Exception):
+            raise r
+        return r
+
+
+class FakeNotifier:
+    def __init__(self):
+        self.statuses = []
+
+    def status(self, text):
+        self.statuses.append(text)
+
+
+class RecordingSignaller:
+    def __init__(self):
+        self.sent = []
+        self.fail = None
+
+    def send(self, d, body):
+        if self.fail:
+            raise self.fail
+        self.sent.append((d.key, body))
+        return True
+
+
+@pytest.fixture
+def env(tmp_path):
+    agent = FakeAgent(tmp_path / "state")
+    sig = RecordingSignaller()
+    d = daemon.Daemon(agent, FakeWatch(), FakeNotifier(), sig, clock=lambda: 1000.0)
+    return types.SimpleNamespace(agent=agent, signaller=sig, daemon=d, watch=d.watch, notifier=d.notifier)
+
+
+# --- backoff ----------------------------------------------------------------
+
+@pytest.mark.parametrize("failures,expected", [(0, 30.0), (-1, 30.0), (1, 2.0), (2, 4.0), (3, 8.0),
+                                               (4, 16.0), (5, 30.0), (50, 30.0)])
+def test_backoff(failures, expected):
+    assert daemon.backoff(failures, 30) == expected
+
+
+# --- run_deployment ---------------------------------------------------------
+
+def fake_update(result, error=""):
+    calls = []
+
+    def update(want):
+        calls.append(want)
+        return Outcome(want.image_id, result, error=error, exit_code=1 if error else 0)
+    update.calls = calls
+    return update
+
+
+def test_run_deployment_unset_identifier_does_not_update():
+    update = fake_update("success")
+    body, record = daemon.run_deployment(heat.Deployment("d1", "d1", {"image_id": "img-2"}), CONFIG, update)
+    assert record == "unset" and update.calls == []
+    assert body["deploy_stdout"] == heat.UNSET_MESSAGE and body["deploy_status_code"] == 0
+
+
+def test_run_deployment_invalid_inputs_is_an_error_payload():
+    update = fake_update("success")
+    d = heat.Deployment("d1", "d1", {"image_id": "../etc", "update_identifier": "1"})
+    body, record = daemon.run_deployment(d, CONFIG, update)
+    assert record is None and update.calls == []
+    assert body["deploy_status_code"] == 2 and "image_id" in body["deploy_stderr"]
+
+
+def test_run_deployment_success_and_failure():
+    d = heat.Deployment("d1", "d1", {"image_id": "img-2", "update_identifier": "1"})
+    update = fake_update("success")
+    body, record = daemon.run_deployment(d, CONFIG, update)
+    assert record == "success" and body["deploy_status_code"] == 0
+    assert [w.image_url for w in update.calls] == ["https://images/img-2.qcow2"]
+    body, record = daemon.run_deployment(d, CONFIG, fake_update("failed", "disk full"))
+    assert record is None and body["deploy_status_code"] == 1 and body["deploy_stderr"] == "disk full"
+
+
+# --- Daemon -----------------------------------------------------------------
+
+def test_hold_prevents_update(env):
+    env.agent.state.set_hold("maintenance", 1.0)
+    assert env.daemon.handle({"deployments": [dep("a")]}) is True
+    assert env.agent.calls == [] and env.signaller.sent == []
+    assert env.notifier.statuses[-1] == "held: maintenance"
+
+
+def test_each_new_deployment_updated_once(env):
+    md = {"deployments": [dep("a", image_id="img-2"), dep("b", image_id="img-3"),
+                          {"group": "script", "id": "other"}]}
+    assert env.daemon.handle(md) is True
+    assert env.agent.calls == ["img-2", "img-3"]
+    done = env.agent.state.deployments_done()
+    assert set(done) == {"a/1", "b/1"} and done["a/1"]["result"] == "success"
+    assert env.daemon.handle(md) is True
+    assert env.agent.calls == ["img-2", "img-3"] and len(env.signaller.sent) == 2
+    # a new update_identifier is a new deployment
+    env.daemon.handle({"deployments": [dep("a", ident="2", image_id="img-4")]})
+    assert env.agent.calls[-1] == "img-4"
+
+
+def test_deployment_recorded_on_disk_is_not_redone(env, tmp_path):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "deployments.json").write_text(json.dumps({"a/1": {"result": "success"}}))
+    assert env.daemon.handle({"deployments": [dep("a"), dep("b", image_id="img-3")]}) is True
+    assert env.agent.calls == ["img-3"]
+
+
+def test_failed_deployment_signalled_once_but_retried(env):
+    env.agent.result, env.agent.error = "failed", "disk full"
+    md = {"deployments": [dep("a")]}
+    assert env.daemon.handle(md) is False
+    assert env.daemon.handle(md) is False
+    assert env.agent.calls == ["img-2", "img-2"]
+    assert len(env.signaller.sent) == 1 and env.signaller.sent[0][1]["deploy_stderr"] == "disk full"
+    assert env.agent.state.deployments_done() == {}
+    env.agent.error = "another error"
+    env.daemon.handle(md)
+    assert len(env.signaller.sent) == 2
+    env.agent.result, env.agent.error = "success", ""
+    assert env.daemon.handle(md) is True
+    assert len(env.signaller.sent) == 3 and "a/1" in env.agent.state.deployments_done()
+
+
+def test_success_not_recorded_when_signal_fails(env):
+    env.signaller.fail = AgentError("heat down")
+    assert env.daemon.handle({"deployments": [dep("a")]}) is False
+    assert env.agent.state.deployments_done() == {}
+
+
+def test_top_level_image_id_without_deployments(env):
+    assert env.daemon.handle({"image_id": "img-9"}) is True
+    assert env.agent.calls == ["img-9"]
+    assert env.agent.state.load_status()["desired"]["image_id"] == "img-9"
+
+
+def test_tick_counts_failures_and_resets(env):
+    env.watch.results = [AgentError("metadata server down"), AgentError("still down"),
+                         {"image_id": "img-2"}]
+    env.daemon.tick()
+    env.daemon.tick()
+    assert env.daemon.failures == 2
+    assert env.agent.state.load_status()["last_error"] == "still down"
+    assert env.notifier.statuses[-1] == "error: still down"
+    env.daemon.tick()
+    assert env.daemon.failures == 0 and env.agent.calls == ["img-2"]
+
+
+def test_tick_unchanged_metadata_and_retry_after_failure(env):
+    env.agent.result, env.agent.error = "failed", "boom"
+    env.watch.results = [{"image_id": "img-2"}, None, None]
+    env.daemon.tick()
+    assert env.daemon.failures == 1
+    env.agent.result, env.agent.error = "success", ""
+    env.daemon.tick()  # 304 while failing: the last metadata is tried again
+    assert env.daemon.failures == 0 and env.agent.calls == ["img-2", "img-2"]
+    env.daemon.tick()  # 304 while healthy: nothing to do
+    assert env.agent.calls == ["img-2", "img-2"]
