@@ -269,3 +269,18 @@ def test_metadata_url_is_polled_with_conditional_gets(w, tmp_path):
         server.shutdown()
         server.server_close()
         n.stop()
+
+
+def test_a_second_daemon_refuses_to_start(w, tmp_path):
+    n = w.node(str(tmp_path), occ_mount=True, occ_cache={"heat_local.json": A_METADATA})
+    notify = NotifySocket(str(tmp_path / "notify"))
+    first = start_daemon(n.root, config(tmp_path), notify.path)
+    try:
+        notify.wait_for(lambda m: m.get("READY") == "1")
+        r = agent(n.root, "run", config=config(tmp_path))
+        assert r.returncode == 1 and "another update-agent daemon" in r.stderr
+        assert first.poll() is None
+    finally:
+        stop_daemon(first)
+        notify.close()
+        n.stop()
