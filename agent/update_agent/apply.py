@@ -14,14 +14,15 @@ import logging
 import os
 import time
 
-from update_agent import busy, facts as facts_mod, hooks, journal as journaling, mounts, plan as planning, statefile, sync
+from update_agent import busy, facts as facts_mod, hooks, live, journal as journaling, mounts, plan as planning, statefile, sync
 from update_agent.errors import AgentError
 from update_agent.logs import log_fields
 
 LOG = logging.getLogger(__name__)
 
 STEPS = journaling.STEPS
-(PRE_CONFIGURE, REMOUNT_RW, SYNC, COMMIT, CONFIGURE, POST_CONFIGURE, MIGRATION, REMOUNT_RO) = STEPS
+(PRE_CONFIGURE, REMOUNT_RW, PIN, SYNC, COMMIT, CONFIGURE, POST_CONFIGURE, MIGRATION, RESTART,
+ REMOUNT_RO) = STEPS
 
 
 class Interrupted(AgentError):
@@ -123,6 +124,7 @@ class Executor:
         actions = {
             PRE_CONFIGURE: quiesce,
             REMOUNT_RW: self.remount_rw,
+            PIN: lambda: live.pin(self.paths.root, self._plan.restarts, self.paths.work_dir),
             SYNC: lambda: sync.sync(self.system, self._plan, image_tree, image_entries,
                                     self.paths.root, facts.excluded, self.paths.work_dir,
                                     status=self.status),
@@ -130,6 +132,7 @@ class Executor:
             CONFIGURE: lambda: hooks.run_phase(self.system, self.paths, hooks.CONFIGURE, env, timeout),
             POST_CONFIGURE: lambda: hooks.run_phase(self.system, self.paths, hooks.POST_CONFIGURE, env, timeout),
             MIGRATION: lambda: hooks.run_phase(self.system, self.paths, hooks.MIGRATION, env, timeout),
+            RESTART: lambda: self._restart(j),
             REMOUNT_RO: (self.remount_ro if j.root_was_ro else lambda: None),
         }
         step = None
@@ -162,9 +165,14 @@ class Executor:
         self.images.retain([j.digest, j.previous_digest])
         return record
 
+    def _restart(self, j):
+        j.restarted = live.restart(self.system, self.paths, self.config, self._plan,
+                                   self.paths.work_dir, self.status)
+        self.state.save_journal(j)
+
     @staticmethod
     def _skip(j, step, plan):
-        if step in (REMOUNT_RW, REMOUNT_RO, SYNC):
+        if step in (REMOUNT_RW, REMOUNT_RO, SYNC, PIN):
             # remounts check the real state; the sync is driven by a fresh plan (empty
             # when done) and ends with a flush: always run them
             return False
@@ -200,7 +208,7 @@ class Executor:
         ended = self.system.clock()
         record = {"image_id": j.image_id, "previous_image_id": j.previous_image_id,
                   "action": j.action, "result": result, "step": j.failed_step, "error": error,
-                  "started_at": j.started_at, "ended_at": ended,
+                  "started_at": j.started_at, "ended_at": ended, "restarts": j.restarted,
                   "duration_s": round(ended - j.started_at, 3)}
         if plan is not None and plan.changes is not None:
             record["changes"] = plan.to_dict()["changes"]

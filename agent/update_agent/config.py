@@ -77,6 +77,13 @@ class Config:
     # [heat]
     signal_retries: int = 5
     signal_timeout: int = 30
+    # [restart]
+    restart_mode: str = "auto"
+    never_restart: tuple = ("dbus.service", "dbus-broker.service", "systemd-logind.service",
+                            "user@*.service", "getty@*.service", "serial-getty@*.service",
+                            "console-getty.service", "container-getty@*.service")
+    never_restart_extra: tuple = ()
+    leave_to_hooks: tuple = ("pacemaker.service", "pacemaker_remote.service", "corosync.service")
     source: str = "(defaults)"
     origins: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
@@ -164,6 +171,21 @@ def _parse_host_dir(key, text):
     return text
 
 
+def _parse_units(key, text):
+    units = tuple(u.strip() for u in re.split(r"[\n, ]", text) if u.strip())
+    for u in units:
+        if not re.fullmatch(r"[A-Za-z0-9@._:*?\[\]-]+", u):
+            raise BadInput("config %s: %r is not a unit name or pattern" % (key, u))
+    return units
+
+
+def _parse_restart_mode(key, text):
+    value = text.strip()
+    if value not in ("auto", "report"):
+        raise BadInput("config %s = %r must be auto or report" % (key, text))
+    return value
+
+
 Key = collections.namedtuple("Key", "section name parse doc")
 
 KEYS = (
@@ -195,6 +217,14 @@ KEYS = (
         "node_exporter textfile collector directory for update_agent.prom (empty: off)"),
     Key("heat", "signal_retries", _parse_int, "retries of a Heat signal that got a 5xx or no answer"),
     Key("heat", "signal_timeout", _parse_positive, "seconds one Heat signal request may take"),
+    Key("restart", "restart_mode", _parse_restart_mode,
+        "auto: restart the units that run replaced code (when systemd runs this root); "
+        "report: only report them"),
+    Key("restart", "never_restart", _parse_units,
+        "units (globs) never restarted; they are reported as running old code"),
+    Key("restart", "never_restart_extra", _parse_units, "units added to never_restart"),
+    Key("restart", "leave_to_hooks", _parse_units,
+        "cluster-managed units (globs) the agent leaves to the quiesce hooks"),
 )
 _BY_SECTION = {(k.section, k.name): k for k in KEYS}
 SECTIONS = tuple(dict.fromkeys(k.section for k in KEYS))

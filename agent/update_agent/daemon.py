@@ -59,7 +59,11 @@ class CacheWatch:
     def __init__(self, agent, watcher):
         self.agent = agent
         self.watcher = watcher
-        self.splayed = watcher.mode == "polling"
+
+    @property
+    def splayed(self):
+        # polling while inotify is not (or no longer) watching the directory
+        return self.watcher.mode == "polling"
 
     def describe(self):
         return "watching %s (%s)" % (self.watcher.directory, self.watcher.mode)

@@ -9,6 +9,10 @@ from update_agent.errors import BadInput
 
 LOG = logging.getLogger(__name__)
 
+# On the root filesystem: hard links that keep replaced inodes still in use alive,
+# so that remount,ro is not refused (see apply.py's pin step).
+PIN_DIR = "/.update-agent-pinned"
+
 
 @dataclasses.dataclass(frozen=True)
 class Facts:
@@ -60,7 +64,8 @@ def gather(paths, config, mountinfo=None):
     state_real = os.path.realpath(paths.state_dir)
     state_rel = os.path.relpath(state_real, os.path.realpath(root))
     extra = ("/" + state_rel,) if not state_rel.startswith("..") and state_rel != "." else ()
-    excluded = tuple(config.preserved) + (config.state_dir,) + extra + tuple("/" + m for m in below)
+    excluded = (tuple(config.preserved) + (config.state_dir, PIN_DIR) + extra
+                + tuple("/" + m for m in below))
     return Facts(
         root=root,
         release=os.uname().release,

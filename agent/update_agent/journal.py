@@ -19,8 +19,8 @@ LOG = logging.getLogger(__name__)
 FORMAT = 1
 STATE_FILE = "images.json"
 # The steps of an in-place apply, in order (apply.py runs them).
-STEPS = ("pre-configure", "remount-rw", "sync", "commit", "configure", "post-configure",
-         "migration", "remount-ro")
+STEPS = ("pre-configure", "remount-rw", "pin", "sync", "commit", "configure", "post-configure",
+         "migration", "restart", "remount-ro")
 
 
 @dataclasses.dataclass
@@ -36,6 +36,7 @@ class Journal:
     status: str = "running"                                 # running|failed|done
     failed_step: str = ""
     error: str = ""
+    restarted: dict = dataclasses.field(default_factory=dict)
     format: int = FORMAT
 
     @property

@@ -9,7 +9,7 @@ RESULTS = ("success", "noop", "failed", "refused", "reboot-required", "interrupt
 
 
 def _label(value):
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def render(current_image_id, outcome=None, staged_bytes=0, held=False, now=0.0):

@@ -7,7 +7,7 @@ their arguments, so --dry-run prints exactly what apply would do.
 
 import dataclasses
 
-from update_agent import accounts, kernel, manifest
+from update_agent import accounts, kernel, manifest, restarts as restarting
 from update_agent import changes as changeset
 
 NOOP = "noop"
@@ -31,6 +31,8 @@ class Plan:
     accounts: tuple = ()          # ((rel, merged_text), ...) for files that change
     resume: bool = False          # an unfinished update of this image is resumed
     root_was_ro: bool = False
+    restarts: restarting.RestartPlan = restarting.RestartPlan()
+    skipped_mounts: tuple = ()    # paths the image changes that are mount points on the node
 
     def to_dict(self):
         ch = self.changes or changeset.ChangeSet()
@@ -52,6 +54,8 @@ class Plan:
             "changes": summary,
             "resume": self.resume,
             "root_was_read_only": self.root_was_ro,
+            "restarts": self.restarts.to_dict(),
+            "skipped_mount_points": ["/" + p for p in self.skipped_mounts],
         }
 
 
@@ -100,14 +104,23 @@ def preflight(desired, facts, journal, adopt=False):
     return None
 
 
+def policy(config):
+    return restarting.Policy(mode=config.restart_mode,
+                             never_restart=tuple(config.never_restart) + tuple(config.never_restart_extra),
+                             leave_to_hooks=tuple(config.leave_to_hooks))
+
+
 def decide(desired, facts, journal, config, digest, node_entries, image_entries,
-           account_texts, adopt=False, protected=None, running_vmlinuz=None):
+           account_texts, adopt=False, protected=None, running_vmlinuz=None,
+           node_sigs=None, procs=(), imports=None, agent_pid=None):
     """The full plan, from the node's and the image's manifests.
 
     protected: node paths the walk excluded (preserved, mount points) that
     exist; a directory holding one is never deleted or replaced.
     running_vmlinuz: digest of the node's running vmlinuz when read apart from
     the walk (/boot on its own partition).
+    node_sigs, procs, imports: the inodes of the node's files and the running
+    processes, for predicting what must restart.
     """
     early = preflight(desired, facts, journal, adopt)
     if early is not None:
@@ -116,6 +129,8 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     # the kernel is judged on the whole image: /boot may be a mount point on the node
     image_k = kernel.image_kernel(image_entries)
     running = kernel.running_kernel(facts.release, node_entries, running_vmlinuz)
+    mounts = set(facts.mount_points)
+    skipped = tuple(sorted(r for r in image_entries if r in mounts))
     image_entries = manifest.Excluder(facts.excluded).filter(image_entries)
     same_kernel, kernel_reasons = kernel.compare(running, image_k)
     if protected is None:
@@ -133,10 +148,14 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
             continue
         if text != node_text:
             merged.append((rel, text))
+    restart_plan = restarting.decide(procs, change_set,
+                                     restarting.targets_of(change_set, node_sigs or {}),
+                                     policy(config), imports, agent_pid)
     plan = dict(image_id=desired.image_id, current_image_id=facts.current_image_id,
                 digest=digest, running_kernel=facts.release, image_kernel=image_k.version,
                 changes=change_set, accounts=tuple(merged), resume=resume,
-                root_was_ro=root_was_ro(facts, journal))
+                root_was_ro=root_was_ro(facts, journal), restarts=restart_plan,
+                skipped_mounts=skipped)
     reasons = reasons + ["image_id %s differs from current %s"
                          % (desired.image_id, facts.current_image_id or "(none)")]
     if not image_k.version:
@@ -154,6 +173,20 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     if not same_kernel:
         return Plan(REBOOT, tuple(reasons + kernel_reasons), **plan)
     s = change_set.summary()
+    if skipped:
+        reasons.append("%d paths the image has are mount points on the node and are left "
+                       "alone: %s" % (len(skipped), ", ".join("/" + p for p in skipped[:5])))
+    rp = restart_plan
+    if rp.affected:
+        reasons.append("processes run code the sync replaces: restart %s%s%s%s%s" % (
+            ", ".join(rp.restart) or "no unit",
+            "; daemon-reexec (PID 1)" if rp.daemon_reexec else "",
+            "; not restarted by policy: %s" % ", ".join(u for u, _ in rp.excluded) if rp.excluded else "",
+            "; left to hooks: %s" % ", ".join(rp.hooks) if rp.hooks else "",
+            "; outside any service: %s" % ", ".join("%s[%d]" % (n, p) for p, n, _ in rp.outside)
+            if rp.outside else ""))
+    if rp.daemon_reload:
+        reasons.append("unit files change: systemctl daemon-reload")
     reasons.append("%d changed (%d of them account files, merged), %d added, %d deleted, "
                    "%d bytes to write" % (s["changed"] + len(merged), len(merged), s["added"],
                                           s["deleted"], s["bytes"]))

@@ -14,7 +14,7 @@ import os
 from update_agent import apply as applying
 from update_agent import desired as desired_mod
 from update_agent import facts as facts_mod
-from update_agent import journal, locks, manifest, mounts, plan as planning, sources
+from update_agent import journal, locks, manifest, mounts, plan as planning, processes, sources
 from update_agent.errors import AgentError
 from update_agent.images import formats
 from update_agent.images.store import ImageStore
@@ -103,9 +103,12 @@ class Agent:
         account_texts = facts_mod.account_files(facts.root, tree, facts.excluded,
                                                 self.paths.accounts_base)
         running_vmlinuz = facts_mod.running_vmlinuz(self.paths, facts.release)
+        procs = processes.scan(facts.root)
+        imports = {p.pid: processes.python_imports(p, self.paths.node) for p in procs}
         return planning.decide(want, facts, j, self.config, staged.digest, node_entries,
                                image_entries, account_texts, adopt, protected,
-                               running_vmlinuz=running_vmlinuz)
+                               running_vmlinuz=running_vmlinuz, node_sigs=sigs, procs=procs,
+                               imports=imports, agent_pid=os.getpid())
 
     def _save_node_cache(self, entries, sigs):
         try:

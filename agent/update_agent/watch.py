@@ -44,6 +44,7 @@ class CacheWatcher:
     def __init__(self, directory, use_inotify=True):
         self.directory = directory
         self.fd = None
+        self.use_inotify = use_inotify
         self._snapshot = self._stat()
         if use_inotify:
             self._start_inotify()
@@ -102,8 +103,13 @@ class CacheWatcher:
         wake_fd: also return (False) as soon as it is readable (a signal arrived).
         """
         extra = [wake_fd] if wake_fd is not None else []
-        if self.fd is None and os.path.isdir(self.directory):
+        if self.fd is None and self.use_inotify and os.path.isdir(self.directory):
             self._start_inotify()
+            # what changed while nothing watched (the directory was missing or replaced)
+            now = self._stat()
+            if self.fd is not None and now != self._snapshot:
+                self._snapshot = now
+                return True
         if self.fd is not None:
             ready, _, _ = select.select([self.fd] + extra, [], [], max(0.0, timeout))
             if self.fd in ready and self._drain():

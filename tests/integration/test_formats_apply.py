@@ -39,7 +39,8 @@ def test_update_from_format(w, tmp_path, fmt, options):
         world.assert_matches_image(n.root, w.tree_b)
         assert "ro" in world.root_mount_options(n.root)
         work = os.path.join(n.root, "var/lib/update-agent/work")
-        assert [e for e in os.listdir(work) if not e.endswith(".list")] == [], "temp trees left behind"
+        assert [e for e in os.listdir(work) if os.path.isdir(os.path.join(work, e))] == [], \
+            "temp trees left behind"
     finally:
         n.stop()
     assert world.loops_for(image) == ""

@@ -19,7 +19,8 @@ PRESERVED_FILES = ("etc/hostname", "etc/hosts", "etc/machine-id", "etc/ssh/ssh_h
 NOT_FROM_IMAGE = ("etc/image_id", "etc/passwd", "etc/group", "etc/shadow", "etc/gshadow",
                   "etc/hostname", "etc/hosts", "etc/machine-id", "etc/ssh/ssh_host_ed25519_key",
                   "home", "root", "var/log", "run", "tmp", "var/tmp", "proc", "sys", "dev",
-                  "var/lib/update-agent", "mnt/state", "lost+found", "var/lib/os-collect-config")
+                  "var/lib/update-agent", "mnt/state", "lost+found", "var/lib/os-collect-config",
+                  ".update-agent-pinned")
 
 
 def sha256(path):

@@ -1,0 +1,111 @@
+"""The live root: keep replaced inodes that are in use alive, and restart what
+runs replaced code, so that / can go read-only again.
+
+rsync renames a new file over the old one; a process that maps the old inode
+keeps it alive, and Linux refuses remount,ro while an unlinked inode is held.
+Before the sync, every in-use inode the sync replaces is hard-linked into a
+hidden directory on the root filesystem, so the remount succeeds even for
+processes that policy does not restart (dbus, logind, PID 1 without a
+re-exec). Those links are dropped at a later update once nothing uses them.
+"""
+
+import json
+import logging
+import os
+
+from update_agent import processes, restarts
+from update_agent.errors import AgentError, CommandFailed
+from update_agent.facts import PIN_DIR
+
+LOG = logging.getLogger(__name__)
+
+TARGETS_FILE = "replaced-inodes.json"
+
+
+def pin(root, restart_plan, work_dir):
+    """Hard-link in-use inodes the sync will replace; drop links no longer used."""
+    pin_dir = os.path.join(root, PIN_DIR.lstrip("/"))
+    with open(os.path.join(work_dir, TARGETS_FILE), "w", encoding="utf-8") as f:
+        json.dump([[ino, rel] for ino, rel in restart_plan.targets], f)
+    if not restart_plan.pins and not os.path.isdir(pin_dir):
+        return 0
+    os.makedirs(pin_dir, mode=0o700, exist_ok=True)
+    in_use = set()
+    for proc in processes.scan(root):
+        in_use |= proc.inodes
+    for name in os.listdir(pin_dir):
+        path = os.path.join(pin_dir, name)
+        if os.lstat(path).st_ino not in in_use:
+            os.unlink(path)  # nothing runs that old code any more
+    expected = {rel: ino for ino, rel in restart_plan.targets}
+    pinned = 0
+    for rel in restart_plan.pins:
+        src = os.path.join(root, rel)
+        try:
+            st = os.lstat(src)
+        except FileNotFoundError:
+            continue
+        dst = os.path.join(pin_dir, str(st.st_ino))
+        if st.st_ino == expected.get(rel) and not os.path.lexists(dst):
+            os.link(src, dst, follow_symlinks=False)
+            pinned += 1
+    if not os.listdir(pin_dir):
+        os.rmdir(pin_dir)
+    LOG.info("pinned %d in-use inodes the sync replaces", pinned)
+    return pinned
+
+
+def load_targets(work_dir):
+    try:
+        with open(os.path.join(work_dir, TARGETS_FILE), encoding="utf-8") as f:
+            return {int(ino): rel for ino, rel in json.load(f)}
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def systemd_manages(paths):
+    """Restarts act only on the machine's own systemd, for the root it booted."""
+    return paths.is_host_root and os.path.isdir("/run/systemd/system")
+
+
+def restart(system, paths, config, plan, work_dir, status=lambda text: None):
+    """Restart what runs replaced code; return a summary for the journal and history."""
+    procs = processes.scan(paths.root)
+    imports = {p.pid: processes.python_imports(p, paths.node) for p in procs}
+    from update_agent.plan import policy
+    rp = restarts.decide(procs, plan.changes, load_targets(work_dir), policy(config),
+                         imports, os.getpid())
+    acting = config.restart_mode == "auto" and systemd_manages(paths)
+    summary = {"acted": acting, "units": list(rp.restart), "daemon_reexec": rp.daemon_reexec,
+               "daemon_reload": rp.daemon_reload, "failed": [], "still_old": [],
+               "excluded": [u for u, _ in rp.excluded], "left_to_hooks": list(rp.hooks),
+               "outside": ["%s[%d]" % (n, p) for p, n, _ in rp.outside], "agent": rp.agent}
+    if not acting:
+        if rp.affected:
+            LOG.warning("not restarting (%s): %s", "restart_mode = report"
+                        if config.restart_mode != "auto" else "systemd does not run this root",
+                        "; ".join("pid %d %s: %s" % a for a in rp.affected))
+        return summary
+    systemctl = system.which("systemctl")
+    if rp.daemon_reexec:
+        status("restarting: systemd (daemon-reexec)")
+        system.run([systemctl, "daemon-reexec"], timeout=config.hook_timeout)
+    if rp.daemon_reload or rp.restart:
+        system.run([systemctl, "daemon-reload"], timeout=config.hook_timeout)
+    for unit in rp.restart:
+        status("restarting: %s" % unit)
+        try:
+            system.run([systemctl, "restart", unit], timeout=config.hook_timeout)
+            LOG.info("restarted %s", unit)
+        except (CommandFailed, AgentError) as e:
+            LOG.error("restart of %s failed: %s", unit, e)
+            summary["failed"].append(unit)
+    still = restarts.decide(processes.scan(paths.root), plan.changes, load_targets(work_dir),
+                            policy(config), imports, os.getpid())
+    summary["still_old"] = ["%s[%d] %s" % (u or "-", p, why) for p, u, why in still.affected]
+    if summary["still_old"]:
+        LOG.warning("still running replaced code: %s", "; ".join(summary["still_old"]))
+    if summary["failed"]:
+        raise AgentError("restart failed for %s (the update is on disk; see journalctl -u %s)"
+                         % (", ".join(summary["failed"]), summary["failed"][0]))
+    return summary

@@ -1,0 +1,131 @@
+"""Read-only: which processes run code from the node's root, and what they hold.
+
+For each process the executable's and every mapped file's inode (from
+/proc/PID/maps, which, unlike psutil's memory_maps, gives device and inode),
+its unit (from its cgroup), its command line and its root. Matching by inode
+is exact: the sync replaces a file by renaming a new one over it, so a process
+runs replaced code exactly when it maps an inode the sync replaces.
+"""
+
+import dataclasses
+import logging
+import os
+
+import psutil
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Proc:
+    pid: int
+    name: str
+    unit: str            # "nginx.service", "session-3.scope", "" for none
+    exe: str             # node path ("" when unknown)
+    exe_ino: int
+    inodes: frozenset    # inodes on the root's filesystem it maps (exe included)
+    cmdline: tuple
+    cwd: str             # node path
+
+    @property
+    def is_pid1(self):
+        return self.pid == 1
+
+
+def unit_of(pid):
+    """The systemd unit a process belongs to, from its cgroup (v2 or v1 name=systemd)."""
+    try:
+        with open("/proc/%d/cgroup" % pid, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        hierarchy, _, path = line.partition(":")[2].partition(":")
+        if hierarchy not in ("", "name=systemd"):
+            continue
+        for part in reversed(path.split("/")):
+            if part.endswith((".service", ".scope")):
+                return part
+    return ""
+
+
+def _node_path(path, root, prefix):
+    """A path as the process sees it, as a node path; None if outside the node."""
+    if root is None:
+        return path
+    if path.startswith(prefix):
+        return "/" + path[len(prefix):]
+    return None
+
+
+def _maps(pid, dev):
+    inodes = set()
+    try:
+        with open("/proc/%d/maps" % pid, encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                fields = line.split(None, 5)
+                if len(fields) < 6 or fields[4] == "0":
+                    continue
+                major, minor = (int(x, 16) for x in fields[3].split(":"))
+                if os.makedev(major, minor) == dev:
+                    inodes.add(int(fields[4]))
+    except OSError:
+        pass
+    return inodes
+
+
+def scan(root):
+    """Every process whose files live on the node's root filesystem."""
+    root = os.path.realpath(root)
+    dev = os.stat(root).st_dev
+    prefix = root.rstrip("/") + "/"
+    out = []
+    for p in psutil.process_iter(["pid", "name"]):
+        pid = p.info["pid"]
+        try:
+            proc_root = os.path.realpath("/proc/%d/root" % pid)
+            # a process chrooted in the node (a container) sees node paths as they are
+            in_node = proc_root == root
+            strip = None if in_node or root == "/" else root
+            inodes = _maps(pid, dev)
+            try:
+                st = os.stat("/proc/%d/exe" % pid)
+                exe_ino = st.st_ino if st.st_dev == dev else 0
+            except OSError:
+                exe_ino = 0
+            if exe_ino:
+                inodes.add(exe_ino)
+            if not inodes:
+                continue
+            exe = _node_path(p.exe(), strip, prefix) or ""
+            cwd = _node_path(p.cwd(), strip, prefix) or ""
+            out.append(Proc(pid, p.info["name"] or "", unit_of(pid), exe, exe_ino,
+                            frozenset(inodes), tuple(p.cmdline()), cwd))
+        except (psutil.Error, OSError):
+            continue
+    return out
+
+
+def python_imports(proc, node_path, max_bytes=1 << 20):
+    """Top-level module names a Python process's script imports (read from the node)."""
+    import ast
+
+    from update_agent.restarts import PYTHON, script_of
+    if not PYTHON.match(os.path.basename(proc.exe or proc.name or "")):
+        return frozenset()
+    script, _module = script_of(proc.cmdline)
+    if not script:
+        return frozenset()
+    path = node_path(os.path.normpath(os.path.join(proc.cwd or "/", script)))
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(max_bytes))
+    except (OSError, SyntaxError, ValueError):
+        return frozenset()
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return frozenset(names)
