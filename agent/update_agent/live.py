@@ -81,6 +81,7 @@ def restart(system, paths, config, plan, work_dir, status=lambda text: None):
                "excluded": [u for u, _ in rp.excluded], "left_to_hooks": list(rp.hooks),
                "outside": ["%s[%d]" % (n, p) for p, n, _ in rp.outside], "agent": rp.agent}
     if not acting:
+        summary["still_old"] = ["%s[%d] %s" % (u or "-", p, why) for p, u, why in rp.affected]
         if rp.affected:
             LOG.warning("not restarting (%s): %s", "restart_mode = report"
                         if config.restart_mode != "auto" else "systemd does not run this root",

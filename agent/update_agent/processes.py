@@ -7,11 +7,14 @@ is exact: the sync replaces a file by renaming a new one over it, so a process
 runs replaced code exactly when it maps an inode the sync replaces.
 """
 
+import ast
 import dataclasses
 import logging
 import os
 
 import psutil
+
+from update_agent import restarts
 
 LOG = logging.getLogger(__name__)
 
@@ -26,6 +29,7 @@ class Proc:
     inodes: frozenset    # inodes on the root's filesystem it maps (exe included)
     cmdline: tuple
     cwd: str             # node path
+    script: str = ""     # node path of the script an interpreter runs, "" if none
 
     @property
     def is_pid1(self):
@@ -95,12 +99,21 @@ def scan(root):
                 exe_ino = 0
             if exe_ino:
                 inodes.add(exe_ino)
-            if not inodes:
-                continue
+            try:
+                works_here = os.stat("/proc/%d/cwd" % pid).st_dev == dev
+            except OSError:
+                works_here = False
+            if not inodes and not works_here:
+                continue  # nothing of the node's in use (an interpreter may run it, though)
             exe = _node_path(p.exe(), strip, prefix) or ""
-            cwd = _node_path(p.cwd(), strip, prefix) or ""
+            cwd_seen = p.cwd()
+            cwd = _node_path(cwd_seen, strip, prefix) or ""
+            cmdline = tuple(p.cmdline())
+            script, _module = restarts.script_of(cmdline)
+            if script:
+                script = _node_path(os.path.normpath(os.path.join(cwd_seen, script)), strip, prefix) or ""
             out.append(Proc(pid, p.info["name"] or "", unit_of(pid), exe, exe_ino,
-                            frozenset(inodes), tuple(p.cmdline()), cwd))
+                            frozenset(inodes), cmdline, cwd, script))
         except (psutil.Error, OSError):
             continue
     return out
@@ -108,15 +121,9 @@ def scan(root):
 
 def python_imports(proc, node_path, max_bytes=1 << 20):
     """Top-level module names a Python process's script imports (read from the node)."""
-    import ast
-
-    from update_agent.restarts import PYTHON, script_of
-    if not PYTHON.match(os.path.basename(proc.exe or proc.name or "")):
+    if not restarts.PYTHON.match(os.path.basename(proc.exe or proc.name or "")) or not proc.script:
         return frozenset()
-    script, _module = script_of(proc.cmdline)
-    if not script:
-        return frozenset()
-    path = node_path(os.path.normpath(os.path.join(proc.cwd or "/", script)))
+    path = node_path(proc.script)
     try:
         with open(path, "rb") as f:
             tree = ast.parse(f.read(max_bytes))

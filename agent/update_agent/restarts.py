@@ -76,10 +76,10 @@ def python_reasons(proc, changed, imports):
     """Why a Python process runs replaced code (changed: root-relative paths)."""
     if not PYTHON.match(posixpath.basename(proc.exe or proc.name or "")):
         return []
-    script, module = script_of(proc.cmdline)
+    _script, module = script_of(proc.cmdline)
     why = []
-    if script:
-        path = posixpath.normpath(posixpath.join(proc.cwd or "/", script)).lstrip("/")
+    if proc.script:
+        path = proc.script.lstrip("/")
         if path in changed:
             why.append("its script /%s changed" % path)
         here = posixpath.dirname(path) + "/"
