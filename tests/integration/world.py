@@ -42,14 +42,14 @@ def write_metadata(path, image_id, url=None, digest=None, **extra):
     return path
 
 
-def agent(root, *args, metadata=None, config=None):
+def agent(root, *args, metadata=None, config=None, env=None):
     """Run the real CLI in a child process; returns CompletedProcess."""
     argv = [sys.executable, "-m", "update_agent", "--root", root]
     if metadata:
         argv += ["--metadata", metadata]
     if config:
         argv += ["--config", config]
-    env = dict(os.environ, PYTHONPATH=os.path.join(PROJECT, "agent"))
+    env = dict(env or os.environ, PYTHONPATH=os.path.join(PROJECT, "agent"))
     return subprocess.run(argv + list(args), capture_output=True, text=True, env=env, timeout=300)
 
 
