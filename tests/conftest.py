@@ -20,8 +20,11 @@ for sub in ("agent", "tools"):
 
 
 def _private_mount_namespace():
-    """True if an ancestor process (pid 1's may be unreadable) has another mount namespace."""
+    """True if this process is in a mount namespace made for the tests: the one
+    tools/test created (it says so), or one an ancestor process is not in."""
     mine, pid = os.readlink("/proc/self/ns/mnt"), os.getpid()
+    if os.environ.get("UPDATE_AGENT_TEST_MOUNT_NS") == mine:
+        return True
     while pid > 1:
         with open("/proc/%d/stat" % pid) as f:
             pid = int(f.read().rsplit(")", 1)[1].split()[1])  # ppid

@@ -44,3 +44,24 @@ def http_dir(tmp_path):
     server = HttpDir(str(d))
     yield server
     server.close()
+
+
+def _loop_devices():
+    import subprocess
+    out = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
+                         capture_output=True, text=True).stdout
+    return {line.split()[0]: line for line in out.splitlines() if line.strip()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaked_loop_devices():
+    """Mounts never leak: whatever loop device the tests attach is gone at the end."""
+    before = set(_loop_devices())
+    yield
+    import time
+    for _ in range(20):  # lazily unmounted filesystems release their device shortly after
+        leaked = {k: v for k, v in _loop_devices().items() if k not in before}
+        if not leaked:
+            return
+        time.sleep(0.25)
+    pytest.fail("loop devices left attached: %s" % "; ".join(leaked.values()))

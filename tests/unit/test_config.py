@@ -119,3 +119,18 @@ def test_describe_lists_every_key_with_its_origin(tmp_path):
     assert len(rows) == len(config.KEYS)
     assert rows[("agent", "require_digest")] == (False, str(tmp_path / "update-agent.conf"))
     assert rows[("daemon", "poll_interval")] == (30, "(default)")
+
+
+def test_the_elements_example_config_names_every_key_and_parses(tmp_path):
+    import os
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "elements", "update-agent",
+                           "static", "etc", "update-agent", "update-agent.conf")
+    text = open(example).read()
+    for key in config.KEYS:
+        assert key.name in text, "the example config does not mention %s" % key.name
+    uncommented = "\n".join(line[1:] if line.startswith("#") and " = " in line else line
+                            for line in text.splitlines())
+    path = tmp_path / "update-agent.conf"
+    path.write_text(uncommented)
+    loaded = config.load(str(path))  # every example value is valid
+    assert loaded.never_restart == config.Config().never_restart

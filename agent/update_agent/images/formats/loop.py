@@ -46,10 +46,10 @@ def attach(system, path, *, offset=None, sizelimit=None, partscan=False, read_on
     try:
         yield dev
     finally:
-        # A busy device is only flagged for autoclear by the kernel, so this
-        # succeeds once the mount above it is gone.
+        # A busy device is only flagged for autoclear by the kernel; one that was
+        # mounted is already flagged (see mount) and gone with its unmount.
         proc = system.run(["losetup", "--detach", dev], check=False)
-        if proc.returncode != 0:
+        if proc.returncode != 0 and "No such device" not in (proc.stderr or ""):
             LOG.warning("losetup --detach %s failed: %s", dev, _last_line(proc.stderr))
 
 
@@ -69,6 +69,10 @@ def mount(system, source, fstype, options, work_dir, what):
         except CommandFailed as exc:
             raise AgentError("image %s: cannot mount %s filesystem: %s"
                              % (what, fstype, _last_line(exc.stderr)))
+        if source.startswith("/dev/loop"):
+            # autoclear: the device goes away with its last unmount, even if this
+            # process is killed before it can detach it
+            system.run(["losetup", "--detach", source], check=False)
         try:
             yield target
         finally:
@@ -106,13 +110,26 @@ def cleanup_stale(system, work_dir, mounts, backing_dirs):
     for target in stale:
         LOG.warning("unmounting %s, left behind by an earlier run", target)
         system.run(["umount", "--lazy", target], check=False)
-    listing = system.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
-                         check=False).stdout or ""
-    prefixes = tuple(os.path.realpath(d).rstrip("/") + "/" for d in backing_dirs)
+    # matched by the backing file's device and inode: the kernel's path for it is
+    # relative to whichever mount it was reached through, and may be stale
+    ours = set()
+    for d in backing_dirs:
+        for dirpath, _dirs, files in os.walk(d):
+            for name in files:
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except OSError:
+                    continue
+                ours.add((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino))
+    listing = system.run(["losetup", "--list", "--noheadings", "--output",
+                          "NAME,BACK-MAJ:MIN,BACK-INO"], check=False).stdout or ""
     for line in listing.splitlines():
-        parts = line.split(None, 1)
-        if len(parts) == 2 and parts[1].strip().startswith(prefixes):
-            LOG.warning("detaching %s (%s), left behind by an earlier run", parts[0], parts[1].strip())
+        parts = line.split()
+        if len(parts) != 3 or ":" not in parts[1] or not parts[2].isdigit():
+            continue
+        major, minor = (int(x) for x in parts[1].split(":"))
+        if (major, minor, int(parts[2])) in ours:
+            LOG.warning("detaching %s, left behind by an earlier run", parts[0])
             system.run(["losetup", "--detach", parts[0]], check=False)
     if stale:
         return  # lazily detached trees may still be draining: leave their dirs for next time

@@ -1,0 +1,249 @@
+"""The diskimage-builder element, for real: one debian-minimal image is built with it.
+
+`tools/build-dib-image` runs `disk-image-create -t raw debian-minimal update-agent`
+(DIB_RELEASE=bookworm, with the mirrors this machine's apt uses, read from /etc/apt
+now). The output is a bare ext4 filesystem labelled cloudimg-rootfs, the format the
+agent itself applies; it is attached read-only and mounted in this test's private
+mount namespace, and the agent is run from it with chroot. It takes about 100 s.
+
+Skipped, with the reason, when the Debian archive is unreachable (or the tools are
+missing); in CI a skip is a failure. Everything is written to one temporary
+directory, removed afterwards, including diskimage-builder's build dirs and cache.
+"""
+
+import glob
+import importlib.machinery
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from update_agent import __version__, hooks
+
+pytestmark = pytest.mark.dib
+
+PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOL = os.path.join(PROJECT, "tools", "build-dib-image")
+UNIT = os.path.join(PROJECT, "systemd", "update-agent.service")
+IMAGE_ID = "img-dib-element-test"
+BUILD_TIMEOUT = 1800
+UNREACHABLE = 75
+
+
+def load_tool():
+    loader = importlib.machinery.SourceFileLoader("build_dib_image", TOOL)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
+
+
+def missing_tools():
+    dib = os.path.join(PROJECT, ".venv", "bin", "disk-image-create")
+    missing = [] if os.access(dib, os.X_OK) else ["disk-image-create (pip diskimage-builder)"]
+    for tool in ("debootstrap", "sudo", "chroot", "unshare", "losetup"):
+        if not any(os.access(os.path.join(d, tool), os.X_OK)
+                   for d in ("/usr/sbin", "/usr/bin", "/sbin", "/bin")):
+            missing.append(tool)
+    return missing
+
+
+def run_group(argv, log_path, timeout):
+    """Run ARGV in a process group of its own, output to LOG_PATH; kill the whole
+    group (sudo, chroot, dpkg...) if it outlives TIMEOUT."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+
+
+def tail(path, lines=60):
+    with open(path, errors="replace") as f:
+        return "".join(f.readlines()[-lines:])
+
+
+class Image:
+    def __init__(self, path, root, seconds):
+        self.path, self.root, self.seconds = path, root, seconds
+
+    def node_path(self, path):
+        return os.path.join(self.root, path.lstrip("/"))
+
+    def resolve(self, path, depth=0):
+        """PATH inside the image with its symlinks resolved inside the image."""
+        assert depth < 40, "symlink loop at " + path
+        parts = [p for p in path.split("/") if p]
+        done = "/"
+        for i, part in enumerate(parts):
+            here = os.path.join(done, part)
+            full = self.node_path(here)
+            if os.path.islink(full):
+                target = os.readlink(full)
+                target = target if target.startswith("/") else os.path.join(done, target)
+                rest = "/".join(parts[i + 1:])
+                return self.resolve(os.path.normpath(os.path.join(target, rest)), depth + 1)
+            done = here
+        return self.node_path(done)
+
+    def chroot(self, *argv):
+        return subprocess.run(["chroot", self.root] + list(argv), capture_output=True,
+                              text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def image(need_mounts):
+    missing = missing_tools()
+    if missing:
+        pytest.skip("missing for the image build (tools/setup installs them): "
+                    + ", ".join(missing))
+    work = tempfile.mkdtemp(prefix="test-dib-element.")
+    root, dev = os.path.join(work, "root"), None
+    try:
+        log = os.path.join(work, "build.log")
+        started = time.monotonic()
+        rc = run_group([sys.executable, TOOL, "--image-id", IMAGE_ID, os.path.join(work, "out")],
+                       log, BUILD_TIMEOUT)
+        seconds = time.monotonic() - started
+        if rc == UNREACHABLE:
+            pytest.skip(tail(log, 1).strip())
+        assert rc == 0, "tools/build-dib-image failed (exit %d):\n%s" % (rc, tail(log))
+        path = os.path.join(work, "out", "update-agent.raw")
+        print("\ndiskimage-builder: debian-minimal + update-agent built in %.0f s (%d MiB)"
+              % (seconds, os.path.getsize(path) >> 20))
+        dev = subprocess.run(["losetup", "--find", "--show", "--read-only", path],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        os.mkdir(root)
+        subprocess.run(["mount", "-o", "ro", dev, root], check=True)
+        yield Image(path, root, seconds)
+    finally:
+        if os.path.ismount(root):
+            subprocess.run(["umount", root], check=False)
+        if dev:
+            subprocess.run(["losetup", "--detach", dev], check=False)
+        subprocess.run(["rm", "-rf", "--one-file-system", work], check=False)
+
+
+def test_image_is_a_rootfs_the_agent_applies(image):
+    probe = subprocess.run(["blkid", "--probe", "--output", "export", image.path],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert "TYPE=ext4" in probe and "LABEL=cloudimg-rootfs" in probe, probe
+    # the agent's plan needs the image's kernel
+    assert glob.glob(image.node_path("/boot/vmlinuz-*")), os.listdir(image.node_path("/boot"))
+
+
+def test_unit_is_installed_and_enabled(image):
+    link = image.node_path("/etc/systemd/system/multi-user.target.wants/update-agent.service")
+    assert os.path.islink(link), "update-agent.service is not enabled"
+    unit = image.resolve("/etc/systemd/system/multi-user.target.wants/update-agent.service")
+    assert unit.startswith(image.root + "/") and os.path.isfile(unit), os.readlink(link)
+    with open(unit) as got, open(UNIT) as want:
+        assert got.read() == want.read()
+    assert os.path.samefile(unit, image.resolve("/usr/lib/systemd/system/update-agent.service"))
+
+
+def test_agent_runs_in_a_chroot_of_the_image(image):
+    agent = image.node_path("/opt/update-agent/bin/update-agent")
+    assert os.access(agent, os.X_OK)
+    proc = image.chroot("/opt/update-agent/bin/update-agent", "--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "update-agent " + __version__
+    # the shipped example configuration parses (every key at its default)
+    proc = image.chroot("/opt/update-agent/bin/update-agent", "config")
+    assert proc.returncode == 0, proc.stderr
+    assert "state_dir = /var/lib/update-agent" in proc.stdout
+    # structured journal logging: the systemd extra, built on the host
+    proc = image.chroot("/opt/update-agent/bin/python", "-c", "import systemd.journal")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_tools_the_agent_calls_are_in_the_image(image):
+    proc = image.chroot("/bin/sh", "-c", "for t in rsync mount umount losetup blkid sfdisk "
+                        "sync tar zstd qemu-img systemctl; do command -v $t || exit 1; done")
+    assert proc.returncode == 0, "missing in the image after: " + proc.stdout
+    # hooks run through dib-run-parts, found beside the agent's interpreter
+    assert os.access(image.node_path("/opt/update-agent/bin/dib-run-parts"), os.X_OK)
+
+
+def test_os_refresh_config_hooks_are_installed_and_trusted(image):
+    orc = "/usr/libexec/os-refresh-config"
+    shipped = [p for p in sorted(glob.glob(os.path.join(PROJECT, "hooks", "*.d", "*")))
+               if os.path.isfile(p)]
+    phases = sorted({os.path.basename(os.path.dirname(p)) for p in shipped})
+    for path in shipped:
+        phase, name = path.split(os.sep)[-2:]
+        got = image.node_path("%s/%s/%s" % (orc, phase, name))
+        st = os.lstat(got)
+        assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o755), got
+        with open(got, "rb") as f, open(path, "rb") as want:
+            assert f.read() == want.read(), got
+    for phase in phases:
+        # the agent's own check, then the names dib-run-parts will run
+        hooks.check_phase_dir(image.node_path("%s/%s" % (orc, phase)), root=image.root)
+        proc = image.chroot("/opt/update-agent/bin/dib-run-parts", "--list",
+                            "%s/%s" % (orc, phase))
+        assert proc.returncode == 0, proc.stderr
+        listed = sorted(os.path.basename(p) for p in proc.stdout.split())
+        assert listed == sorted(os.path.basename(p) for p in shipped
+                                if os.path.basename(os.path.dirname(p)) == phase)
+
+
+def test_node_files(image):
+    with open(image.node_path("/etc/image_id")) as f:
+        assert f.read() == IMAGE_ID + "\n"
+    assert os.path.isfile(image.node_path("/etc/update-agent/update-agent.conf"))
+    assert os.path.isdir(image.node_path("/etc/update-agent/conf.d"))
+    state = os.stat(image.node_path("/var/lib/update-agent"))
+    assert (state.st_uid, state.st_mode & 0o777) == (0, 0o700)
+    assert os.path.isfile(image.node_path("/usr/share/doc/update-agent/README.md"))
+    # the wheels and other build inputs stay out of the image
+    assert not os.path.exists(image.node_path("/tmp/in_target.d"))
+
+
+def test_mirrors_come_from_apt_sources():
+    tool = load_tool()
+    with tempfile.TemporaryDirectory() as etc:
+        os.makedirs(os.path.join(etc, "sources.list.d"))
+        with open(os.path.join(etc, "sources.list"), "w") as f:
+            f.write("# deb http://commented.example/debian bookworm main\n"
+                    "deb [arch=amd64 signed-by=/k.gpg] http://one-line.example/debian "
+                    "bookworm-updates main\n"
+                    "deb-src http://src.example/debian bookworm main\n")
+        with open(os.path.join(etc, "sources.list.d", "debian.sources"), "w") as f:
+            f.write("Types: deb\nURIs: http://mirror.example/debian\n"
+                    "Suites: bookworm bookworm-updates\nComponents: main\n\n"
+                    "Types: deb\n# a comment\nURIs: http://mirror.example/debian-security/\n"
+                    "Suites: bookworm-security\nComponents: main\n\n"
+                    "Types: deb\nEnabled: no\nURIs: http://disabled.example/debian\n"
+                    "Suites: bookworm\n")
+        with open(os.path.join(etc, "sources.list.d", "x.list.disabled-by-farm"), "w") as f:
+            f.write("deb http://ignored.example/debian bookworm main\n")
+        entries = tool.apt_sources(etc)
+    assert entries == [
+        ("http://one-line.example/debian", "bookworm-updates"),
+        ("http://mirror.example/debian", "bookworm"),
+        ("http://mirror.example/debian", "bookworm-updates"),
+        ("http://mirror.example/debian-security/", "bookworm-security")]
+    env = {k: os.environ.pop(k) for k in ("DIB_DISTRIBUTION_MIRROR", "DIB_DEBIAN_SECURITY_MIRROR")
+           if k in os.environ}
+    try:
+        tried = []
+
+        def check(uri, suite):
+            tried.append((uri, suite))
+            return "" if "mirror.example" in uri else "down"
+        assert tool.choose_mirrors("bookworm", entries, check) == (
+            "http://mirror.example/debian", "http://mirror.example/debian-security")
+        assert tried[0] == ("http://mirror.example/debian", "bookworm")
+        with pytest.raises(tool.Unreachable, match="unreachable.*down"):
+            tool.choose_mirrors("bookworm", entries, lambda uri, suite: "down")
+    finally:
+        os.environ.update(env)
