@@ -12,8 +12,9 @@ re-exec). Those links are dropped at a later update once nothing uses them.
 import json
 import logging
 import os
+import time
 
-from update_agent import processes, restarts
+from update_agent import plan as planning, processes, restarts
 from update_agent.errors import AgentError, CommandFailed
 from update_agent.facts import PIN_DIR
 
@@ -26,7 +27,8 @@ def pin(root, restart_plan, work_dir):
     """Hard-link in-use inodes the sync will replace; drop links no longer used."""
     pin_dir = os.path.join(root, PIN_DIR.lstrip("/"))
     with open(os.path.join(work_dir, TARGETS_FILE), "w", encoding="utf-8") as f:
-        json.dump([[ino, rel] for ino, rel in restart_plan.targets], f)
+        json.dump({"since": time.time(),
+                   "targets": [[ino, rel] for ino, rel in restart_plan.targets]}, f)
     if not restart_plan.pins and not os.path.isdir(pin_dir):
         return 0
     os.makedirs(pin_dir, mode=0o700, exist_ok=True)
@@ -55,12 +57,31 @@ def pin(root, restart_plan, work_dir):
     return pinned
 
 
-def load_targets(work_dir):
+def old_code(root, work_dir):
+    """({inode: path}, since) of the old code still in use after the sync.
+
+    Only pinned inodes count: they stay allocated, while the replaced inodes
+    nothing held were freed and their numbers may now belong to new files.
+    """
     try:
         with open(os.path.join(work_dir, TARGETS_FILE), encoding="utf-8") as f:
-            return {int(ino): rel for ino, rel in json.load(f)}
-    except (FileNotFoundError, ValueError):
-        return {}
+            data = json.load(f)
+        targets = {int(ino): rel for ino, rel in data["targets"]}
+        since = float(data["since"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        targets, since = {}, None
+    pin_dir = os.path.join(root, PIN_DIR.lstrip("/"))
+    pinned = {}
+    if os.path.isdir(pin_dir):
+        for name in os.listdir(pin_dir):
+            ino = os.lstat(os.path.join(pin_dir, name)).st_ino
+            pinned[ino] = targets.get(ino, "(replaced by an earlier update)")
+    return pinned, since
+
+
+def _old(rp):
+    """Processes still on old code, the agent itself aside (it says so apart)."""
+    return ["%s[%d] %s" % (u or "-", p, why) for p, u, why in rp.affected if p != os.getpid()]
 
 
 def systemd_manages(paths):
@@ -72,16 +93,16 @@ def restart(system, paths, config, plan, work_dir, status=lambda text: None):
     """Restart what runs replaced code; return a summary for the journal and history."""
     procs = processes.scan(paths.root)
     imports = {p.pid: processes.python_imports(p, paths.node) for p in procs}
-    from update_agent.plan import policy
-    rp = restarts.decide(procs, plan.changes, load_targets(work_dir), policy(config),
-                         imports, os.getpid())
+    pinned, since = old_code(paths.root, work_dir)
+    rp = restarts.decide(procs, plan.changes, pinned, planning.policy(config), imports,
+                         os.getpid(), since)
     acting = config.restart_mode == "auto" and systemd_manages(paths)
     summary = {"acted": acting, "units": list(rp.restart), "daemon_reexec": rp.daemon_reexec,
                "daemon_reload": rp.daemon_reload, "failed": [], "still_old": [],
                "excluded": [u for u, _ in rp.excluded], "left_to_hooks": list(rp.hooks),
                "outside": ["%s[%d]" % (n, p) for p, n, _ in rp.outside], "agent": rp.agent}
     if not acting:
-        summary["still_old"] = ["%s[%d] %s" % (u or "-", p, why) for p, u, why in rp.affected]
+        summary["still_old"] = _old(rp)
         if rp.affected:
             LOG.warning("not restarting (%s): %s", "restart_mode = report"
                         if config.restart_mode != "auto" else "systemd does not run this root",
@@ -91,6 +112,7 @@ def restart(system, paths, config, plan, work_dir, status=lambda text: None):
     if rp.daemon_reexec:
         status("restarting: systemd (daemon-reexec)")
         system.run([systemctl, "daemon-reexec"], timeout=config.hook_timeout)
+        LOG.info("re-executed systemd (PID 1 ran replaced code)")
     if rp.daemon_reload or rp.restart:
         system.run([systemctl, "daemon-reload"], timeout=config.hook_timeout)
     for unit in rp.restart:
@@ -101,9 +123,9 @@ def restart(system, paths, config, plan, work_dir, status=lambda text: None):
         except (CommandFailed, AgentError) as e:
             LOG.error("restart of %s failed: %s", unit, e)
             summary["failed"].append(unit)
-    still = restarts.decide(processes.scan(paths.root), plan.changes, load_targets(work_dir),
-                            policy(config), imports, os.getpid())
-    summary["still_old"] = ["%s[%d] %s" % (u or "-", p, why) for p, u, why in still.affected]
+    still = restarts.decide(processes.scan(paths.root), plan.changes, pinned,
+                            planning.policy(config), imports, os.getpid(), since)
+    summary["still_old"] = _old(still)
     if summary["still_old"]:
         LOG.warning("still running replaced code: %s", "; ".join(summary["still_old"]))
     if summary["failed"]:

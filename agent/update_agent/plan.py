@@ -129,8 +129,10 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     # the kernel is judged on the whole image: /boot may be a mount point on the node
     image_k = kernel.image_kernel(image_entries)
     running = kernel.running_kernel(facts.release, node_entries, running_vmlinuz)
-    mounts = set(facts.mount_points)
-    skipped = tuple(sorted(r for r in image_entries if r in mounts))
+    # mount points the image would change and nothing else keeps: worth a note
+    preserved = manifest.Excluder(config.preserved)
+    skipped = tuple(sorted(r for r in set(facts.mount_points) & set(image_entries)
+                           if not preserved.covers(r)))
     image_entries = manifest.Excluder(facts.excluded).filter(image_entries)
     same_kernel, kernel_reasons = kernel.compare(running, image_k)
     if protected is None:

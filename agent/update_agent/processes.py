@@ -30,6 +30,7 @@ class Proc:
     cmdline: tuple
     cwd: str             # node path
     script: str = ""     # node path of the script an interpreter runs, "" if none
+    started: float = 0.0  # when the process started (epoch seconds)
 
     @property
     def is_pid1(self):
@@ -113,7 +114,7 @@ def scan(root):
             if script:
                 script = _node_path(os.path.normpath(os.path.join(cwd_seen, script)), strip, prefix) or ""
             out.append(Proc(pid, p.info["name"] or "", unit_of(pid), exe, exe_ino,
-                            frozenset(inodes), cmdline, cwd, script))
+                            frozenset(inodes), cmdline, cwd, script, p.create_time()))
         except (psutil.Error, OSError):
             continue
     return out

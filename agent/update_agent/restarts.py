@@ -107,9 +107,14 @@ def targets_of(change_set, node_sigs):
     return {node_sigs[r].ino: r for r in gone if r in node_sigs}
 
 
-def decide(procs, change_set, targets, policy=Policy(), imports=None, agent_pid=None):
+def decide(procs, change_set, targets, policy=Policy(), imports=None, agent_pid=None,
+           since=None):
     """The RestartPlan for a sync: procs from processes.scan, targets from
-    targets_of (taken before the sync), imports {pid: top-level module names}."""
+    targets_of (taken before the sync), imports {pid: top-level module names}.
+
+    After the sync, targets must be the pinned inodes only (the replaced inodes
+    nothing held are free, and new files may reuse their numbers), and since the
+    time the sync began: a process started later runs the new code."""
     changed = set(change_set.changed) | set(change_set.added) | set(change_set.deleted)
     imports = imports or {}
     units, excluded, hooks, outside, affected, pins = [], {}, [], [], [], set()
@@ -117,7 +122,8 @@ def decide(procs, change_set, targets, policy=Policy(), imports=None, agent_pid=
     for proc in procs:
         hit = proc.inodes & targets.keys()
         why = ["maps replaced /%s" % targets[i] for i in sorted(hit)][:3]
-        why += python_reasons(proc, changed, imports.get(proc.pid))
+        if since is None or proc.started < since:
+            why += python_reasons(proc, changed, imports.get(proc.pid))
         if not why:
             continue
         pins.update(targets[i] for i in hit)

@@ -86,9 +86,10 @@ class Agent:
                 tree = stack.enter_context(
                     formats.open_tree(staged.path, self.system, self.paths.work_dir))
             except AgentError:
-                if staged.format != "directory":
-                    # a verified image that no longer opens was torn (a crash while it was
-                    # written): drop it, so that the next attempt fetches it again
+                # a cached image that no longer opens may have been torn by a crash:
+                # if it fails its digest, drop it so that the next attempt fetches it
+                # again; if it is intact, the trouble is elsewhere (no loop device, say)
+                if staged.format != "directory" and not self.images.intact(staged):
                     self.images.evict(staged)
                 raise
             image_entries = self.images.manifest(staged, tree)

@@ -497,3 +497,17 @@ def test_bad_cafile(tmp_path, part):
     with pytest.raises(BadInput) as err:
         fetch("https://127.0.0.1/img", part, max_bytes=LIMIT, cafile=str(tmp_path / "no.pem"))
     assert str(tmp_path / "no.pem") in one_line(err)
+
+
+def test_zero_runs_are_stored_as_holes(tmp_path):
+    # a raw disk image is mostly zeros: the cached copy must not use that space
+    src = tmp_path / "disk.raw"
+    with open(src, "wb") as f:
+        f.write(b"boot" * 1024)
+        f.seek(64 << 20)
+        f.write(b"tail data")
+    dest = tmp_path / "img.part"
+    got = fetch(src.as_uri(), str(dest), max_bytes=1 << 30)
+    assert dest.stat().st_size == src.stat().st_size
+    assert dest.stat().st_blocks * 512 < 4 << 20, "zeros were written out"
+    assert str(got) == "sha256:" + hashlib.sha256(src.read_bytes()).hexdigest()

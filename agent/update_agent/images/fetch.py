@@ -21,6 +21,7 @@ from update_agent.errors import AgentError, BadInput
 LOG = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+_ZEROS = bytes(CHUNK)
 _HEX_LENGTHS = {"sha256": 64, "sha512": 128}
 _HEX = re.compile(r"[0-9a-f]+")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -170,12 +171,20 @@ class _Sink:
                 raise AgentError("%s exceeded the limit of %d bytes while downloading"
                                  % (self.url, self.max_bytes))
             try:
-                self.out.write(chunk)
+                if len(chunk) == CHUNK and chunk == _ZEROS:
+                    # raw disk images are mostly zeros: leave holes, keep the cache small
+                    self.out.seek(CHUNK, os.SEEK_CUR)
+                else:
+                    self.out.write(chunk)
             except OSError as e:
                 raise AgentError("cannot write %s: %s" % (self.dest, _one_line(e)))
             self.hasher.update(chunk)
             if self.progress:
                 self.progress(self.done, total)
+        try:
+            self.out.truncate(self.out.tell())  # a trailing hole still counts as file size
+        except OSError as e:
+            raise AgentError("cannot write %s: %s" % (self.dest, _one_line(e)))
         if total is not None and self.done < total:
             raise AgentError("download of %s stopped after %d of %d bytes"
                              % (self.url, self.done, total))

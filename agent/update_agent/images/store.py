@@ -139,6 +139,18 @@ class ImageStore:
         manifest.save(cache, entries)
         return entries
 
+    def intact(self, staged):
+        """Does the cached file still have its digest? (Reads the whole image.)"""
+        algorithm, _, expected = staged.digest.partition(":")
+        h = hashlib.new(algorithm)
+        try:
+            with open(staged.path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError:
+            return False
+        return h.hexdigest() == expected
+
     def evict(self, staged):
         """Forget a cached image that turned out unusable (its files are removed)."""
         stem = os.path.join(self.dir, _name(staged.digest))
