@@ -132,3 +132,20 @@ def restart(system, paths, config, plan, work_dir, status=lambda text: None):
         raise AgentError("restart failed for %s (the update is on disk; see journalctl -u %s)"
                          % (", ".join(summary["failed"]), summary["failed"][0]))
     return summary
+
+
+def restart_self(system, paths, config, runs_old_code):
+    """The agent is a process too: once an update is done, restart the service if
+    the sync replaced its interpreter or libraries (systemd stops this process
+    with SIGTERM, between updates). Run by hand, it only says so."""
+    if not runs_old_code:
+        return False
+    unit = planning.policy(config).agent_unit
+    if config.restart_mode == "auto" and systemd_manages(paths) \
+            and processes.unit_of(os.getpid()) == unit:
+        system.run([system.which("systemctl"), "--no-block", "restart", unit])
+        LOG.info("update-agent runs replaced code: %s restart queued", unit)
+        return True
+    LOG.warning("update-agent itself runs code this update replaced; restart it "
+                "(systemctl restart %s)", unit)
+    return False

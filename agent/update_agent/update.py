@@ -14,7 +14,7 @@ import os
 from update_agent import apply as applying
 from update_agent import desired as desired_mod
 from update_agent import facts as facts_mod
-from update_agent import journal, locks, manifest, mounts, plan as planning, processes, sources
+from update_agent import journal, live, locks, manifest, mounts, plan as planning, processes, sources
 from update_agent.errors import AgentError
 from update_agent.images import formats
 from update_agent.images.store import ImageStore
@@ -149,8 +149,10 @@ class Agent:
                         return outcome("noop")
                     executor = self.executor(should_stop, status)
                     if plan.action == planning.IN_PLACE:
-                        executor.apply(plan, planned.facts, planned.tree, planned.image_entries,
-                                       replan=planned.replan)
+                        record = executor.apply(plan, planned.facts, planned.tree,
+                                                planned.image_entries, replan=planned.replan)
+                        live.restart_self(self.system, self.paths, self.config,
+                                          (record.get("restarts") or {}).get("agent"))
                         return outcome("success")
                     note = self._relock_partial(executor, plan)
                     if plan.action == planning.REBOOT:
