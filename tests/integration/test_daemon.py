@@ -284,3 +284,44 @@ def test_a_second_daemon_refuses_to_start(w, tmp_path):
         stop_daemon(first)
         notify.close()
         n.stop()
+
+
+def test_end_to_end_heat_deployment_through_os_collect_config(w, tmp_path, http_dir):
+    # os-collect-config (real) delivers a Heat deployment; the image comes over HTTP
+    # from 127.0.0.1 and the signal goes back to a recording endpoint
+    heat = HeatServer()
+    url = http_dir.serve(w.image_b, "img-B.ext4")
+    n = w.node(str(tmp_path), occ_mount=True)
+    occ_dir = os.path.join(n.root, "var/lib/os-collect-config")
+    local = str(tmp_path / "local-data")
+    notify = NotifySocket(str(tmp_path / "notify"))
+    proc = None
+    try:
+        local_data(local, {"deployments": []})
+        assert run_os_collect_config(occ_dir, local).returncode == 0
+        proc = start_daemon(n.root, config(tmp_path), notify.path)
+        notify.wait_for(lambda m: m.get("READY") == "1")
+        d = deployment("d-e2e", heat.url + "/signal/d-e2e", update_identifier="2026-11-23T01",
+                       image_id="img-B", image_url=url, image_digest=world.sha256(w.image_b))
+        local_data(local, {"deployments": [d]})
+        r = run_os_collect_config(occ_dir, local)
+        assert r.returncode == 0, r.stderr
+        changed_at = os.stat(os.path.join(occ_dir, "meta.json.json")).st_mtime
+        started = notify.wait_for(lambda m: m.get("STATUS", "").startswith("updating to img-B"))
+        print("\ndetection latency (os-collect-config wrote the cache -> apply started): %.3f s"
+              % (started - changed_at))
+        deadline = time.monotonic() + 120
+        while not heat.signals and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (verb, path, body), = heat.signals
+        assert (verb, path) == ("POST", "/signal/d-e2e")
+        assert body["deploy_status_code"] == 0 and body["image_id"] == "img-B"
+        assert body["action"] == "in-place" and body["changes"]["changed"] > 0
+        world.assert_matches_image(n.root, w.tree_b)
+        assert "ro" in world.root_mount_options(n.root)
+    finally:
+        if proc is not None:
+            stop_daemon(proc)
+        notify.close()
+        heat.close()
+        n.stop()
