@@ -8,7 +8,7 @@ import signal
 import sys
 
 from update_agent import config as config_mod
-from update_agent import __version__, daemon, heat, logs, mounts, report
+from update_agent import __version__, daemon, heat, logs, mounts, report, slotcli
 from update_agent.errors import BadInput
 from update_agent.notify import Notifier
 from update_agent.sources.metadata_url import UrlSource
@@ -218,8 +218,24 @@ def cmd_config(args, agent, out):
     return 0
 
 
+def _slot(argv, out):
+    """`slot` has sub-actions and a trailing command: split off the global options."""
+    i = argv.index("slot")
+    p = parser()
+    args = p.parse_args(argv[:i] + ["status"])
+    logs.setup(args.verbose)
+    try:
+        return slotcli.main(_agent(args), argv[i + 1:], out)
+    except AgentError as e:
+        sys.stderr.write("update-agent: error: %s\n" % e)
+        return e.exit_code
+
+
 def main(argv=None, out=None):
     out = out or sys.stdout
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "slot" in argv and "--" not in argv[:argv.index("slot")]:
+        return _slot(argv, out)
     p = parser()
     args = p.parse_args(argv)
     if args.dry_run and args.command not in (None, "check"):

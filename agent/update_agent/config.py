@@ -84,6 +84,18 @@ class Config:
                             "console-getty.service", "container-getty@*.service")
     never_restart_extra: tuple = ()
     leave_to_hooks: tuple = ("pacemaker.service", "pacemaker_remote.service", "corosync.service")
+    # [agent], the reboot path
+    reboot: str = "auto"
+    reboot_method: str = "reboot"
+    # [coordination]
+    coordination_backend: str = ""
+    coordination_group: str = "default"
+    max_holders: int = 1
+    coordinate: str = "reboot"
+    max_hold_time: int = 7200
+    failure_threshold: int = 3
+    slot_timeout: int = 3600
+    node_id: str = ""
     source: str = "(defaults)"
     origins: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
@@ -186,7 +198,35 @@ def _parse_restart_mode(key, text):
     return value
 
 
-Key = collections.namedtuple("Key", "section name parse doc")
+def _choice(*allowed):
+    def parse(key, text):
+        value = text.strip()
+        if value not in allowed:
+            raise BadInput("config %s = %r must be one of: %s" % (key, text, ", ".join(allowed)))
+        return value
+    return parse
+
+
+def _parse_backend(key, text):
+    value = text.strip()
+    if value and not re.match(r"^(etcd3\+https?|redis|rediss|zookeeper|file|https?)://", value):
+        raise BadInput("config %s = %r is not a tooz URL (etcd3+http://, redis://, zookeeper://, "
+                       "file://) or a FleetLock http(s):// URL" % (key, text))
+    return value
+
+
+def _parse_name(key, text):
+    value = text.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
+        raise BadInput("config %s = %r must be a simple name (letters, digits, ._-)" % (key, text))
+    return value
+
+
+def _parse_node_id(key, text):
+    return _parse_name(key, text) if text.strip() else ""
+
+
+Key = collections.namedtuple("Key", "section name parse doc field", defaults=(None,))
 
 KEYS = (
     Key("agent", "image_url_template", _parse_template,
@@ -225,6 +265,27 @@ KEYS = (
     Key("restart", "never_restart_extra", _parse_units, "units added to never_restart"),
     Key("restart", "leave_to_hooks", _parse_units,
         "cluster-managed units (globs) the agent leaves to the quiesce hooks"),
+    Key("agent", "reboot", _choice("auto", "never", "manual"),
+        "when the image's kernel differs: auto reboots (under a fleet slot), never refuses, "
+        "manual stages and waits for `update-agent reboot`; metadata update_agent.reboot wins"),
+    Key("agent", "reboot_method", _choice("reboot", "kexec"),
+        "systemctl reboot, or systemctl kexec where the machine supports it"),
+    Key("coordination", "backend", _parse_backend,
+        "tooz URL (etcd3+http://host:2379, redis://host, zookeeper://host, file:///dir) or a "
+        "FleetLock base URL; empty: no coordination", "coordination_backend"),
+    Key("coordination", "group", _parse_name, "the group whose slots this node takes",
+        "coordination_group"),
+    Key("coordination", "max_holders", _parse_positive, "how many nodes of the group at once"),
+    Key("coordination", "coordinate", _choice("reboot", "always", "never"),
+        "take a slot for reboots, for in-place updates too (always), or never"),
+    Key("coordination", "max_hold_time", _parse_positive,
+        "seconds after which a held reboot slot is reported as overdue (never taken over)"),
+    Key("coordination", "failure_threshold", _parse_int,
+        "failed updates after which the group stops taking slots until cleared (0: never)"),
+    Key("coordination", "slot_timeout", _parse_positive,
+        "seconds to wait for a lease slot (in-place updates, slot hold)"),
+    Key("coordination", "node_id", _parse_node_id,
+        "this node's id in the slot records (default: its machine-id)"),
 )
 _BY_SECTION = {(k.section, k.name): k for k in KEYS}
 SECTIONS = tuple(dict.fromkeys(k.section for k in KEYS))
@@ -264,7 +325,7 @@ def _read(path):
             key = _BY_SECTION.get((section, name))
             if key is None:
                 raise BadInput("config %s: unknown key %r (= %r) in [%s]" % (path, name, text, section))
-            values[name] = key.parse(name, text)
+            values[key.field or name] = key.parse(name, text)
     return values
 
 
@@ -291,4 +352,5 @@ def load(path=None):
 
 def describe(config):
     """[(section, key, value, origin)] for every key, as `update-agent config` shows."""
-    return [(k.section, k.name, getattr(config, k.name), config.origin(k.name)) for k in KEYS]
+    return [(k.section, k.name, getattr(config, k.field or k.name), config.origin(k.field or k.name))
+            for k in KEYS]

@@ -1,0 +1,71 @@
+"""Fleet coordination: only a few nodes of a group disrupted at once.
+
+Two kinds of slot, both counting semaphores of `max_holders` per group:
+  * reboot slots outlive a reboot: holder records on etcd, Redis or a file
+    (stores.py, decided in slots.py), or a FleetLock server (fleetlock.py);
+    released by the node once it is back and checked;
+  * lease slots (in-place updates, `update-agent slot hold`): tooz locks on
+    the engine's sessions, so a crashed holder's slot frees itself when its
+    lease expires (leases.py).
+"""
+
+import urllib.parse
+
+from update_agent.coordination import fleetlock, leases, slots, stores
+
+
+class RebootSlots:
+    """Holder records on a store; the same interface as fleetlock.Client."""
+
+    def __init__(self, store, group, max_holders, node, clock, threshold=0):
+        self.store, self.group, self.max, self.node = store, group, max_holders, node
+        self.clock, self.threshold = clock, threshold
+
+    def take(self):
+        return stores.update(self.store, self.group, lambda s: _pair(
+            slots.take(s, self.node, self.max, self.clock())))
+
+    def release(self):
+        stores.update(self.store, self.group,
+                      lambda s: (slots.release(s, self.node, self.max), None))
+
+    def failed(self):
+        stores.update(self.store, self.group,
+                      lambda s: (slots.failed(s, self.node, self.max, self.threshold), None))
+
+    def clear(self):
+        stores.update(self.store, self.group, lambda s: (slots.clear(s, self.max), None))
+
+    def state(self):
+        text, _ = self.store.get(self.group)
+        import json
+        return slots.normal(json.loads(text) if text else None, self.max)
+
+
+def _pair(result):
+    state, granted, why = result
+    return state, (granted, why)
+
+
+def is_fleetlock(url):
+    return urllib.parse.urlsplit(url).scheme in ("http", "https")
+
+
+def reboot_slots(config, node, clock, group=None, max_holders=None):
+    group = group or config.coordination_group
+    n = max_holders or config.max_holders
+    if is_fleetlock(config.coordination_backend):
+        return fleetlock.Client(config.coordination_backend, group, node)
+    return RebootSlots(stores.for_url(config.coordination_backend), group, n, node, clock,
+                       config.failure_threshold)
+
+
+def lease_slot(config, node, group=None, max_holders=None, timeout=None, sleep=None):
+    """A context manager holding one lease slot of the group (waits for one)."""
+    group = group or config.coordination_group
+    n = max_holders or config.max_holders
+    if is_fleetlock(config.coordination_backend):
+        return fleetlock.held(fleetlock.Client(config.coordination_backend, group, node),
+                              timeout if timeout is not None else config.slot_timeout)
+    return leases.held(config.coordination_backend, node, group, n,
+                       timeout if timeout is not None else config.slot_timeout, sleep)

@@ -1,0 +1,213 @@
+"""Fleet slots on real engines: etcd (Debian's etcd-server), Redis, a FleetLock
+server, all on 127.0.0.1, with real update-agent processes contending."""
+
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import world
+from update_agent.coordination import RebootSlots, fleetlock, stores
+
+AGENT = [sys.executable, "-m", "update_agent"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError("nothing listens on %d" % port)
+
+
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory):
+    client, peer = free_port(), free_port()
+    data = tmp_path_factory.mktemp("etcd")
+    proc = subprocess.Popen(["etcd", "--data-dir", str(data / "d"),
+                             "--listen-client-urls", "http://127.0.0.1:%d" % client,
+                             "--advertise-client-urls", "http://127.0.0.1:%d" % client,
+                             "--listen-peer-urls", "http://127.0.0.1:%d" % peer,
+                             "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % peer,
+                             "--initial-cluster", "default=http://127.0.0.1:%d" % peer],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(client)
+    yield "etcd3+http://127.0.0.1:%d" % client
+    proc.terminate()
+    proc.wait()
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    wait_port(port)
+    yield "redis://127.0.0.1:%d" % port
+    proc.terminate()
+    proc.wait()
+
+
+def conf(tmp_path, backend, **extra):
+    path = tmp_path / ("c%d.conf" % len(list(tmp_path.glob("c*.conf"))))
+    keys = dict(backend=backend, **extra)
+    path.write_text("[coordination]\n" + "".join("%s = %s\n" % kv for kv in keys.items()))
+    return str(path)
+
+
+def run_agent(config, *args, **kw):
+    env = dict(os.environ, PYTHONPATH=os.path.join(world.PROJECT, "agent"))
+    return subprocess.Popen(AGENT + ["--root", "/tmp", "--config", config] + list(args), env=env,
+                            start_new_session=True, **kw)
+
+
+def max_overlap(intervals):
+    events = sorted([(s, 1) for s, e in intervals] + [(e, -1) for s, e in intervals],
+                    key=lambda x: (x[0], x[1]))
+    now = peak = 0
+    for _, d in events:
+        now += d
+        peak = max(peak, now)
+    return peak
+
+
+def test_ten_agents_share_two_lease_slots(etcd, tmp_path):
+    log = tmp_path / "held.log"
+    c = conf(tmp_path, etcd, group="web")
+    script = 'echo "start $(date +%%s.%%N)" >> %s; sleep 0.4; echo "end $(date +%%s.%%N)" >> %s' % (log, log)
+    procs = [run_agent(c, "slot", "hold", "--max", "2", "--node-id", "node-%d" % i, "--",
+                       "sh", "-c", script.replace("start", "start %d" % i).replace("end", "end %d" % i))
+             for i in range(10)]
+    codes = [p.wait(timeout=120) for p in procs]
+    assert codes == [0] * 10, "all 10 finished"
+    starts, ends = {}, {}
+    for line in log.read_text().splitlines():
+        kind, node, t = line.split()
+        (starts if kind == "start" else ends)[node] = float(t)
+    assert len(starts) == len(ends) == 10
+    assert max_overlap([(starts[n], ends[n]) for n in starts]) <= 2
+
+
+def test_a_killed_holder_loses_its_lease_slot(etcd, tmp_path):
+    c = conf(tmp_path, etcd + "?lock_timeout=3", group="kill")
+    holder = run_agent(c, "slot", "hold", "--max", "1", "--node-id", "a", "--", "sleep", "120")
+    time.sleep(2)
+    os.killpg(holder.pid, signal.SIGKILL)  # the agent and its command, no release
+    holder.wait()
+    started = time.monotonic()
+    r = run_agent(c, "slot", "hold", "--max", "1", "--node-id", "b", "--timeout", "20", "--", "true")
+    assert r.wait(timeout=60) == 0
+    waited = time.monotonic() - started
+    print("\nslot of a killed holder free again after %.1f s (lease 3 s)" % waited)
+    assert waited < 15
+
+
+@pytest.mark.parametrize("engine", ["etcd", "redis", "file"])
+def test_reboot_slots_are_records_that_outlive_their_holder(engine, etcd, redis_url, tmp_path):
+    url = {"etcd": etcd, "redis": redis_url, "file": "file://%s/slots" % tmp_path}[engine]
+    store = stores.for_url(url)
+    group = "reboot-%s-%d" % (engine, time.time_ns())
+    clock = time.time
+    nodes = [RebootSlots(store, group, 2, "n%d" % i, clock, threshold=3) for i in range(10)]
+    peak, stop = [0], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], len(nodes[0].state()["holders"]))
+            time.sleep(0.005)
+
+    def node_life(n):
+        while not n.take()[0]:
+            time.sleep(0.01)
+        time.sleep(0.05)  # "rebooting"
+        n.release()
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    workers = [threading.Thread(target=node_life, args=(n,)) for n in nodes]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(60)
+    stop.set()
+    sampler.join()
+    assert peak[0] <= 2 and nodes[0].state()["holders"] == {}
+    # a holder that goes away (a reboot) keeps its record: no lease runs out
+    assert nodes[0].take()[0] and nodes[1].take()[0]
+    granted, why = nodes[2].take()
+    assert not granted and "n0" in why and "n1" in why
+    nodes[0].release()
+    nodes[1].release()
+    # failed updates stop the group until an operator clears it
+    for n in nodes[:3]:
+        n.failed()
+    granted, why = nodes[3].take()
+    assert not granted and "stopped" in why and "3 failed updates" in why
+    nodes[3].clear()
+    assert nodes[3].take()[0]
+
+
+class FleetLockServer:
+    """A FleetLock server (airlock's protocol) with a counting semaphore."""
+
+    def __init__(self, max_holders):
+        self.holders, self.max, self.requests = set(), max_holders, []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append((self.path, self.headers.get("fleet-lock-protocol"), body))
+                node = body["client_params"]["id"]
+                if self.headers.get("fleet-lock-protocol") != "true":
+                    return self._reply(400, {"kind": "missing_protocol_header", "value": ""})
+                if self.path == "/v1/pre-reboot":
+                    if node not in outer.holders and len(outer.holders) >= outer.max:
+                        return self._reply(409, {"kind": "failed_lock_semaphore_full",
+                                                 "value": "semaphore currently full"})
+                    outer.holders.add(node)
+                elif self.path == "/v1/steady-state":
+                    outer.holders.discard(node)
+                return self._reply(200, {})
+
+            def _reply(self, code, obj):
+                data = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_fleetlock_client_against_a_fleetlock_server():
+    server = FleetLockServer(1)
+    a = fleetlock.Client(server.url, "workers", "node-a")
+    b = fleetlock.Client(server.url, "workers", "node-b")
+    assert a.take()[0] and a.take()[0], "recursive and idempotent"
+    granted, why = b.take()
+    assert not granted and "failed_lock_semaphore_full" in why
+    a.release()
+    assert b.take()[0]
+    path, header, body = server.requests[0]
+    assert (path, header) == ("/v1/pre-reboot", "true")
+    assert body == {"client_params": {"id": "node-a", "group": "workers"}}
+    server.server.shutdown()
