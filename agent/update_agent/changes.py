@@ -41,11 +41,14 @@ def _differs(a, b):
             or (a.kind == "f" and a.size != b.size))
 
 
-def diff(node, image, protected=(), skip=()):
+def diff(node, image, protected=(), skip=(), keep=()):
     """node, image: {rel: Entry}; protected: node paths that must survive
     (preserved paths and mount points present on the node); skip: paths
-    handled elsewhere (the account files)."""
+    handled elsewhere (the account files); keep: node paths (and trees) not
+    deleted although the image lacks them (the running kernel, until the new
+    one has booted)."""
     skip = set(skip)
+    keep = tuple(keep)
     guarded = set()
     for rel in protected:
         guarded.update(ancestors(rel))
@@ -64,6 +67,8 @@ def diff(node, image, protected=(), skip=()):
             changed.append(rel)
     for rel in node:
         if rel not in image and rel not in skip:
+            if keep and any(rel == k or rel.startswith(k + "/") for k in keep):
+                continue
             if rel in guarded:
                 kept.append(rel)
             else:

@@ -20,7 +20,8 @@ from update_agent.update import Agent
 
 LOG = logging.getLogger(__name__)
 
-COMMANDS = ("check", "apply", "status", "config", "run", "deploy", "history", "hold", "unhold")
+COMMANDS = ("check", "apply", "reboot", "status", "config", "run", "deploy", "history", "hold",
+            "unhold")
 
 
 def parser():
@@ -31,7 +32,8 @@ def parser():
                    help="check: print the plan; apply: carry it out; status: what is current; "
                         "config: the effective configuration and where each value came from; "
                         "run: the daemon; deploy: apply one Heat deployment read from stdin; "
-                        "history: past updates; hold/unhold: stop/resume automatic updates")
+                        "history: past updates; hold/unhold: stop/resume automatic updates; "
+                        "reboot: take the reboot path for an image with another kernel now")
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing (= check)")
     p.add_argument("--root", default="/", help="the node's root (default /); tests use a sandbox")
     p.add_argument("--config", help="config file (default: <root>/etc/update-agent/update-agent.conf)")
@@ -82,7 +84,8 @@ def cmd_apply(args, agent, out):
         stop.append(signum)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    result = agent.update(want, adopt=args.adopt, on_plan=show_plan, should_stop=lambda: bool(stop))
+    result = agent.update(want, adopt=args.adopt, on_plan=show_plan, should_stop=lambda: bool(stop),
+                          force_reboot=args.command == "reboot")
     if result.plan is not None:
         report.emit(out, args.json, result.to_dict(), "result: %s" % result.result)
     if result.error:
@@ -246,7 +249,7 @@ def main(argv=None, out=None):
     logs.setup(max(args.verbose, 1) if command == "run" else args.verbose, journal=command == "run")
     try:
         agent = _agent(args)
-        commands = {"check": cmd_check, "apply": cmd_apply, "status": cmd_status,
+        commands = {"check": cmd_check, "apply": cmd_apply, "reboot": cmd_apply, "status": cmd_status,
                     "config": cmd_config, "run": cmd_run, "deploy": cmd_deploy,
                     "history": cmd_history, "hold": cmd_hold, "unhold": cmd_unhold}
         return commands[command](args, agent, out)

@@ -26,7 +26,7 @@ class Desired:
     image_id: str
     image_url: str
     image_digest: str  # "" when none was given
-    reboot: str = "auto"
+    reboot: str = ""  # "" when the metadata does not say: the config's policy applies
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -72,8 +72,8 @@ def validate_url(value, key="update_agent.image_url"):
 
 
 def validate_reboot(value, key="update_agent.reboot"):
-    if value is None:
-        return "auto"
+    if value is None or value == "":
+        return ""
     if not isinstance(value, str) or value not in REBOOT_POLICIES:
         raise BadInput("metadata key %r has invalid value %s (expected one of: %s)"
                        % (key, _show(value), ", ".join(REBOOT_POLICIES)))

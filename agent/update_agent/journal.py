@@ -21,6 +21,12 @@ STATE_FILE = "images.json"
 # The steps of an in-place apply, in order (apply.py runs them).
 STEPS = ("pre-configure", "remount-rw", "pin", "sync", "commit", "configure", "post-configure",
          "migration", "restart", "remount-ro")
+# The reboot path (rebooting.py): up to the reboot, then after it.
+BEFORE_REBOOT = ("slot", "pre-configure", "remount-rw", "sync", "commit", "bootloader",
+                 "remount-ro", "reboot")
+AFTER_REBOOT = ("boot-check", "remount-rw-after", "configure", "post-configure", "migration",
+                "boot-default", "old-kernel", "remount-ro-after", "release")
+REBOOT_STEPS = BEFORE_REBOOT + AFTER_REBOOT
 
 
 @dataclasses.dataclass
@@ -37,18 +43,29 @@ class Journal:
     failed_step: str = ""
     error: str = ""
     restarted: dict = dataclasses.field(default_factory=dict)
+    kernel: str = ""              # reboot path: the kernel to boot
+    old_kernel: str = ""          # reboot path: the kernel that ran before
+    kept: list = dataclasses.field(default_factory=list)  # the old kernel's files, kept
+    note: str = ""
     format: int = FORMAT
 
     @property
     def unfinished(self):
-        return self.status != "done"
+        # "superseded": an operator chose to start over (update-agent reboot after a failed boot)
+        return self.status not in ("done", "superseded")
 
     def done(self, step):
         return self.steps.get(step) == "done"
 
+    @property
+    def awaiting_boot(self):
+        """The reboot was made (or recorded): the checks after it are due."""
+        return (self.action == "reboot" and self.unfinished and self.done("reboot")
+                and self.failed_step != "boot-check")
+
     def stopped_at(self):
         """The first step not done, in run order (the saved dict is sorted by name)."""
-        for name in STEPS:
+        for name in (REBOOT_STEPS if self.action == "reboot" else STEPS):
             if self.steps.get(name, "pending") != "done":
                 return name
         return ""

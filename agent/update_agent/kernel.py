@@ -119,3 +119,15 @@ def compare(running, image):
                    % image.version if running.vmlinuz else
                    "image kernel %s matches the running kernel's name and modules" % image.version)
     return True, reasons
+
+
+def kernel_files(entries, version):
+    """The node paths of one kernel version: vmlinuz, initrd, System.map, config,
+    and its module tree (through /lib -> usr/lib if that is a link)."""
+    out = [rel for rel in ("boot/vmlinuz-%s" % version, "boot/initrd.img-%s" % version,
+                           "boot/System.map-%s" % version, "boot/config-%s" % version)
+           if rel in entries]
+    modules = resolve(entries, "lib/modules/" + version)
+    if modules in entries:
+        out.append(modules)
+    return out

@@ -5,7 +5,8 @@ import os
 from update_agent import statefile
 
 FILE = "update_agent.prom"
-RESULTS = ("success", "noop", "failed", "refused", "reboot-required", "interrupted")
+RESULTS = ("success", "noop", "failed", "refused", "reboot-required", "rebooting", "waiting",
+           "interrupted")
 
 
 def _label(value):

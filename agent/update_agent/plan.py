@@ -33,6 +33,7 @@ class Plan:
     root_was_ro: bool = False
     restarts: restarting.RestartPlan = restarting.RestartPlan()
     skipped_mounts: tuple = ()    # paths the image changes that are mount points on the node
+    kept_kernel: tuple = ()       # reboot: the running kernel's files, kept until proven
 
     def to_dict(self):
         ch = self.changes or changeset.ChangeSet()
@@ -85,6 +86,18 @@ def preflight(desired, facts, journal, adopt=False):
                 running_kernel=facts.release, resume=resume,
                 root_was_ro=root_was_ro(facts, journal))
     unfinished = journal is not None and journal.unfinished
+    if journal is not None and journal.awaiting_boot:
+        return Plan(REBOOT, tuple(["the reboot into kernel %s for image %s is done: its checks "
+                                   "are due (running %s)" % (journal.kernel, journal.image_id,
+                                                             facts.release)]),
+                    **dict(base, image_id=journal.image_id, image_kernel=journal.kernel, resume=True))
+    if (journal is not None and journal.action == "reboot" and journal.status == "failed"
+            and journal.failed_step == "boot-check" and journal.image_id == desired.image_id):
+        return Plan(REFUSE, tuple(["the last reboot into kernel %s for image %s came back on %s; "
+                                   "not trying again on its own: check the boot, then run "
+                                   "`update-agent reboot`, or publish another image"
+                                   % (journal.kernel, journal.image_id, journal.old_kernel)]),
+                    **base)
     if not unfinished and facts.current_image_id == desired.image_id:
         return Plan(NOOP, tuple(["image_id %s is already current" % desired.image_id]), **base)
     refusals = []
@@ -137,8 +150,10 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     same_kernel, kernel_reasons = kernel.compare(running, image_k)
     if protected is None:
         protected = [p.strip("/") for p in facts.excluded if not any(c in p for c in "*?[")]
+    # a reboot keeps the running kernel's files until the new kernel has booted
+    keep = () if same_kernel else kernel.kernel_files(node_entries, facts.release)
     change_set = changeset.diff(node_entries, image_entries, protected=protected,
-                              skip=accounts.FILES)
+                                skip=accounts.FILES, keep=keep)
     merged, refusals = [], list(change_set.conflicts)
     for rel, texts in sorted(account_texts.items()):
         node_text, image_text = texts[0], texts[1]
@@ -157,7 +172,7 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
                 digest=digest, running_kernel=facts.release, image_kernel=image_k.version,
                 changes=change_set, accounts=tuple(merged), resume=resume,
                 root_was_ro=root_was_ro(facts, journal), restarts=restart_plan,
-                skipped_mounts=skipped)
+                skipped_mounts=skipped, kept_kernel=tuple(keep))
     reasons = reasons + ["image_id %s differs from current %s"
                          % (desired.image_id, facts.current_image_id or "(none)")]
     if not image_k.version:
@@ -173,6 +188,9 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
         reasons.append("%d directories the image drops are kept: they hold preserved paths "
                        "or mount points" % len(change_set.kept))
     if not same_kernel:
+        if keep:
+            kernel_reasons.append("the running kernel's files are kept until the new kernel "
+                                  "has booted: %s" % ", ".join("/" + k for k in keep))
         return Plan(REBOOT, tuple(reasons + kernel_reasons), **plan)
     s = change_set.summary()
     if skipped:

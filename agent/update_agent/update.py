@@ -14,7 +14,8 @@ import os
 from update_agent import apply as applying
 from update_agent import desired as desired_mod
 from update_agent import facts as facts_mod
-from update_agent import journal, live, locks, manifest, mounts, plan as planning, processes, sources
+from update_agent import coordination, journal, live, locks, manifest, mounts, plan as planning, processes, \
+    rebooting, slotcli, sources
 from update_agent.errors import AgentError
 from update_agent.images import formats
 from update_agent.images.store import ImageStore
@@ -27,7 +28,7 @@ class Outcome:
     """How one update ended, for the CLI, the daemon, Heat and status."""
 
     image_id: str
-    result: str              # success | noop | failed | refused | reboot-required | interrupted
+    result: str  # success | noop | failed | refused | reboot-required | rebooting | waiting | interrupted
     plan: planning.Plan = None
     error: str = ""
     exit_code: int = 0
@@ -36,7 +37,9 @@ class Outcome:
 
     @property
     def ok(self):
-        return self.result in ("success", "noop")
+        # "rebooting": the machine is going down into the new kernel (or, under a
+        # sandbox --root, that was recorded); the next start checks it
+        return self.result in ("success", "noop", "rebooting")
 
     def to_dict(self):
         d = self.plan.to_dict() if self.plan is not None else {"image_id": self.image_id}
@@ -131,8 +134,12 @@ class Agent:
                                  self.images, read_mounts=self.read_mounts,
                                  should_stop=should_stop, status=status)
 
-    def update(self, want, adopt=False, should_stop=None, on_plan=None, status=None):
-        """Plan and, if the plan says in-place, apply; never raises AgentError."""
+    def update(self, want, adopt=False, should_stop=None, on_plan=None, status=None,
+               force_reboot=False):
+        """Plan and act on the plan; never raises AgentError.
+
+        force_reboot: an operator's `update-agent reboot`: take the reboot path
+        whatever the reboot policy says."""
         started = self.system.clock()
         plan = None
 
@@ -141,6 +148,8 @@ class Agent:
                            self.system.clock() - started)
         try:
             with self.lock(), self.orc_lock():
+                if force_reboot:
+                    self._forget_failed_boot()
                 with self.planned(want, adopt=adopt) as planned:
                     plan = planned.plan
                     if on_plan:
@@ -149,18 +158,16 @@ class Agent:
                         return outcome("noop")
                     executor = self.executor(should_stop, status)
                     if plan.action == planning.IN_PLACE:
-                        record = executor.apply(plan, planned.facts, planned.tree,
-                                                planned.image_entries, replan=planned.replan)
+                        with self._in_place_slot():
+                            record = executor.apply(plan, planned.facts, planned.tree,
+                                                    planned.image_entries, replan=planned.replan)
                         live.restart_self(self.system, self.paths, self.config,
                                           (record.get("restarts") or {}).get("agent"))
                         return outcome("success")
-                    note = self._relock_partial(executor, plan)
                     if plan.action == planning.REBOOT:
-                        # The reboot path is not built yet: say so, touch nothing.
-                        return outcome("reboot-required",
-                                       "reboot required to run image %s (kernel %s -> %s); %s"
-                                       % (plan.image_id, plan.running_kernel, plan.image_kernel,
-                                          note or "nothing was changed"), 1)
+                        return self._reboot_path(want, plan, planned, outcome, should_stop,
+                                                 status, force_reboot)
+                    note = self._relock_partial(executor, plan)
                     refusals = [r for r in plan.reasons if not r.startswith("image_id ")]
                     return outcome("refused", "refused to apply image %s: %s%s"
                                    % (plan.image_id, "; ".join(refusals or plan.reasons),
@@ -169,6 +176,57 @@ class Agent:
             return outcome("interrupted", str(e), 1)
         except AgentError as e:
             return outcome("failed", str(e), e.exit_code)
+
+    # --- the reboot path ---------------------------------------------------
+    def _slots(self):
+        c = self.config
+        if not c.coordination_backend or c.coordinate == "never":
+            return None
+        return coordination.reboot_slots(c, slotcli.node_id(c, self.paths), self.system.clock)
+
+    def _in_place_slot(self):
+        c = self.config
+        if c.coordination_backend and c.coordinate == "always":
+            return coordination.lease_slot(c, slotcli.node_id(c, self.paths))
+        return contextlib.nullcontext()
+
+    def _reboot_now(self, method):
+        self.system.run([self.system.which("systemctl"), method])
+
+    def _reboot_path(self, want, plan, planned, outcome, should_stop, status, force):
+        executor = rebooting.RebootExecutor(
+            self.system, self.paths, self.config, self.state, self.images,
+            read_mounts=self.read_mounts, should_stop=should_stop, status=status,
+            slots=self._slots(),
+            # never this machine under a sandbox root: the executor records instead
+            reboot=self._reboot_now if self.paths.is_host_root else None)
+        j = self.state.load_journal()
+        if j is not None and j.awaiting_boot:
+            executor.finish(j, self.images.cached_manifest(j.digest))
+            return outcome("success")
+        policy = "auto" if force else (want.reboot or self.config.reboot)
+        why = "image %s needs kernel %s (running %s)" % (plan.image_id, plan.image_kernel,
+                                                        plan.running_kernel)
+        if policy != "auto":
+            note = self._relock_partial(executor, plan)
+            if policy == "never":
+                return outcome("refused", "%s and reboot = never; %s"
+                               % (why, note or "nothing was changed"), 1)
+            return outcome("reboot-required", "%s: reboot required (reboot = manual): run "
+                           "`update-agent reboot`; %s" % (why, note or "nothing was changed"), 1)
+        try:
+            executor.start(plan, planned.facts, planned.tree, planned.image_entries)
+        except rebooting.WaitingForSlot as e:
+            return outcome("waiting", "%s; %s" % (why, e), 1)
+        return outcome("rebooting")
+
+    def _forget_failed_boot(self):
+        """An operator asks for the reboot again after one that came back on the old
+        kernel: that failure no longer blocks (it stays in the history)."""
+        j = self.state.load_journal()
+        if j is not None and j.action == "reboot" and j.failed_step == "boot-check":
+            j.status = "superseded"
+            self.state.save_journal(j)
 
     def _relock_partial(self, executor, plan):
         """After a crash mid-update the root may be writable: never leave it so."""

@@ -99,8 +99,9 @@ def test_same_image_twice_is_noop(w, node, tmp_path):
 def test_reboot_plan_when_the_kernel_differs(w, node, tmp_path):
     tree = w.tree("img-newkernel", image_id="img-newkernel", release="9.9.9-test", variant="B")
     image = w.ext4(tree, "newkernel")
+    # reboot = manual: the plan may not act on its own (the reboot path has its own tests)
     meta = write_metadata(str(tmp_path / "m.json"), "img-newkernel", "file://" + image,
-                          world.sha256(image))
+                          world.sha256(image), reboot="manual")
     plan = plan_json(node.root, meta)
     assert plan["action"] == "reboot"
     assert plan["kernel"] == {"running": world.RELEASE, "image": "9.9.9-test"}

@@ -22,7 +22,7 @@ def test_valid_metadata():
 
 def test_defaults_when_options_absent():
     d = from_metadata({"image_id": "a", "update_agent": {"image_url": "file:///img/a.raw"}})
-    assert (d.image_digest, d.reboot) == ("", "auto")
+    assert (d.image_digest, d.reboot) == ("", ""), "unset: the config's reboot policy applies"
 
 
 @pytest.mark.parametrize("opts", [None, {}, {"image_url": ""}, {"image_url": None}])

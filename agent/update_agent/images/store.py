@@ -139,6 +139,11 @@ class ImageStore:
         manifest.save(cache, entries)
         return entries
 
+    def cached_manifest(self, digest):
+        """The cached manifest of an image by digest ({} if there is none)."""
+        entries, _ = manifest.load(os.path.join(self.dir, _name(digest) + ".manifest")) if digest else ({}, {})
+        return entries
+
     def intact(self, staged):
         """Does the cached file still have its digest? (Reads the whole image.)"""
         algorithm, _, expected = staged.digest.partition(":")

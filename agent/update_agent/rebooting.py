@@ -1,0 +1,175 @@
+"""The reboot path: for an image whose kernel is not the running one.
+
+Before the reboot, journaled like the in-place steps: take a fleet slot,
+quiesce, sync (/boot included, the running kernel's files kept), commit
+/etc/image_id, run the boot-loader hooks (bootloader.d: boot the new kernel
+once), flush and remount read-only, reboot (or kexec). With a --root other
+than /, the agent never reboots this machine: it records what it would have
+done, and the next run takes it from there as after a reboot.
+
+After the reboot, at the next start: check that the planned kernel runs. If
+it does: the configure phases, make the new kernel the default, drop the old
+kernel's files, release the slot. If the node came back on the old kernel:
+report the failure, count it against the group, release the slot, and do not
+try again on its own.
+"""
+
+import logging
+import os
+
+from update_agent import hooks, journal as journaling, sync
+from update_agent.apply import Executor, Interrupted, StepFailed
+from update_agent.errors import AgentError
+from update_agent.logs import log_fields
+
+LOG = logging.getLogger(__name__)
+
+BOOTLOADER = "bootloader"
+
+
+class WaitingForSlot(AgentError):
+    """No reboot slot free in the group now: try again later (not a failure)."""
+
+
+class RebootExecutor(Executor):
+    def __init__(self, *args, slots=None, reboot=None, **kw):
+        super().__init__(*args, **kw)
+        self.slots = slots          # coordination.RebootSlots / fleetlock.Client, or None
+        self.reboot = reboot        # callable(method) that reboots this machine, or None
+
+    # --- before the reboot ------------------------------------------------
+    def start(self, plan, facts, image_tree, image_entries):
+        j = self._journal_for(plan, facts)
+        j.steps = {s: j.steps.get(s, "pending") for s in journaling.REBOOT_STEPS}
+        j.action, j.kernel, j.old_kernel = "reboot", plan.image_kernel, facts.release
+        j.kept = list(plan.kept_kernel)
+        self._plan = plan
+        env = hooks.hook_env(self.paths.root, plan.image_id, j.previous_image_id, "reboot",
+                             {"UPDATE_AGENT_KERNEL": plan.image_kernel})
+        actions = {
+            "slot": lambda: self._take_slot(j),
+            "pre-configure": lambda: self._phase(hooks.PRE_CONFIGURE, env),
+            "remount-rw": self.remount_rw,
+            "sync": lambda: sync.sync(self.system, plan, image_tree, image_entries,
+                                      self.paths.root, facts.excluded, self.paths.work_dir,
+                                      status=self.status),
+            "commit": lambda: self.commit(plan, j, image_tree),
+            "bootloader": lambda: self._phase(BOOTLOADER, dict(env, UPDATE_AGENT_BOOT="once")),
+            "remount-ro": self.remount_ro if j.root_was_ro else (lambda: None),
+            "reboot": lambda: self._reboot(j),
+        }
+        return self._run(j, journaling.BEFORE_REBOOT, actions, env)
+
+    def _take_slot(self, j):
+        if self.slots is None:
+            return
+        granted, why = self.slots.take()
+        if not granted:
+            raise WaitingForSlot("no reboot slot: %s" % why)
+        LOG.info("reboot slot: %s", why)
+
+    def _reboot(self, j):
+        method = self.config.reboot_method
+        if self.reboot is None:
+            j.note = ("--root is not /: did not run `systemctl %s` into kernel %s; the next run "
+                      "checks the node as after that reboot" % (method, j.kernel))
+            LOG.warning("%s", j.note)
+            return
+        self.status("rebooting into kernel %s" % j.kernel)
+        self.reboot(method)
+
+    # --- after the reboot -------------------------------------------------
+    def finish(self, j, image_entries=None):
+        """The checks and phases after the reboot; j is the journal that awaits them."""
+        env = hooks.hook_env(self.paths.root, j.image_id, j.previous_image_id, "reboot",
+                             {"UPDATE_AGENT_KERNEL": j.kernel})
+        running = os.uname().release
+        actions = {
+            "boot-check": lambda: self._check_kernel(j, running),
+            "remount-rw-after": self.remount_rw,
+            "configure": lambda: self._phase(hooks.CONFIGURE, env),
+            "post-configure": lambda: self._phase(hooks.POST_CONFIGURE, env),
+            "migration": lambda: self._phase(hooks.MIGRATION, env),
+            "boot-default": lambda: self._phase(BOOTLOADER, dict(env, UPDATE_AGENT_BOOT="default")),
+            "old-kernel": lambda: self._drop_old_kernel(j, image_entries or {}),
+            "remount-ro-after": self.remount_ro if j.root_was_ro else (lambda: None),
+            "release": self._release,
+        }
+        try:
+            record = self._run(j, journaling.AFTER_REBOOT, actions, env)
+        except StepFailed as e:
+            if e.step == "boot-check":
+                self._count_failure()
+                self._release()
+            raise
+        return record
+
+    def _check_kernel(self, j, running):
+        if running != j.kernel:
+            raise AgentError("the node came back on kernel %s, not the planned %s: the new "
+                             "kernel did not boot (the boot loader falls back to the old one)"
+                             % (running, j.kernel))
+        LOG.info("running the planned kernel %s", running)
+
+    def _drop_old_kernel(self, j, image_entries):
+        """The new kernel is proven: the old kernel's files the image lacks can go."""
+        if not image_entries:
+            LOG.warning("the image's manifest is not cached: keeping the old kernel's files %s",
+                        ", ".join("/" + r for r in j.kept))
+            return
+        for rel in j.kept:
+            if rel not in image_entries:
+                sync.remove(self.paths.root, rel)
+                LOG.info("removed the old kernel's /%s", rel)
+
+    def _release(self):
+        if self.slots is not None:
+            self.slots.release()
+
+    def _count_failure(self):
+        if self.slots is not None:
+            try:
+                self.slots.failed()
+            except AgentError as e:
+                LOG.error("could not count the failure against the group: %s", e)
+
+    # --- shared -----------------------------------------------------------
+    def _phase(self, phase, env):
+        hooks.run_phase(self.system, self.paths, phase, env, self.config.hook_timeout)
+
+    def _run(self, j, steps, actions, env):
+        j.status, j.failed_step, j.error = "running", "", ""
+        self.state.save_journal(j)
+        step = None
+        try:
+            for step in steps:
+                if j.done(step) and step not in ("remount-rw", "remount-ro", "remount-rw-after",
+                                                 "remount-ro-after"):
+                    continue
+                if self.should_stop():
+                    raise Interrupted("stopped before step %s, as asked; the next start "
+                                      "resumes" % step)
+                LOG.info("step %s: start", step, extra=log_fields(j.image_id, "reboot", step))
+                self.status("reboot to %s: %s" % (j.image_id, step))
+                self.state.step(j, step, "started")
+                actions[step]()
+                self.state.step(j, step, "done")
+        except WaitingForSlot:
+            j.steps["slot"] = "pending"
+            j.status = "waiting"
+            self.state.save_journal(j)
+            raise
+        except Interrupted as e:
+            self._fail(j, step, e, env, result="interrupted")
+            raise
+        except Exception as e:
+            self._fail(j, step, e, env)
+            raise StepFailed(step, e)
+        if steps[-1] == "release":
+            j.status = "done"
+        self.state.save_journal(j)
+        record = self._record(j, "success" if j.status == "done" else "rebooting", j.note)
+        self.state.append_history(record)
+        if j.status == "done":
+            self.images.retain([j.digest, j.previous_digest])
+        return record

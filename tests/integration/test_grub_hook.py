@@ -1,0 +1,55 @@
+"""The shipped GRUB boot-loader hook on a real grub.cfg layout (Debian's, with the
+Advanced options submenu and recovery entries). grub-reboot and grub-set-default
+are recording stand-ins: this machine boots no GRUB of its own to change."""
+
+import os
+import subprocess
+
+import world
+
+HOOK = os.path.join(world.PROJECT, "hooks", "bootloader.d", "50-update-agent-grub")
+GRUB_CFG = """\
+menuentry 'Debian GNU/Linux' --class debian $menuentry_id_option 'gnulinux-simple-1234' {
+\tlinux\t/boot/vmlinuz-6.1.0-26-amd64 root=UUID=1234 ro
+}
+submenu 'Advanced options for Debian GNU/Linux' $menuentry_id_option 'gnulinux-advanced-1234' {
+\tmenuentry 'Debian GNU/Linux, with Linux 6.1.0-28-amd64 (recovery mode)' --class debian $menuentry_id_option 'gnulinux-6.1.0-28-amd64-recovery-1234' {
+\t\tlinux\t/boot/vmlinuz-6.1.0-28-amd64 root=UUID=1234 ro single
+\t}
+\tmenuentry 'Debian GNU/Linux, with Linux 6.1.0-28-amd64' --class debian $menuentry_id_option 'gnulinux-6.1.0-28-amd64-advanced-1234' {
+\t\tlinux\t/boot/vmlinuz-6.1.0-28-amd64 root=UUID=1234 ro
+\t}
+}
+"""
+
+
+def run_hook(tmp_path, **env):
+    root = tmp_path / "root"
+    (root / "boot/grub").mkdir(parents=True, exist_ok=True)
+    (root / "boot/grub/grub.cfg").write_text(GRUB_CFG)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in ("grub-reboot", "grub-set-default"):
+        (bin_dir / tool).write_text('#!/bin/sh\necho "$(basename "$0") $*" >> %s/calls\n' % tmp_path)
+        (bin_dir / tool).chmod(0o755)
+    e = dict(os.environ, PATH="%s:%s" % (bin_dir, os.environ["PATH"]), UPDATE_AGENT_ROOT=str(root),
+             **env)
+    r = subprocess.run(["sh", HOOK], env=e, capture_output=True, text=True)
+    calls = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
+    return r, calls, root
+
+
+def test_boot_once_then_make_default(tmp_path):
+    entry = "gnulinux-advanced-1234>gnulinux-6.1.0-28-amd64-advanced-1234"
+    r, calls, root = run_hook(tmp_path, UPDATE_AGENT_KERNEL="6.1.0-28-amd64", UPDATE_AGENT_BOOT="once")
+    assert r.returncode == 0, r.stderr
+    assert calls == ["grub-reboot --boot-directory=%s/boot %s" % (root, entry)]
+    r, calls, _ = run_hook(tmp_path, UPDATE_AGENT_KERNEL="6.1.0-28-amd64", UPDATE_AGENT_BOOT="default")
+    assert r.returncode == 0, r.stderr
+    assert calls[-1] == "grub-set-default --boot-directory=%s/boot %s" % (root, entry)
+
+
+def test_a_kernel_without_a_menu_entry_fails_the_step(tmp_path):
+    r, calls, _ = run_hook(tmp_path, UPDATE_AGENT_KERNEL="6.9.9-missing", UPDATE_AGENT_BOOT="once")
+    assert r.returncode == 1 and "no menu entry for kernel 6.9.9-missing" in r.stderr
+    assert calls == []

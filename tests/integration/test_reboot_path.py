@@ -1,0 +1,140 @@
+"""The reboot path on sandbox nodes. With a --root other than / the agent never
+reboots this machine: it records the reboot it would have made, and its next
+run checks the node as after that reboot (the running kernel is this
+machine's, so a planned kernel of the same name counts as booted, another
+name as a boot that came back on the old kernel)."""
+
+import json
+import os
+
+import pytest
+
+import world
+from world import agent, plan_json, write_metadata
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_mounts")]
+K = world.RELEASE
+
+
+@pytest.fixture(scope="module")
+def w(tmp_path_factory, need_mounts):
+    w = world.World(str(tmp_path_factory.mktemp("reboot")))
+    # same name, another build: a reboot, after which the "new" kernel runs
+    w.rebuilt = w.ext4(w.tree("img-R", image_id="img-R", release=K, variant="B", kernel_build=2), "R")
+    # another version: the node comes back on the old kernel
+    w.other = w.ext4(w.tree("img-N", image_id="img-N", release="9.9.9-test", variant="B"), "N")
+    return w
+
+
+@pytest.fixture
+def node(w, tmp_path):
+    n = w.node(str(tmp_path))
+    yield n
+    n.stop()
+
+
+def meta(tmp_path, image_id, image, **extra):
+    return write_metadata(str(tmp_path / ("%s.json" % image_id)), image_id, "file://" + image,
+                          world.sha256(image), **extra)
+
+
+def hooks_log(n):
+    with open(os.path.join(n.root, "run/hooks.log")) as f:
+        return [line.split()[0] for line in f]
+
+
+def history(n):
+    return json.loads(agent(n.root, "history", "--json").stdout)
+
+
+def test_reboot_is_recorded_then_checked_and_finished(w, node, tmp_path):
+    m = meta(tmp_path, "img-R", w.rebuilt)
+    assert plan_json(node.root, m)["action"] == "reboot"
+    r = agent(node.root, "apply", "--json", metadata=m)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["result"] == "rebooting"
+    assert "did not run `systemctl reboot`" in r.stderr, "under --root it records, never reboots"
+    assert open(os.path.join(node.root, "etc/image_id")).read() == "img-R\n"
+    assert "ro" in world.root_mount_options(node.root)
+    assert hooks_log(node) == ["pre-configure", "bootloader"]
+    status = json.loads(agent(node.root, "status", "--json").stdout)
+    assert status["unfinished_update"]["step"] == "boot-check"
+
+    plan = plan_json(node.root, m)
+    assert plan["action"] == "reboot" and any("checks are due" in x for x in plan["reasons"])
+    r = agent(node.root, "apply", "--json", metadata=m)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["result"] == "success"
+    assert hooks_log(node)[2:] == ["configure", "post-configure", "migration", "bootloader"]
+    world.assert_matches_image(node.root, w.tree("img-R"))
+    assert "ro" in world.root_mount_options(node.root)
+    assert [h["result"] for h in history(node)] == ["rebooting", "success"]
+    assert plan_json(node.root, m)["action"] == "noop"
+
+
+def test_the_running_kernel_is_kept_until_the_new_one_is_proven(w, node, tmp_path):
+    m = meta(tmp_path, "img-N", w.other)
+    plan = plan_json(node.root, m)
+    assert plan["action"] == "reboot" and plan["kernel"] == {"running": K, "image": "9.9.9-test"}
+    assert "/boot/vmlinuz-%s" % K not in plan["changes"]["sample"]["deleted"]
+    r = agent(node.root, "apply", metadata=m)
+    assert r.returncode == 0, r.stderr
+    # the image has only 9.9.9-test; the node keeps the kernel it runs as well
+    assert os.path.exists(os.path.join(node.root, "boot/vmlinuz-9.9.9-test"))
+    assert os.path.exists(os.path.join(node.root, "boot/vmlinuz-" + K))
+    assert os.path.isdir(os.path.join(node.root, "lib/modules", K))
+
+    # "after the reboot" the old kernel still runs: a failure, reported once, no loop
+    r = agent(node.root, "apply", metadata=m)
+    assert r.returncode == 1 and "came back on kernel %s" % K in r.stderr
+    assert os.path.exists(os.path.join(node.root, "boot/vmlinuz-" + K)), "fallback kernel kept"
+    assert "ro" in world.root_mount_options(node.root)
+    plan = plan_json(node.root, m)
+    assert plan["action"] == "refuse" and any("not trying again" in x for x in plan["reasons"])
+    assert agent(node.root, "apply", metadata=m).returncode == 1
+    assert [h["result"] for h in history(node)] == ["rebooting", "failed"]
+    # an operator asks again
+    r = agent(node.root, "reboot", metadata=m)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("policy, result, words", [
+    ("never", "refused", "reboot = never"),
+    ("manual", "reboot-required", "update-agent reboot"),
+])
+def test_reboot_policy_from_the_metadata(w, node, tmp_path, policy, result, words):
+    m = meta(tmp_path, "img-R", w.rebuilt, reboot=policy)
+    before = world.snapshot(node.root)
+    r = agent(node.root, "apply", "--json", metadata=m)
+    assert r.returncode == 1 and words in r.stderr
+    assert json.loads(r.stdout)["result"] == result
+    assert world.snapshot(node.root) == before
+    if policy == "manual":
+        r = agent(node.root, "reboot", "--json", metadata=m)
+        assert r.returncode == 0 and json.loads(r.stdout)["result"] == "rebooting"
+
+
+def test_a_reboot_waits_for_a_fleet_slot(w, node, tmp_path):
+    slots = tmp_path / "slots"
+    conf = tmp_path / "a.conf"
+    conf.write_text("[coordination]\nbackend = file://%s\ngroup = ctl\nmax_holders = 1\n"
+                    "node_id = node-1\n" % slots)
+    other = tmp_path / "b.conf"
+    other.write_text(conf.read_text().replace("node-1", "node-2"))
+    m = meta(tmp_path, "img-R", w.rebuilt)
+    # node-2 is rebooting: it holds the group's only slot
+    from update_agent.coordination import RebootSlots, stores
+    node2 = RebootSlots(stores.for_url("file://%s" % slots), "ctl", 1, "node-2", lambda: 0)
+    assert node2.take()[0]
+    before = world.snapshot(node.root)
+    r = agent(node.root, "apply", "--json", metadata=m, config=str(conf))
+    assert r.returncode == 1 and "no reboot slot" in r.stderr and "node-2" in r.stderr
+    assert json.loads(r.stdout)["result"] == "waiting"
+    assert world.snapshot(node.root) == before, "nothing happens without a slot"
+    node2.release()
+    r = agent(node.root, "apply", metadata=m, config=str(conf))
+    assert r.returncode == 0, r.stderr
+    assert list(node2.state()["holders"]) == ["node-1"], "held across the reboot"
+    r = agent(node.root, "apply", metadata=m, config=str(conf))
+    assert r.returncode == 0, r.stderr
+    assert node2.state()["holders"] == {}, "released once the node is back and checked"
