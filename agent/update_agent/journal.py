@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 
 from update_agent import statefile
 from update_agent.errors import AgentError
@@ -71,6 +72,17 @@ class Journal:
         return ""
 
 
+# Fault injection for tools/faults.py: UPDATE_AGENT_FAULT_KILL_AT=<step>:<started|done>
+# makes the agent SIGKILL its whole process group (rsync and hooks included) right
+# after journaling that state, exactly as a crash at that boundary would leave it.
+FAULT_ENV = "UPDATE_AGENT_FAULT_KILL_AT"
+
+
+def _fault_point(where):
+    if os.environ.get(FAULT_ENV) == where:
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
 def _upgrade(data):
     """Bring an older journal format up to FORMAT (none older exists yet)."""
     fmt = data.get("format")
@@ -116,6 +128,7 @@ class Store:
     def step(self, journal, name, state):
         journal.steps[name] = state
         self.save_journal(journal)
+        _fault_point("%s:%s" % (name, state))
 
     def load_state(self):
         """{'current': {'image_id', 'digest'}, 'previous': {...}} as committed."""
