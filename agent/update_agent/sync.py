@@ -34,6 +34,14 @@ def rsync_argv(rsync, list_file, excluded, image_tree, root):
     return argv
 
 
+def first_error(stderr):
+    """rsync's first real complaint (ENOSPC, EROFS, ...), not its closing summary."""
+    lines = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip()]
+    causes = [ln for ln in lines if ln.startswith("rsync:") and not ln.startswith("rsync error:")]
+    line = (causes or lines or ["no error output"])[0]
+    return line if len(line) <= 300 else line[:300] + "..."
+
+
 def write_list(path, rels):
     with open(path, "wb") as f:
         for rel in rels:
@@ -94,8 +102,7 @@ def sync(system, plan, image_tree, image_entries, root, excluded, work_dir, stat
             system.stream(argv, progress)
         except CommandFailed as e:
             raise AgentError("rsync of %d paths onto %s failed (exit %s): %s"
-                             % (len(transfer), root, e.returncode,
-                                e.stderr.strip().splitlines()[-1] if e.stderr.strip() else ""))
+                             % (len(transfer), root, e.returncode, first_error(e.stderr)))
     for rel, text in plan.accounts:
         e = image_entries[rel]
         statefile.write_atomic(os.path.join(root, rel), text.encode("utf-8", "surrogateescape"),

@@ -122,10 +122,11 @@ class World:
             self._trees[name] = sandbox.build_node_tree(os.path.join(self.base, name), **kw)
         return self._trees[name]
 
-    def ext4(self, tree, name):
+    def ext4(self, tree, name, size_mb=None):
         path = os.path.join(self.base, name + ".ext4")
         if not os.path.exists(path):
-            sandbox.mkfs(path, 32, tree=tree)
+            import imagebuild
+            sandbox.mkfs(path, size_mb or max(32, imagebuild.fs_bytes(tree) >> 20), tree=tree)
         return path
 
     def node(self, tmp, tree=None, **start):
