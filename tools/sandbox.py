@@ -18,7 +18,8 @@ import shutil
 import subprocess
 
 EPOCH = 1700000000  # every mtime is clamped, as reproducible builds do
-HOOK_PHASES = ("pre-configure", "configure", "post-configure", "migration", "error", "bootloader")
+HOOK_PHASES = ("pre-configure", "configure", "post-configure", "migration", "error", "bootloader",
+               "health")
 
 HOOK = """#!/bin/sh
 # records the phase, so tests can check the order the agent ran them in;

@@ -117,7 +117,7 @@ class Executor:
             hooks.run_phase(self.system, self.paths, hooks.PRE_CONFIGURE, env, timeout)
             if replan is not None:
                 fresh = replan()
-                if fresh.action != planning.IN_PLACE:
+                if fresh.action != plan.action:
                     raise AgentError("after the pre-configure hooks the plan became %s: %s"
                                      % (fresh.action, "; ".join(fresh.reasons)))
                 self._plan = fresh

@@ -20,8 +20,8 @@ from update_agent.update import Agent
 
 LOG = logging.getLogger(__name__)
 
-COMMANDS = ("check", "apply", "reboot", "status", "config", "run", "deploy", "history", "hold",
-            "unhold")
+COMMANDS = ("check", "apply", "reboot", "rollback", "status", "config", "run", "deploy", "history",
+            "hold", "unhold")
 
 
 def parser():
@@ -33,7 +33,8 @@ def parser():
                         "config: the effective configuration and where each value came from; "
                         "run: the daemon; deploy: apply one Heat deployment read from stdin; "
                         "history: past updates; hold/unhold: stop/resume automatic updates; "
-                        "reboot: take the reboot path for an image with another kernel now")
+                        "reboot: take the reboot path for an image with another kernel now; "
+                        "rollback: back to the previous image")
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing (= check)")
     p.add_argument("--root", default="/", help="the node's root (default /); tests use a sandbox")
     p.add_argument("--config", help="config file (default: <root>/etc/update-agent/update-agent.conf)")
@@ -41,6 +42,8 @@ def parser():
                    help="read metadata from FILE instead of the os-collect-config cache (repeatable)")
     p.add_argument("--adopt", action="store_true",
                    help="take over a root that has no /etc/image_id")
+    p.add_argument("--force", action="store_true",
+                   help="apply: an image even though it was rolled back from before")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     p.add_argument("--reason", default="", help="hold: why updates are held (status shows it)")
@@ -71,7 +74,7 @@ def cmd_check(args, agent, out):
 
 
 def cmd_apply(args, agent, out):
-    want = agent.desired(args.metadata)
+    want = agent.desired(args.metadata) if args.command != "rollback" else None
 
     def show_plan(plan):
         if not args.json:
@@ -84,8 +87,12 @@ def cmd_apply(args, agent, out):
         stop.append(signum)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    result = agent.update(want, adopt=args.adopt, on_plan=show_plan, should_stop=lambda: bool(stop),
-                          force_reboot=args.command == "reboot")
+    if args.command == "rollback":
+        result = agent.rollback(should_stop=lambda: bool(stop), on_plan=show_plan)
+    else:
+        result = agent.update(want, adopt=args.adopt, on_plan=show_plan,
+                              should_stop=lambda: bool(stop), force_reboot=args.command == "reboot",
+                              force=args.force)
     if result.plan is not None:
         report.emit(out, args.json, result.to_dict(), "result: %s" % result.result)
     if result.error:
@@ -249,7 +256,7 @@ def main(argv=None, out=None):
     logs.setup(max(args.verbose, 1) if command == "run" else args.verbose, journal=command == "run")
     try:
         agent = _agent(args)
-        commands = {"check": cmd_check, "apply": cmd_apply, "reboot": cmd_apply, "status": cmd_status,
+        commands = {"check": cmd_check, "apply": cmd_apply, "reboot": cmd_apply, "rollback": cmd_apply, "status": cmd_status,
                     "config": cmd_config, "run": cmd_run, "deploy": cmd_deploy,
                     "history": cmd_history, "hold": cmd_hold, "unhold": cmd_unhold}
         return commands[command](args, agent, out)

@@ -87,6 +87,10 @@ class Config:
     # [agent], the reboot path
     reboot: str = "auto"
     reboot_method: str = "reboot"
+    # [health]
+    health_urls: tuple = ()
+    health_timeout: int = 60
+    health_rollback: bool = True
     # [coordination]
     coordination_backend: str = ""
     coordination_group: str = "default"
@@ -222,6 +226,13 @@ def _parse_name(key, text):
     return value
 
 
+def _parse_urls(key, text):
+    urls = tuple(u.strip() for u in re.split(r"[\n, ]", text) if u.strip())
+    for u in urls:
+        _parse_url(key, u)
+    return urls
+
+
 def _parse_node_id(key, text):
     return _parse_name(key, text) if text.strip() else ""
 
@@ -270,6 +281,12 @@ KEYS = (
         "manual stages and waits for `update-agent reboot`; metadata update_agent.reboot wins"),
     Key("agent", "reboot_method", _choice("reboot", "kexec"),
         "systemctl reboot, or systemctl kexec where the machine supports it"),
+    Key("health", "urls", _parse_urls,
+        "HTTP(S) URLs that must answer 2xx/3xx after an update", "health_urls"),
+    Key("health", "timeout", _parse_positive,
+        "seconds the probes may take to pass (and each health.d phase may run)", "health_timeout"),
+    Key("health", "rollback", _parse_bool,
+        "roll back to the previous image when a health check fails", "health_rollback"),
     Key("coordination", "backend", _parse_backend,
         "tooz URL (etcd3+http://host:2379, redis://host, zookeeper://host, file:///dir) or a "
         "FleetLock base URL; empty: no coordination", "coordination_backend"),

@@ -215,6 +215,20 @@ class Store:
         done[key] = record
         self._write_json(os.path.join(self.state_dir, "deployments.json"), done)
 
+    def rejected(self):
+        """{image_id: {"digest", "why", "at"}}: images rolled back from; not applied again."""
+        return self._load_json("rejected.json", {})
+
+    def reject(self, image_id, digest, why, at):
+        data = self.rejected()
+        data[image_id] = {"digest": digest, "why": why, "at": at}
+        self._write_json(os.path.join(self.state_dir, "rejected.json"), data)
+
+    def unreject(self, image_id):
+        data = self.rejected()
+        if data.pop(image_id, None) is not None:
+            self._write_json(os.path.join(self.state_dir, "rejected.json"), data)
+
     def save_status(self, status):
         self._write_json(os.path.join(self.state_dir, "status.json"), status)
 

@@ -6,7 +6,7 @@ from update_agent import statefile
 
 FILE = "update_agent.prom"
 RESULTS = ("success", "noop", "failed", "refused", "reboot-required", "rebooting", "waiting",
-           "interrupted")
+           "interrupted", "rolled-back", "unhealthy")
 
 
 def _label(value):

@@ -12,6 +12,7 @@ from update_agent import changes as changeset
 
 NOOP = "noop"
 IN_PLACE = "in-place"
+ROLLBACK = "rollback"      # an in-place update back to the previous image
 REBOOT = "reboot"
 REFUSE = "refuse"
 
@@ -79,8 +80,10 @@ def root_was_ro(facts, journal):
     return facts.root_read_only
 
 
-def preflight(desired, facts, journal, adopt=False):
-    """A Plan if it can be decided without the image, else None."""
+def preflight(desired, facts, journal, adopt=False, rejected=None):
+    """A Plan if it can be decided without the image, else None.
+
+    rejected: {image_id: {"why", ...}} images rolled back from, not applied again."""
     resume, reasons = _resume_reasons(desired, journal)
     base = dict(image_id=desired.image_id, current_image_id=facts.current_image_id,
                 running_kernel=facts.release, resume=resume,
@@ -100,6 +103,11 @@ def preflight(desired, facts, journal, adopt=False):
                     **base)
     if not unfinished and facts.current_image_id == desired.image_id:
         return Plan(NOOP, tuple(["image_id %s is already current" % desired.image_id]), **base)
+    bad = (rejected or {}).get(desired.image_id)
+    if bad and not unfinished:
+        return Plan(REFUSE, tuple(["image %s was rolled back from (%s); it is not applied again: "
+                                   "publish another image, or run `update-agent apply --force`"
+                                   % (desired.image_id, bad.get("why", "?"))]), **base)
     refusals = []
     if not facts.current_image_id and not adopt:
         refusals.append("the root has no /etc/image_id, so it was not deployed from an image; "
@@ -125,7 +133,8 @@ def policy(config):
 
 def decide(desired, facts, journal, config, digest, node_entries, image_entries,
            account_texts, adopt=False, protected=None, running_vmlinuz=None,
-           node_sigs=None, procs=(), imports=None, agent_pid=None):
+           node_sigs=None, procs=(), imports=None, agent_pid=None, rejected=None,
+           rollback=False):
     """The full plan, from the node's and the image's manifests.
 
     protected: node paths the walk excluded (preserved, mount points) that
@@ -135,7 +144,7 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     node_sigs, procs, imports: the inodes of the node's files and the running
     processes, for predicting what must restart.
     """
-    early = preflight(desired, facts, journal, adopt)
+    early = preflight(desired, facts, journal, adopt, rejected)
     if early is not None:
         return early
     resume, reasons = _resume_reasons(desired, journal)
@@ -210,4 +219,6 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     reasons.append("%d changed (%d of them account files, merged), %d added, %d deleted, "
                    "%d bytes to write" % (s["changed"] + len(merged), len(merged), s["added"],
                                           s["deleted"], s["bytes"]))
-    return Plan(IN_PLACE, tuple(reasons + kernel_reasons), **plan)
+    if rollback:
+        reasons.insert(0, "rolling back to the previous image %s" % desired.image_id)
+    return Plan(ROLLBACK if rollback else IN_PLACE, tuple(reasons + kernel_reasons), **plan)

@@ -14,8 +14,8 @@ import os
 from update_agent import apply as applying
 from update_agent import desired as desired_mod
 from update_agent import facts as facts_mod
-from update_agent import coordination, journal, live, locks, manifest, mounts, plan as planning, processes, \
-    rebooting, slotcli, sources
+from update_agent import coordination, health, hooks, journal, live, locks, manifest, mounts, \
+    plan as planning, processes, rebooting, slotcli, sources
 from update_agent.errors import AgentError
 from update_agent.images import formats
 from update_agent.images.store import ImageStore
@@ -28,7 +28,9 @@ class Outcome:
     """How one update ended, for the CLI, the daemon, Heat and status."""
 
     image_id: str
-    result: str  # success | noop | failed | refused | reboot-required | rebooting | waiting | interrupted
+    # success | noop | failed | refused | reboot-required | rebooting | waiting | interrupted
+    # | rolled-back (a health check failed; back on the previous image) | unhealthy
+    result: str
     plan: planning.Plan = None
     error: str = ""
     exit_code: int = 0
@@ -64,6 +66,10 @@ class Agent:
         self.read_mounts = read_mounts
         self.state = journal.Store(paths.state_dir)
         self.images = ImageStore(paths.images_dir, config, system, opener=opener)
+        self._open_images = 0
+
+    def _closed_image(self):
+        self._open_images -= 1
 
     def desired(self, metadata_files=()):
         metadata = sources.read_metadata(self.paths, metadata_files)
@@ -73,18 +79,27 @@ class Agent:
         return facts_mod.gather(self.paths, self.config, self.read_mounts())
 
     @contextlib.contextmanager
-    def planned(self, want, adopt=False):
-        """Yield a Planned; the image stays open (mounted) inside the block."""
+    def planned(self, want, adopt=False, rollback=False, force=False):
+        """Yield a Planned; the image stays open (mounted) inside the block.
+
+        rollback: plan the return to the previous image (action rollback);
+        force: apply an image even though it was rolled back from before."""
         facts = self.facts()
         j = self.state.load_journal()
-        early = planning.preflight(want, facts, j, adopt)
+        rejected = {} if force or rollback else self.state.rejected()
+        early = planning.preflight(want, facts, j, adopt, rejected)
         if early is not None:
             yield Planned(early, facts)
             return
         staged = self.images.stage(want)
         os.makedirs(self.paths.work_dir, mode=0o700, exist_ok=True)
-        formats.cleanup(self.system, self.paths.work_dir, self.read_mounts())
+        if not self._open_images:
+            # what a killed run left; never what this run has open (a rollback plans
+            # the previous image while the new one is still mounted)
+            formats.cleanup(self.system, self.paths.work_dir, self.read_mounts())
         with contextlib.ExitStack() as stack:
+            self._open_images += 1
+            stack.callback(self._closed_image)
             try:
                 tree = stack.enter_context(
                     formats.open_tree(staged.path, self.system, self.paths.work_dir))
@@ -97,11 +112,13 @@ class Agent:
                 raise
             image_entries = self.images.manifest(staged, tree)
             planned = Planned(None, facts, tree, image_entries)
-            planned.replan = lambda: self._decide(want, facts, j, staged, tree, image_entries, adopt)
+            planned.replan = lambda: self._decide(want, facts, j, staged, tree, image_entries, adopt,
+                                                  rejected, rollback)
             planned.plan = planned.replan()
             yield planned
 
-    def _decide(self, want, facts, j, staged, tree, image_entries, adopt):
+    def _decide(self, want, facts, j, staged, tree, image_entries, adopt, rejected=None,
+                rollback=False):
         node_entries, sigs, protected = facts_mod.node_manifest(facts, self.paths.node_manifest)
         self._save_node_cache(node_entries, sigs)
         account_texts = facts_mod.account_files(facts.root, tree, facts.excluded,
@@ -112,7 +129,8 @@ class Agent:
         return planning.decide(want, facts, j, self.config, staged.digest, node_entries,
                                image_entries, account_texts, adopt, protected,
                                running_vmlinuz=running_vmlinuz, node_sigs=sigs, procs=procs,
-                               imports=imports, agent_pid=os.getpid())
+                               imports=imports, agent_pid=os.getpid(), rejected=rejected,
+                               rollback=rollback)
 
     def _save_node_cache(self, entries, sigs):
         try:
@@ -135,7 +153,7 @@ class Agent:
                                  should_stop=should_stop, status=status)
 
     def update(self, want, adopt=False, should_stop=None, on_plan=None, status=None,
-               force_reboot=False):
+               force_reboot=False, force=False, rollback=False):
         """Plan and act on the plan; never raises AgentError.
 
         force_reboot: an operator's `update-agent reboot`: take the reboot path
@@ -150,17 +168,21 @@ class Agent:
             with self.lock(), self.orc_lock():
                 if force_reboot:
                     self._forget_failed_boot()
-                with self.planned(want, adopt=adopt) as planned:
+                with self.planned(want, adopt=adopt, rollback=rollback, force=force) as planned:
                     plan = planned.plan
                     if on_plan:
                         on_plan(plan)
                     if plan.action == planning.NOOP:
                         return outcome("noop")
                     executor = self.executor(should_stop, status)
-                    if plan.action == planning.IN_PLACE:
+                    if plan.action in (planning.IN_PLACE, planning.ROLLBACK):
+                        before = health.failed_units(self.system, self.paths)
                         with self._in_place_slot():
                             record = executor.apply(plan, planned.facts, planned.tree,
                                                     planned.image_entries, replan=planned.replan)
+                        problems = self._health(plan, before)
+                        if problems:
+                            return self._unhealthy(want, plan, problems, outcome, rollback)
                         live.restart_self(self.system, self.paths, self.config,
                                           (record.get("restarts") or {}).get("agent"))
                         return outcome("success")
@@ -176,6 +198,58 @@ class Agent:
             return outcome("interrupted", str(e), 1)
         except AgentError as e:
             return outcome("failed", str(e), e.exit_code)
+
+    # --- health and rollback -------------------------------------------
+    def _health(self, plan, before):
+        env = hooks.hook_env(self.paths.root, plan.image_id, plan.current_image_id, plan.action)
+        return health.check(self.system, self.paths, self.config, env, before)
+
+    def _unhealthy(self, want, plan, problems, outcome, rolling_back):
+        why = "health check failed after %s to %s: %s" % (plan.action, plan.image_id,
+                                                          "; ".join(problems))
+        if rolling_back or not self.config.health_rollback:
+            return outcome("unhealthy", why, 1)
+        self.state.reject(plan.image_id, plan.digest, "; ".join(problems), self.system.clock())
+        back = self._rollback_unlocked()
+        if back.result != "success":
+            return outcome("failed", "%s; and the rollback failed: %s" % (why, back.error), 1)
+        return outcome("rolled-back", "%s; rolled back to %s" % (why, back.image_id), 1)
+
+    def previous(self):
+        """The Desired of the previous image, from the cache."""
+        prev = self.state.load_state().get("previous") or {}
+        staged = self.images.lookup(prev.get("digest", "")) if prev.get("digest") else None
+        if not prev.get("image_id") or staged is None:
+            raise AgentError("no previous image to roll back to in the cache (%s)"
+                             % (prev.get("image_id") or "none recorded"))
+        return desired_mod.Desired(prev["image_id"], "file://" + staged.path, prev["digest"])
+
+    def rollback(self, should_stop=None, on_plan=None, status=None):
+        """`update-agent rollback`: back to the previous image; the current one is
+        rejected, so the daemon does not apply it again."""
+        try:
+            want = self.previous()
+        except AgentError as e:
+            return Outcome("", "refused", None, str(e), 1)
+        current = self.state.load_state().get("current") or {}
+        if current.get("image_id"):
+            self.state.reject(current["image_id"], current.get("digest", ""),
+                              "rolled back by an operator", self.system.clock())
+        return self.update(want, should_stop=should_stop, on_plan=on_plan, status=status,
+                           rollback=True)
+
+    def _rollback_unlocked(self):
+        # called with the locks held: plan and apply the previous image in the same run
+        want = self.previous()
+        plan = None
+        with self.planned(want, rollback=True) as planned:
+            plan = planned.plan
+            if plan.action != planning.ROLLBACK:
+                return Outcome(want.image_id, "refused", plan, "cannot roll back in place: %s"
+                               % "; ".join(plan.reasons), 1)
+            self.executor().apply(plan, planned.facts, planned.tree, planned.image_entries,
+                                  replan=planned.replan)
+        return Outcome(want.image_id, "success", plan)
 
     # --- the reboot path ---------------------------------------------------
     def _slots(self):

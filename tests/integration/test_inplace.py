@@ -67,7 +67,7 @@ def test_in_place_update_end_to_end(w, node, tmp_path):
     assert read(node, "mnt/state/db/records") == state_before
     assert read(node, "etc/image_id") == b"img-B\n"
     assert "ro" in world.root_mount_options(node.root)
-    assert hooks_run(node) == ["pre-configure", "configure", "post-configure", "migration"]
+    assert hooks_run(node) == ["pre-configure", "configure", "post-configure", "migration", "health"]
     # accounts merged: the image's new user and the node's own user are both there
     passwd = read(node, "etc/passwd").decode()
     assert "newsvc:x:101:" in passwd and "operator:x:1001:" in passwd
@@ -223,7 +223,7 @@ def test_interrupted_apply_resumes_where_it_stopped(w, node, tmp_path):
     assert r.returncode == 0, r.stderr
     # pre-configure is not repeated once the sync is done; configure runs again
     assert hooks_run(node) == ["pre-configure", "configure", "error",
-                               "configure", "post-configure", "migration"]
+                               "configure", "post-configure", "migration", "health"]
     world.assert_matches_image(node.root, w.tree_b)
     assert "ro" in world.root_mount_options(node.root)
     assert plan_json(node.root, meta)["action"] == "noop"

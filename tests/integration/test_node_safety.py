@@ -122,7 +122,7 @@ def test_sigterm_stops_an_apply_between_steps(w, node, tmp_path):
     os.unlink(os.path.join(node.root, "run/slow-configure"))
     r = agent(node.root, "apply", metadata=meta)
     assert r.returncode == 0, r.stderr
-    assert [line.split()[0] for line in open(log)][3:] == ["post-configure", "migration"]
+    assert [line.split()[0] for line in open(log)][3:] == ["post-configure", "migration", "health"]
 
 
 def test_reboot_plan_after_a_crash_puts_the_root_back_to_read_only(w, node, tmp_path):

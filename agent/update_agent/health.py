@@ -1,0 +1,66 @@
+"""Health checks after an apply: is the node as healthy as before?
+
+Three checks, each optional:
+  * the node's health.d hooks (in the os-refresh-config base dir, run by the
+    agent only), each phase under hook_timeout;
+  * systemd's failed units, compared with before the update (only units that
+    failed because of it count; only where systemd runs this root);
+  * HTTP probe URLs from the config, retried until health_timeout.
+"""
+
+import logging
+import time
+import urllib.error
+import urllib.request
+
+from update_agent import hooks, live
+from update_agent.errors import AgentError
+
+LOG = logging.getLogger(__name__)
+
+PHASE = "health"
+
+
+def failed_units(system, paths):
+    """The set of failed units, or None where systemd does not run this root."""
+    if not live.systemd_manages(paths):
+        return None
+    r = system.run([system.which("systemctl"), "--failed", "--no-legend", "--plain"], check=False)
+    return {line.split()[0] for line in (r.stdout or "").splitlines() if line.strip()}
+
+
+def _probe(url, timeout):
+    try:
+        with urllib.request.urlopen(url, timeout=min(timeout, 10)) as resp:
+            resp.read(65536)
+            return ""
+    except urllib.error.HTTPError as e:
+        return "HTTP %d" % e.code
+    except (urllib.error.URLError, OSError) as e:
+        return str(getattr(e, "reason", e))
+
+
+def check(system, paths, config, env, before, sleep=time.sleep, monotonic=time.monotonic):
+    """The problems found (empty: healthy)."""
+    problems = []
+    try:
+        hooks.run_phase(system, paths, PHASE, env, config.health_timeout)
+    except AgentError as e:
+        problems.append(str(e))
+    deadline = monotonic() + config.health_timeout
+    pending = list(config.health_urls)
+    while pending:
+        failing = [(url, _probe(url, config.health_timeout)) for url in pending]
+        pending = [url for url, why in failing if why]
+        if not pending or monotonic() >= deadline:
+            problems += ["probe %s: %s" % (url, why) for url, why in failing if why]
+            break
+        sleep(1)
+    if before is not None:
+        after = failed_units(system, paths) or set()
+        new = sorted(after - before)
+        if new:
+            problems.append("units failed after the update: %s" % ", ".join(new))
+    for p in problems:
+        LOG.error("health: %s", p)
+    return problems
