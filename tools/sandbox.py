@@ -149,7 +149,9 @@ class SandboxNode:
         self.mounted.append(target)
 
     def start(self, identity=True, occ_cache=None, state_mount=True, state_mb=256,
-              occ_mount=False, read_only=True):
+              occ_mount=False, read_only=True, files=None):
+        """files: {node path: bytes} the node has besides its image (keys, config)."""
+        self.files = files or {}
         try:
             return self._start(identity, occ_cache, state_mount, state_mb, occ_mount, read_only)
         except BaseException:
@@ -168,6 +170,8 @@ class SandboxNode:
         self._mount(self._loop(self.root_image), self.root, "-o", "rw")
         if identity:
             self.personalise()
+        for rel, data in self.files.items():
+            _write(self.root, rel.lstrip("/"), data)
         if occ_cache and not occ_mount:
             self.write_occ_cache(occ_cache)
         if read_only:

@@ -60,6 +60,8 @@ class Config:
     # [agent]
     image_url_template: str = ""
     require_digest: bool = True
+    require_signature: bool = False
+    ca_file: str = ""
     state_dir: str = DEFAULT_STATE_DIR
     preserve: tuple = DEFAULT_PRESERVE
     preserve_extra: tuple = ()
@@ -244,6 +246,10 @@ KEYS = (
         "URL of an image when the metadata gives none; must contain {image_id}"),
     Key("agent", "require_digest", _parse_bool,
         "refuse an image whose metadata has no update_agent.image_digest"),
+    Key("agent", "require_signature", _parse_bool,
+        "refuse an image without an ed25519 update_agent.image_signature over its digest"),
+    Key("agent", "ca_file", _parse_host_dir,
+        "CA bundle (a host path) trusted for https image URLs instead of the system's"),
     Key("agent", "state_dir", _parse_state_dir,
         "node path of the journal, history, image cache and manifests (a writable filesystem)"),
     Key("agent", "preserve", _parse_paths,

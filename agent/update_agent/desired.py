@@ -10,6 +10,7 @@ import re
 import urllib.parse
 
 from update_agent.errors import BadInput
+from update_agent.images import signature
 from update_agent.images.fetch import Digest
 
 LOG = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ LOG = logging.getLogger(__name__)
 IMAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,254}")
 REBOOT_POLICIES = ("auto", "never", "manual")
 URL_SCHEMES = ("http", "https", "file")
-KNOWN_KEYS = ("image_url", "image_digest", "reboot")
+KNOWN_KEYS = ("image_url", "image_digest", "reboot", "image_signature")
 MAX_URL = 4096
 
 
@@ -27,6 +28,7 @@ class Desired:
     image_url: str
     image_digest: str  # "" when none was given
     reboot: str = ""  # "" when the metadata does not say: the config's policy applies
+    image_signature: str = ""  # base64 ed25519 signature over image_digest, "" if none
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -113,4 +115,12 @@ def from_metadata(metadata, url_template=""):
         image_url=validate_url(url, key),
         image_digest=validate_digest(opts.get("image_digest")),
         reboot=validate_reboot(opts.get("reboot")),
+        image_signature=validate_signature(opts.get("image_signature")),
     )
+
+
+def validate_signature(value, key="update_agent.image_signature"):
+    if value is None or value == "":
+        return ""
+    signature.decode(value, key)
+    return value.strip()

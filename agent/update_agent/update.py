@@ -65,7 +65,8 @@ class Agent:
         self.system = system
         self.read_mounts = read_mounts
         self.state = journal.Store(paths.state_dir)
-        self.images = ImageStore(paths.images_dir, config, system, opener=opener)
+        self.images = ImageStore(paths.images_dir, config, system, opener=opener,
+                                 keys_dir=paths.node("/etc/update-agent/keys"))
         self._open_images = 0
 
     def _closed_image(self):

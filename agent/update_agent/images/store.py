@@ -14,7 +14,7 @@ import urllib.parse
 from update_agent import manifest, statefile
 from update_agent.errors import AgentError, BadInput
 from update_agent.images import fetch as fetching
-from update_agent.images import formats
+from update_agent.images import formats, signature
 
 LOG = logging.getLogger(__name__)
 
@@ -32,8 +32,9 @@ def _name(digest):
 
 
 class ImageStore:
-    def __init__(self, images_dir, config, system, opener=None, progress=None):
+    def __init__(self, images_dir, config, system, opener=None, progress=None, keys_dir=""):
         self.dir = images_dir
+        self.keys_dir = keys_dir
         self.config = config
         self.system = system
         self.opener = opener
@@ -42,6 +43,23 @@ class ImageStore:
     # --- staging ---------------------------------------------------------
     def stage(self, desired):
         """Return a verified StagedImage for desired, fetching it if needed."""
+        self._check_signature(desired)
+        staged = self._stage(desired)
+        return staged
+
+    def _check_signature(self, desired):
+        # before any download: the signature vouches for the digest, the digest for the file
+        if desired.image_signature:
+            if not desired.image_digest:
+                raise BadInput("image %s is signed but has no image_digest to check the "
+                               "signature against" % desired.image_id)
+            signature.verify(desired.image_digest, signature.decode(desired.image_signature),
+                             self.keys_dir, desired.image_id)
+        elif self.config.require_signature:
+            raise BadInput("image %s has no update_agent.image_signature and the config "
+                           "requires one (require_signature = true)" % desired.image_id)
+
+    def _stage(self, desired):
         if not desired.image_digest and self.config.require_digest:
             raise BadInput("image %s has no update_agent.image_digest and the config "
                            "requires one (require_digest = true)" % desired.image_id)
@@ -67,7 +85,8 @@ class ImageStore:
             expected = None
         LOG.info("fetching image %s from %s", desired.image_id, desired.image_url)
         got = fetching.fetch(desired.image_url, part, max_bytes=self.config.max_image_size,
-                             digest=expected, opener=self.opener, progress=self.progress)
+                             digest=expected, opener=self.opener, progress=self.progress,
+                             cafile=self.config.ca_file or None)
         digest = str(got)
         path = os.path.join(self.dir, _name(digest) + ".img")
         try:
