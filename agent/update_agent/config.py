@@ -62,6 +62,7 @@ class Config:
     require_digest: bool = True
     require_signature: bool = False
     ca_file: str = ""
+    directory_images: tuple = ()
     state_dir: str = DEFAULT_STATE_DIR
     preserve: tuple = DEFAULT_PRESERVE
     preserve_extra: tuple = ()
@@ -250,6 +251,9 @@ KEYS = (
         "refuse an image without an ed25519 update_agent.image_signature over its digest"),
     Key("agent", "ca_file", _parse_host_dir,
         "CA bundle (a host path) trusted for https image URLs instead of the system's"),
+    Key("agent", "directory_images", _parse_paths,
+        "host directories under which an image may be a plain directory (file:// URL); "
+        "none by default: metadata must not point the agent at any directory of the host"),
     Key("agent", "state_dir", _parse_state_dir,
         "node path of the journal, history, image cache and manifests (a writable filesystem)"),
     Key("agent", "preserve", _parse_paths,

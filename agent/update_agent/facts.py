@@ -28,6 +28,7 @@ class Facts:
     mount_points: tuple          # root-relative mount points inside the root
     current_image_id: str        # "" when /etc/image_id is absent
     excluded: tuple              # what neither manifest covers: preserved, state, mounts
+    root_errors: int = 0         # errors the root filesystem recorded (ext4)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -79,7 +80,20 @@ def gather(paths, config, mountinfo=None):
         mount_points=below,
         current_image_id=read_image_id(paths.image_id_file),
         excluded=excluded,
+        root_errors=fs_errors(root_mount),
     )
+
+
+def fs_errors(mount):
+    """How many errors the kernel says the filesystem recorded (ext4 only; else 0)."""
+    if mount is None or mount.fstype != "ext4" or not mount.source.startswith("/dev/"):
+        return 0
+    path = "/sys/fs/ext4/%s/errors_count" % os.path.basename(os.path.realpath(mount.source))
+    try:
+        with open(path, encoding="ascii") as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def node_manifest(facts, cache_path):

@@ -112,6 +112,10 @@ def preflight(desired, facts, journal, adopt=False, rejected=None):
     if not facts.current_image_id and not adopt:
         refusals.append("the root has no /etc/image_id, so it was not deployed from an image; "
                         "pass --adopt to take it over")
+    if facts.root_errors:
+        refusals.append("the root filesystem has recorded %d errors (with errors=remount-ro the "
+                        "kernel makes it read-only): check it with fsck before updating"
+                        % facts.root_errors)
     if facts.root_read_only and not facts.root_is_mount_point:
         refusals.append("the root %s is read-only but not a mount point, so it cannot be "
                         "remounted" % facts.root)

@@ -50,20 +50,28 @@ def test_update_from_directory(w, tmp_path):
     n = w.node(str(tmp_path))
     try:
         meta = write_metadata(str(tmp_path / "m.json"), "img-B", "file://" + w.tree_b)
-        r = agent(n.root, "apply", metadata=meta)
+        r = agent(n.root, "apply", metadata=meta, config=_dir_conf(tmp_path, w))
         assert r.returncode == 2 and "require_digest" in r.stderr, "a digest is required by default"
         plan = json.loads(agent(n.root, "--dry-run", "--json", metadata=meta,
-                                config=_no_digest_conf(tmp_path)).stdout)
+                                config=_no_digest_conf(tmp_path, w)).stdout)
         # a directory's digest is the digest of its manifest: pin it and apply
         meta = write_metadata(str(tmp_path / "m.json"), "img-B", "file://" + w.tree_b, plan["digest"])
         r = agent(n.root, "apply", metadata=meta)
+        assert r.returncode == 2 and "directory_images" in r.stderr, "not without the config's leave"
+        r = agent(n.root, "apply", metadata=meta, config=_dir_conf(tmp_path, w))
         assert r.returncode == 0, r.stderr
         world.assert_matches_image(n.root, w.tree_b)
     finally:
         n.stop()
 
 
-def _no_digest_conf(tmp_path):
+def _no_digest_conf(tmp_path, w):
     conf = tmp_path / "nodigest.conf"
-    conf.write_text("[agent]\nrequire_digest = false\n")
+    conf.write_text("[agent]\nrequire_digest = false\ndirectory_images = %s\n" % w.base)
+    return str(conf)
+
+
+def _dir_conf(tmp_path, w):
+    conf = tmp_path / "dir.conf"
+    conf.write_text("[agent]\ndirectory_images = %s\n" % w.base)
     return str(conf)

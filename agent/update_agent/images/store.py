@@ -100,6 +100,12 @@ class ImageStore:
         return staged
 
     def _stage_directory(self, desired, path):
+        real = os.path.realpath(path)
+        allowed = [os.path.realpath(d) for d in self.config.directory_images]
+        if not any(real == d or real.startswith(d.rstrip("/") + "/") for d in allowed):
+            raise BadInput("image URL %s names a directory; directory images are allowed only "
+                           "under the config's directory_images (%s)"
+                           % (desired.image_url, ", ".join(allowed) or "none set"))
         # A directory has no file digest: its digest is its manifest's.
         entries, _ = manifest.build(path, manifest.Excluder(()), skip_devices=False)
         digest = manifest.digest_of(entries)
