@@ -138,3 +138,26 @@ def test_a_reboot_waits_for_a_fleet_slot(w, node, tmp_path):
     r = agent(node.root, "apply", metadata=m, config=str(conf))
     assert r.returncode == 0, r.stderr
     assert node2.state()["holders"] == {}, "released once the node is back and checked"
+
+
+def test_in_place_updates_take_a_lease_slot_with_coordinate_always(w, node, tmp_path):
+    import subprocess
+    import sys
+    import time
+    conf = tmp_path / "a.conf"
+    conf.write_text("[coordination]\nbackend = file://%s/locks\ngroup = web\nmax_holders = 1\n"
+                    "coordinate = always\nslot_timeout = 2\nnode_id = node-1\n" % tmp_path)
+    env = dict(os.environ, PYTHONPATH=os.path.join(world.PROJECT, "agent"))
+    holder = subprocess.Popen([sys.executable, "-m", "update_agent", "--root", node.root,
+                               "--config", str(conf), "slot", "hold", "--node-id", "node-2", "--",
+                               "sleep", "6"], env=env)
+    try:
+        time.sleep(1.5)
+        before = world.snapshot(node.root)
+        r = agent(node.root, "apply", metadata=w.metadata_for_b(str(tmp_path)), config=str(conf))
+        assert r.returncode == 1 and "no slot in group web" in r.stderr, r.stderr
+        assert world.snapshot(node.root) == before
+    finally:
+        assert holder.wait(timeout=30) == 0
+    r = agent(node.root, "apply", metadata=w.metadata_for_b(str(tmp_path)), config=str(conf))
+    assert r.returncode == 0, r.stderr
