@@ -17,30 +17,16 @@ for sub in ("agent", "tools"):
     path = os.path.join(PROJECT, sub)
     if path not in sys.path:
         sys.path.insert(0, path)
+sys.path.insert(0, HERE)
 
-
-def _private_mount_namespace():
-    """True if this process is in a mount namespace made for the tests: the one
-    tools/test created (it says so), or one an ancestor process is not in."""
-    mine, pid = os.readlink("/proc/self/ns/mnt"), os.getpid()
-    if os.environ.get("UPDATE_AGENT_TEST_MOUNT_NS") == mine:
-        return True
-    while pid > 1:
-        with open("/proc/%d/stat" % pid) as f:
-            pid = int(f.read().rsplit(")", 1)[1].split()[1])  # ppid
-        try:
-            if os.readlink("/proc/%d/ns/mnt" % pid) != mine:
-                return True
-        except OSError:
-            continue
-    return False
+import mountns  # noqa: E402
 
 
 def mounts_usable():
     """'' if this process may mount loop images, else why not."""
     if os.geteuid() != 0:
         return "integration tests need root (loop devices and mounts)"
-    if not _private_mount_namespace():
+    if not mountns.private_mount_namespace():
         return ("integration tests mount filesystems and must run in a private mount "
                 "namespace: unshare -m --propagation private python -m pytest")
     with open("/proc/self/mountinfo") as f:

@@ -18,7 +18,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -323,24 +322,11 @@ def fleet_bench(bench, pollers, seconds, interval):
 
 
 def etcd_bench(bench, nodes, slots, hold):
+    import etcd_local
     from update_agent.coordination import RebootSlots, stores
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        client = s.getsockname()[1]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        peer = s.getsockname()[1]
     data = tempfile.mkdtemp(prefix="etcd-", dir="/tmp")
-    proc = subprocess.Popen(["etcd", "--data-dir", data + "/d",
-                             "--listen-client-urls", "http://127.0.0.1:%d" % client,
-                             "--advertise-client-urls", "http://127.0.0.1:%d" % client,
-                             "--listen-peer-urls", "http://127.0.0.1:%d" % peer,
-                             "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % peer,
-                             "--initial-cluster", "default=http://127.0.0.1:%d" % peer],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(2)
-        store = stores.for_url("etcd3+http://127.0.0.1:%d" % client)
+    with etcd_local.etcd(data + "/d") as url:
+        store = stores.for_url(url)
         group = "bench-%d" % time.time_ns()
 
         def node(i):
@@ -360,10 +346,7 @@ def etcd_bench(bench, nodes, slots, hold):
         bench.add("coordination (etcd)", "%d nodes, %d slots" % (nodes, slots), "-", [took],
                   "%.0f nodes/min with a %.1f s 'reboot' (ideal %.0f/min)"
                   % (nodes / took * 60, hold, nodes / ideal * 60))
-    finally:
-        proc.terminate()
-        proc.wait()
-        shutil.rmtree(data, ignore_errors=True)
+    shutil.rmtree(data, ignore_errors=True)
 
 
 # --- report ----------------------------------------------------------------

@@ -14,30 +14,22 @@ import signal
 import subprocess
 import time
 
+import sandbox
+
 
 def run(argv, **kw):
     return subprocess.run(argv, check=True, text=True, capture_output=True, **kw)
 
 
-class NspawnNode:
+class NspawnNode(sandbox.Mounts):
     def __init__(self, workdir, root_image, binds=()):
+        super().__init__()
         self.workdir = workdir
         self.root = os.path.join(workdir, "root")
         self.root_image = root_image
         self.binds = list(binds)          # (host dir, node path), read-only
-        self.loops, self.mounted = [], []
         self.proc = None
         self.leader = None
-
-    def _mount(self, source, target, *opts):
-        os.makedirs(target, exist_ok=True)
-        run(["mount", *opts, source, target])
-        self.mounted.append(target)
-
-    def _loop(self, image):
-        dev = run(["losetup", "--find", "--show", image]).stdout.strip()
-        self.loops.append(dev)
-        return dev
 
     def start(self, timeout=120):
         try:
@@ -89,12 +81,7 @@ class NspawnNode:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        for target in reversed(self.mounted):
-            subprocess.run(["umount", "-l", target], capture_output=True)
-        self.mounted = []
-        for dev in reversed(self.loops):
-            subprocess.run(["losetup", "-d", dev], capture_output=True)
-        self.loops = []
+        self.release()
 
     def __enter__(self):
         return self.start()

@@ -127,16 +127,11 @@ def mkfs(image, size_mb, tree=None, label=None):
     run(argv + [image, "%dM" % size_mb])
 
 
-class SandboxNode:
-    """A node running image A: loop-mounted read-only root, writable state."""
+class Mounts:
+    """Loop devices and mounts a test node made, released in reverse order."""
 
-    def __init__(self, workdir, root_image, root_size_mb=128):
-        self.workdir = workdir
-        self.root = os.path.join(workdir, "root")
-        self.root_image = root_image
-        self.root_size_mb = root_size_mb
-        self.loops = []
-        self.mounted = []
+    def __init__(self):
+        self.loops, self.mounted = [], []
 
     def _loop(self, image):
         dev = run(["losetup", "--find", "--show", image]).stdout.strip()
@@ -147,6 +142,25 @@ class SandboxNode:
         os.makedirs(target, exist_ok=True)
         run(["mount", *opts, source, target])
         self.mounted.append(target)
+
+    def release(self):
+        for target in reversed(self.mounted):
+            subprocess.run(["umount", "-l", target], capture_output=True)
+        self.mounted = []
+        for dev in reversed(self.loops):
+            subprocess.run(["losetup", "-d", dev], capture_output=True)
+        self.loops = []
+
+
+class SandboxNode(Mounts):
+    """A node running image A: loop-mounted read-only root, writable state."""
+
+    def __init__(self, workdir, root_image, root_size_mb=128):
+        super().__init__()
+        self.workdir = workdir
+        self.root = os.path.join(workdir, "root")
+        self.root_image = root_image
+        self.root_size_mb = root_size_mb
 
     def start(self, identity=True, occ_cache=None, state_mount=True, state_mb=256,
               occ_mount=False, read_only=True, files=None):
@@ -222,12 +236,7 @@ class SandboxNode:
         _write(self.root, base + "/os_config_files.json", json.dumps(listed))
 
     def stop(self):
-        for target in reversed(self.mounted):
-            subprocess.run(["umount", "-l", target], capture_output=True)
-        self.mounted = []
-        for dev in reversed(self.loops):
-            subprocess.run(["losetup", "-d", dev], capture_output=True)
-        self.loops = []
+        self.release()
 
     def __enter__(self):
         return self.start()

@@ -135,17 +135,29 @@ class Executor:
             RESTART: lambda: self._restart(j),
             REMOUNT_RO: (self.remount_ro if j.root_was_ro else lambda: None),
         }
+        self.run_steps(j, STEPS, actions, env, lambda step: self._skip(j, step, self._plan))
+        j.status = "done"
+        self.state.save_journal(j)
+        record = self._record(j, "success", "")
+        self.state.append_history(record)
+        self.images.retain([j.digest, j.previous_digest])
+        return record
+
+    def run_steps(self, j, steps, actions, env, skip):
+        """Run steps in order, each journaled before and after; skip(step) says which
+        are done already. A stop request is honoured between steps. Any failure runs
+        error.d and leaves the root read-only (if it was), then is raised."""
         step = None
         try:
-            for step in STEPS:
-                if self._skip(j, step, self._plan):
+            for step in steps:
+                if skip(step):
                     LOG.info("step %s: already done", step)
                     continue
                 if self.should_stop():
                     raise Interrupted("stopped before step %s, as asked; the next start "
                                       "resumes the update" % step)
-                LOG.info("step %s: start", step, extra=log_fields(plan.image_id, plan.action, step))
-                self.status("updating to %s: %s" % (plan.image_id, step))
+                LOG.info("step %s: start", step, extra=log_fields(j.image_id, j.action, step))
+                self.status("%s to %s: %s" % (j.action, j.image_id, step))
                 self.state.step(j, step, "started")
                 actions[step]()
                 self.state.step(j, step, "done")
@@ -153,17 +165,17 @@ class Executor:
             self._fail(j, step, e, env, result="interrupted")
             raise
         except Exception as e:
+            if self._waiting(e):
+                raise
             self._fail(j, step, e, env)
             raise StepFailed(step, e)
         except BaseException as e:  # KeyboardInterrupt, SystemExit: still leave a sane node
             self._fail(j, step, "%s" % (type(e).__name__), env, result="interrupted")
             raise
-        j.status = "done"
-        self.state.save_journal(j)
-        record = self._record(j, "success", "")
-        self.state.append_history(record)
-        self.images.retain([j.digest, j.previous_digest])
-        return record
+
+    def _waiting(self, error):
+        """A condition to wait out rather than a failure (the reboot path's slot)."""
+        return False
 
     def _restart(self, j):
         j.restarted = live.restart(self.system, self.paths, self.config, self._plan,

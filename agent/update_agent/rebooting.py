@@ -18,9 +18,8 @@ import logging
 import os
 
 from update_agent import hooks, journal as journaling, sync
-from update_agent.apply import Executor, Interrupted, StepFailed
+from update_agent.apply import Executor, StepFailed
 from update_agent.errors import AgentError
-from update_agent.logs import log_fields
 
 LOG = logging.getLogger(__name__)
 
@@ -140,31 +139,15 @@ class RebootExecutor(Executor):
     def _run(self, j, steps, actions, env):
         j.status, j.failed_step, j.error = "running", "", ""
         self.state.save_journal(j)
-        step = None
+        remounts = ("remount-rw", "remount-ro", "remount-rw-after", "remount-ro-after")
         try:
-            for step in steps:
-                if j.done(step) and step not in ("remount-rw", "remount-ro", "remount-rw-after",
-                                                 "remount-ro-after"):
-                    continue
-                if self.should_stop():
-                    raise Interrupted("stopped before step %s, as asked; the next start "
-                                      "resumes" % step)
-                LOG.info("step %s: start", step, extra=log_fields(j.image_id, "reboot", step))
-                self.status("reboot to %s: %s" % (j.image_id, step))
-                self.state.step(j, step, "started")
-                actions[step]()
-                self.state.step(j, step, "done")
+            self.run_steps(j, steps, actions, env,
+                           lambda step: j.done(step) and step not in remounts)
         except WaitingForSlot:
             j.steps["slot"] = "pending"
             j.status = "waiting"
             self.state.save_journal(j)
             raise
-        except Interrupted as e:
-            self._fail(j, step, e, env, result="interrupted")
-            raise
-        except Exception as e:
-            self._fail(j, step, e, env)
-            raise StepFailed(step, e)
         if steps[-1] == "release":
             j.status = "done"
         self.state.save_journal(j)
@@ -173,3 +156,6 @@ class RebootExecutor(Executor):
         if j.status == "done":
             self.images.retain([j.digest, j.previous_digest])
         return record
+
+    def _waiting(self, error):
+        return isinstance(error, WaitingForSlot)

@@ -5,7 +5,6 @@ import http.server
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -13,51 +12,25 @@ import time
 
 import pytest
 
+import etcd_local
 import world
 from update_agent.coordination import RebootSlots, fleetlock, stores
 
 AGENT = [sys.executable, "-m", "update_agent"]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError("nothing listens on %d" % port)
-
-
 @pytest.fixture(scope="module")
 def etcd(tmp_path_factory):
-    client, peer = free_port(), free_port()
-    data = tmp_path_factory.mktemp("etcd")
-    proc = subprocess.Popen(["etcd", "--data-dir", str(data / "d"),
-                             "--listen-client-urls", "http://127.0.0.1:%d" % client,
-                             "--advertise-client-urls", "http://127.0.0.1:%d" % client,
-                             "--listen-peer-urls", "http://127.0.0.1:%d" % peer,
-                             "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % peer,
-                             "--initial-cluster", "default=http://127.0.0.1:%d" % peer],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(client)
-    yield "etcd3+http://127.0.0.1:%d" % client
-    proc.terminate()
-    proc.wait()
+    with etcd_local.etcd(str(tmp_path_factory.mktemp("etcd") / "d")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def redis_url():
-    port = free_port()
+    port = etcd_local.free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                              "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    wait_port(port)
+    etcd_local.wait_port(port)
     yield "redis://127.0.0.1:%d" % port
     proc.terminate()
     proc.wait()

@@ -22,6 +22,7 @@ for _p in ("agent", "tools"):
 
 import imagebuild  # noqa: E402
 from update_agent.errors import AgentError, BadInput  # noqa: E402
+import mountns  # noqa: E402
 from update_agent.images import formats  # noqa: E402
 from update_agent.system import System  # noqa: E402
 
@@ -29,26 +30,10 @@ TOOLS = ("losetup", "mount", "umount", "blkid", "sfdisk", "mkfs.ext4", "mkfs.xfs
          "mksquashfs", "qemu-img", "tar", "zstd", "dd")
 
 
-def _in_own_mount_namespace():
-    """True if some ancestor process (pid 1 may be unreadable) has another mount namespace."""
-    mine, pid = os.readlink("/proc/self/ns/mnt"), os.getpid()
-    if os.environ.get("UPDATE_AGENT_TEST_MOUNT_NS") == mine:
-        return True  # tools/test made this namespace
-    while pid > 1:
-        with open("/proc/%d/stat" % pid) as f:
-            pid = int(f.read().rsplit(")", 1)[1].split()[1])  # ppid
-        try:
-            if os.readlink("/proc/%d/ns/mnt" % pid) != mine:
-                return True
-        except OSError:
-            continue
-    return False
-
-
 def _why_skip():
     if os.geteuid() != 0:
         return "needs root for loop devices and mounts"
-    if not _in_own_mount_namespace():
+    if not mountns.private_mount_namespace():
         return "refusing to mount in the host's namespace: run under unshare -m --propagation private"
     with open("/proc/self/mountinfo") as f:
         if "shared:" in f.read():
