@@ -90,11 +90,12 @@ class Bench:
 
     def add(self, workload, method, cache, samples, note=""):
         self.rows.append((workload, method, cache, statistics.median(samples), note))
-        print("%-22s %-28s %-5s %8.3f s  %s" % (workload, method, cache, statistics.median(samples), note),
+        print("%-24s %-30s %-5s %9.3f  %s" % (workload, method, cache, statistics.median(samples), note),
               flush=True)
 
     # --- apply and plan ----------------------------------------------------
     def sync_workload(self, name, tree_a, tree_b):
+        name_shown, name = name, "".join(c if c.isalnum() else "-" for c in name)
         image_b = os.path.join(self.work, name + "-B.ext4")
         sandbox.mkfs(image_b, _mb(tree_b), tree=tree_b)
         root_a = os.path.join(self.work, name + "-A.ext4")
@@ -144,9 +145,10 @@ class Bench:
                     node.stop()
             for method, values in samples.items():
                 note = ""
-                if method in correct and method != "apply total":
+                if method in correct and method != "apply total" and method in (
+                        "update-agent apply", "rsync quick-check", "rsync --checksum"):
                     note = "content equals the image" if correct[method] else "WRONG: content differs"
-                self.add(name, method, cache, values, note)
+                self.add(name_shown, method, cache, values, note)
 
     def _node(self, name, root_a, meta):
         img = os.path.join(self.work, name + "-node.ext4")
@@ -202,6 +204,8 @@ def daemon_bench(bench, seconds, changes):
     sys.path.insert(0, os.path.join(PROJECT, "tests", "integration"))
     import daemon_helpers
     import world
+    os.makedirs(os.path.join(bench.work, "daemon"))
+    os.makedirs(os.path.join(bench.work, "daemon-node"))
     w = world.World(os.path.join(bench.work, "daemon"))
     node = w.node(os.path.join(bench.work, "daemon-node"), occ_mount=True, occ_cache={
         "heat_local.json": {"image_id": "img-A", "update_agent": {"image_url": "file:///x"}}})
@@ -220,7 +224,7 @@ def daemon_bench(bench, seconds, changes):
             rss.append(p.memory_info().rss)
             time.sleep(1)
         cpu = (sum(p.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0) * 100
-        bench.add("daemon idle", "RSS (MB, median)", "-", [r / 2**20 for r in rss],
+        bench.add("daemon idle", "RSS (MB)", "-", [r / 2**20 for r in rss],
                   "over %d s" % seconds)
         bench.add("daemon idle", "CPU (%)", "-", [cpu], "over %d s" % seconds)
         latencies = []
@@ -291,7 +295,8 @@ def fleet_bench(bench, pollers, seconds, interval):
 
         def poller(seed):
             src, r = UrlSource(url, timeout=10), random.Random(seed)
-            nxt = time.monotonic()  # nodes started together: the first poll in lockstep
+            # nodes started together; the daemon splays its first poll as well
+            nxt = time.monotonic() + r.uniform(0, splay)
             while True:
                 time.sleep(max(0.0, nxt - time.monotonic()))
                 if time.monotonic() >= stop:
@@ -315,8 +320,8 @@ def fleet_bench(bench, pollers, seconds, interval):
         total = sum(per_second)
         mean = total / seconds
         results[label] = (max(per_second), mean, sent[0])
-        bench.add("fleet: %d pollers" % pollers, label, "-", [max(per_second)],
-                  "peak req/s (mean %.1f/s over %d s), %.1f MB of bodies"
+        bench.add("fleet: %d pollers" % pollers, label + ": peak req/s", "-", [max(per_second)],
+                  "mean %.1f req/s over %d s; %.1f MB of bodies sent"
                   % (mean, seconds, sent[0] / 1e6))
     return results
 
@@ -343,7 +348,7 @@ def etcd_bench(bench, nodes, slots, hold):
             t.join()
         took = time.monotonic() - t0
         ideal = nodes / slots * hold
-        bench.add("coordination (etcd)", "%d nodes, %d slots" % (nodes, slots), "-", [took],
+        bench.add("coordination (etcd)", "%d nodes through %d slots (s)" % (nodes, slots), "-", [took],
                   "%.0f nodes/min with a %.1f s 'reboot' (ideal %.0f/min)"
                   % (nodes / took * 60, hold, nodes / ideal * 60))
     shutil.rmtree(data, ignore_errors=True)
@@ -355,7 +360,8 @@ def report(bench, quick, path):
              "Written by `tools/bench%s` on this machine (2 cores; a VM's virtual disk). "
              "Medians of %d runs, methods alternated; `cold` drops the page cache before each run. "
              "Targets are reported, never asserted." % (" --quick" if quick else "", bench.reps), "",
-             "| workload | method | cache | median | note |", "|---|---|---|---|---|"]
+             "| workload | method | cache | median (seconds, unless the method says) | note |",
+             "|---|---|---|---|---|"]
     for w, m, c, v, note in bench.rows:
         lines.append("| %s | %s | %s | %.3f | %s |" % (w, m, c, v, note))
     lines += ["", "## Against the targets", ""]

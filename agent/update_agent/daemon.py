@@ -139,6 +139,10 @@ class Daemon:
         return 0
 
     def _loop(self, once):
+        if isinstance(self.watch, UrlWatch) and self.config.splay and not once:
+            # a fleet that boots together must not poll the server together either
+            self.watch.wait(self.rng.uniform(0, self.config.splay), self._wake_r)
+            self._drain_wake()
         changed = True  # look once at start: an update may be pending or unfinished
         while not self.stopping:
             if changed or self.failures:
