@@ -197,11 +197,12 @@ class Executor:
         LOG.error("step %s: %s: %s", step, result, error,
                   extra=log_fields(j.image_id, j.action, step, result))
         j.status, j.failed_step, j.error = result, step, str(error)
-        self.state.save_journal(j)
+        # the node first: error.d and read-only again, even if the state dir cannot be
+        # written (full, or made read-only by the kernel after I/O errors)
         nothing_ran = step == PRE_CONFIGURE and isinstance(error, hooks.HookRefused)
         if not nothing_ran:
             # undo the quiesce, as os-refresh-config does on a failing script
-            err_env = dict(env, UPDATE_AGENT_FAILED_STEP=step)
+            err_env = dict(env, UPDATE_AGENT_FAILED_STEP=str(step))
             try:
                 hooks.run_phase(self.system, self.paths, hooks.ERROR, err_env, self.config.hook_timeout)
             except AgentError as e:
@@ -211,9 +212,12 @@ class Executor:
                 self.remount_ro()
             except AgentError as e:
                 j.error += "; and the root is still read-write: %s" % e
-                self.state.save_journal(j)
                 LOG.error("%s", e)
-        self.state.append_history(self._record(j, result, j.error))
+        try:
+            self.state.save_journal(j)
+            self.state.append_history(self._record(j, result, j.error))
+        except OSError as e:
+            LOG.error("cannot record the failure in %s: %s", self.paths.state_dir, e)
 
     def _record(self, j, result, error, plan=None):
         plan = plan or getattr(self, "_plan", None)

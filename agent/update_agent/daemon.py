@@ -50,6 +50,10 @@ def run_deployment(d, config, update):
         LOG.error("deployment %s: %s", d.id, e)
         return heat.payload(error=str(e)), None
     outcome = update(want)
+    if outcome.result == "rebooting":
+        # in progress: Heat hears once the node is back and checked (the next run
+        # finds the reboot's checks due and signals their result)
+        return None, None
     return heat.payload(outcome), ("success" if outcome.ok else None)
 
 
@@ -136,7 +140,8 @@ class Daemon:
                 self.notifier.stopping()
                 self.notifier.stop_watchdog()
                 LOG.info("daemon stopped")
-        return 0
+        # --once: say whether the metadata was handled (the service runs until stopped)
+        return 1 if once and self.failures else 0
 
     def _loop(self, once):
         if isinstance(self.watch, UrlWatch) and self.config.splay and not once:
@@ -178,6 +183,10 @@ class Daemon:
             LOG.error("%s", e)
             self._report(None, error=str(e))
             ok = False
+        except Exception as e:  # a bug or a surprise must not stop the daemon: back off
+            LOG.exception("unexpected %s: %s", type(e).__name__, e)
+            self._report(None, error="unexpected %s: %s" % (type(e).__name__, e))
+            ok = False
         self.failures = 0 if ok else self.failures + 1
         if not ok:
             LOG.warning("will retry in %.0fs", backoff(self.failures, self.config.poll_interval))
@@ -192,6 +201,9 @@ class Daemon:
         if deployments:
             results = [self.handle_deployment(d) for d in deployments if not self.stopping]
             return all(results)
+        if "deployments" in metadata and "image_id" not in metadata:
+            self.notifier.status("idle: no deployment of group %s" % heat.GROUP)
+            return True  # a Heat-managed node without an update for us: nothing to do
         want = desired_mod.from_metadata(metadata, self.config.image_url_template)
         outcome = self.update(want)
         return outcome.ok
@@ -216,6 +228,8 @@ class Daemon:
 
     def _finish(self, d, body, record):
         """Signal Heat; remember the deployment only once it succeeded and Heat knows."""
+        if body is None:
+            return True  # rebooting: nothing to say yet
         failed = body["deploy_status_code"] != 0
         if failed and (d.key, body["deploy_stderr"]) in self.signalled_failures:
             return False  # Heat already has this failure; keep retrying quietly

@@ -8,6 +8,7 @@ Three checks, each optional:
   * HTTP probe URLs from the config, retried until health_timeout.
 """
 
+import http.client
 import logging
 import time
 import urllib.error
@@ -36,8 +37,8 @@ def _probe(url, timeout):
             return ""
     except urllib.error.HTTPError as e:
         return "HTTP %d" % e.code
-    except (urllib.error.URLError, OSError) as e:
-        return str(getattr(e, "reason", e))
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+        return str(getattr(e, "reason", e)) or type(e).__name__
 
 
 def check(system, paths, config, env, before, sleep=time.sleep, monotonic=time.monotonic):

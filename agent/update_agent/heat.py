@@ -7,6 +7,7 @@ update would never be retried. Here success is recorded only after success.
 """
 
 import dataclasses
+import http.client
 import json
 import logging
 import time
@@ -20,7 +21,7 @@ from update_agent.errors import AgentError, BadInput
 LOG = logging.getLogger(__name__)
 
 GROUP = "update-agent"
-INPUTS = ("image_id", "image_url", "image_digest", "update_identifier", "reboot")
+INPUTS = ("image_id", "image_url", "image_digest", "image_signature", "update_identifier", "reboot")
 UNSET_MESSAGE = "Not running due to unset update_identifier"
 
 
@@ -68,7 +69,8 @@ def deployments(metadata):
 def desired(deployment, url_template=""):
     """The image a deployment asks for, validated like top-level metadata."""
     i = deployment.inputs
-    opts = {k: i.get(k) for k in ("image_url", "image_digest", "reboot") if i.get(k) not in (None, "")}
+    opts = {k: i.get(k) for k in ("image_url", "image_digest", "image_signature", "reboot")
+            if i.get(k) not in (None, "")}
     return desired_mod.from_metadata({"image_id": i.get("image_id"), "update_agent": opts},
                                      url_template)
 
@@ -131,8 +133,8 @@ class Signaller:
                 last = "HTTP %d" % e.code
                 if e.code < 500:
                     break  # Heat said no: retrying will not change its mind
-            except (urllib.error.URLError, OSError) as e:
-                last = str(getattr(e, "reason", e))
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+                last = str(getattr(e, "reason", e)) or type(e).__name__
             if attempt < self.retries:
                 self.sleep(min(60, 2 ** attempt))
         raise AgentError("deployment %s: signal to Heat failed after %d attempts: %s"

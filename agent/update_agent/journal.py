@@ -23,7 +23,7 @@ STATE_FILE = "images.json"
 STEPS = ("pre-configure", "remount-rw", "pin", "sync", "commit", "configure", "post-configure",
          "migration", "restart", "remount-ro")
 # The reboot path (rebooting.py): up to the reboot, then after it.
-BEFORE_REBOOT = ("slot", "pre-configure", "remount-rw", "sync", "commit", "bootloader",
+BEFORE_REBOOT = ("slot", "pre-configure", "remount-rw", "pin", "sync", "commit", "bootloader",
                  "remount-ro", "reboot")
 AFTER_REBOOT = ("boot-check", "remount-rw-after", "configure", "post-configure", "migration",
                 "boot-default", "old-kernel", "remount-ro-after", "release")
@@ -48,6 +48,7 @@ class Journal:
     old_kernel: str = ""          # reboot path: the kernel that ran before
     kept: list = dataclasses.field(default_factory=list)  # the old kernel's files, kept
     note: str = ""
+    boot_id: str = ""             # reboot path: the boot the reboot was asked from
     format: int = FORMAT
 
     @property

@@ -104,7 +104,7 @@ def preflight(desired, facts, journal, adopt=False, rejected=None):
     if not unfinished and facts.current_image_id == desired.image_id:
         return Plan(NOOP, tuple(["image_id %s is already current" % desired.image_id]), **base)
     bad = (rejected or {}).get(desired.image_id)
-    if bad and not unfinished:
+    if bad:  # even an unfinished update of it: --force is the way back
         return Plan(REFUSE, tuple(["image %s was rolled back from (%s); it is not applied again: "
                                    "publish another image, or run `update-agent apply --force`"
                                    % (desired.image_id, bad.get("why", "?"))]), **base)

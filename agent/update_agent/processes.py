@@ -128,7 +128,7 @@ def python_imports(proc, node_path, max_bytes=1 << 20):
     try:
         with open(path, "rb") as f:
             tree = ast.parse(f.read(max_bytes))
-    except (OSError, SyntaxError, ValueError):
+    except Exception:  # any script a user can write must not stop the agent
         return frozenset()
     names = set()
     for node in ast.walk(tree):

@@ -17,13 +17,21 @@ try again on its own.
 import logging
 import os
 
-from update_agent import hooks, journal as journaling, sync
+from update_agent import hooks, journal as journaling, live, sync
 from update_agent.apply import Executor, StepFailed
 from update_agent.errors import AgentError
 
 LOG = logging.getLogger(__name__)
 
 BOOTLOADER = "bootloader"
+
+
+def current_boot_id():
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 class WaitingForSlot(AgentError):
@@ -49,6 +57,8 @@ class RebootExecutor(Executor):
             "slot": lambda: self._take_slot(j),
             "pre-configure": lambda: self._phase(hooks.PRE_CONFIGURE, env),
             "remount-rw": self.remount_rw,
+            # replaced inodes still in use, linked: else remount,ro before the reboot is refused
+            "pin": lambda: live.pin(self.paths.root, plan.restarts, self.paths.work_dir),
             "sync": lambda: sync.sync(self.system, plan, image_tree, image_entries,
                                       self.paths.root, facts.excluded, self.paths.work_dir,
                                       status=self.status),
@@ -75,6 +85,8 @@ class RebootExecutor(Executor):
             LOG.warning("%s", j.note)
             return
         self.status("rebooting into kernel %s" % j.kernel)
+        j.boot_id = current_boot_id()
+        self.state.save_journal(j)
         self.reboot(method)
 
     # --- after the reboot -------------------------------------------------
@@ -139,7 +151,7 @@ class RebootExecutor(Executor):
     def _run(self, j, steps, actions, env):
         j.status, j.failed_step, j.error = "running", "", ""
         self.state.save_journal(j)
-        remounts = ("remount-rw", "remount-ro", "remount-rw-after", "remount-ro-after")
+        remounts = ("remount-rw", "remount-ro", "remount-rw-after", "remount-ro-after", "pin")
         try:
             self.run_steps(j, steps, actions, env,
                            lambda step: j.done(step) and step not in remounts)

@@ -277,6 +277,9 @@ class Agent:
             reboot=self._reboot_now if self.paths.is_host_root else None)
         j = self.state.load_journal()
         if j is not None and j.awaiting_boot:
+            if j.boot_id and j.boot_id == rebooting.current_boot_id():
+                # asked to reboot, still the same boot: the machine is going down
+                return outcome("rebooting")
             executor.finish(j, self.images.cached_manifest(j.digest))
             return outcome("success")
         policy = "auto" if force else (want.reboot or self.config.reboot)

@@ -76,7 +76,7 @@ def test_hostile_deployments_in_the_daemon_are_survived(w, tmp_path):
                occ_cache={"heat_local.json": {"deployments": [{"group": "update-agent", "id": 7}]}})
     try:
         r = agent(n.root, "run", "--once")
-        assert r.returncode == 0 and "has no valid 'id'" in r.stderr
+        assert r.returncode == 1 and "has no valid 'id'" in r.stderr and "Traceback" not in r.stderr
     finally:
         n.stop()
 

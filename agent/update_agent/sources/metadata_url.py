@@ -4,6 +4,7 @@ ETag and Last-Modified are remembered, so an unchanged document costs the
 server a 304 and no body.
 """
 
+import http.client
 import json
 import logging
 import urllib.error
@@ -40,8 +41,9 @@ class UrlSource:
             if e.code == 304:
                 return None
             raise AgentError("metadata_url %s: HTTP %d %s" % (self.url, e.code, e.reason))
-        except (urllib.error.URLError, OSError) as e:
-            raise AgentError("metadata_url %s: %s" % (self.url, getattr(e, "reason", e)))
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+            raise AgentError("metadata_url %s: %s" % (self.url, getattr(e, "reason", e) or
+                                                       type(e).__name__))
         if len(body) > MAX_BYTES:
             raise BadInput("metadata_url %s: document larger than %d bytes" % (self.url, MAX_BYTES))
         try:
