@@ -239,6 +239,10 @@ def _slot(argv, out):
     except AgentError as e:
         sys.stderr.write("update-agent: error: %s\n" % e)
         return e.exit_code
+    except Exception as e:  # the engine's client libraries raise their own errors
+        sys.stderr.write("update-agent: error: coordination backend: %s: %s\n"
+                         % (type(e).__name__, str(e).splitlines()[0] if str(e) else ""))
+        return 1
 
 
 def main(argv=None, out=None):

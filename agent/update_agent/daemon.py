@@ -50,9 +50,9 @@ def run_deployment(d, config, update):
         LOG.error("deployment %s: %s", d.id, e)
         return heat.payload(error=str(e)), None
     outcome = update(want)
-    if outcome.result == "rebooting":
-        # in progress: Heat hears once the node is back and checked (the next run
-        # finds the reboot's checks due and signals their result)
+    if outcome.result in ("rebooting", "waiting"):
+        # in progress: rebooting (Heat hears once the node is back and checked) or
+        # waiting for a fleet slot; Heat never revises a failure, so say nothing yet
         return None, None
     return heat.payload(outcome), ("success" if outcome.ok else None)
 
@@ -229,7 +229,7 @@ class Daemon:
     def _finish(self, d, body, record):
         """Signal Heat; remember the deployment only once it succeeded and Heat knows."""
         if body is None:
-            return True  # rebooting: nothing to say yet
+            return False  # in progress: come back (with backoff), nothing to say yet
         failed = body["deploy_status_code"] != 0
         if failed and (d.key, body["deploy_stderr"]) in self.signalled_failures:
             return False  # Heat already has this failure; keep retrying quietly

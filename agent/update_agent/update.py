@@ -22,6 +22,8 @@ from update_agent.images.store import ImageStore
 
 LOG = logging.getLogger(__name__)
 
+LOCK_WAIT = 120  # seconds an update waits for another agent run to end
+
 
 @dataclasses.dataclass
 class Outcome:
@@ -166,7 +168,8 @@ class Agent:
             return Outcome(want.image_id, result, plan, error, code, started,
                            self.system.clock() - started)
         try:
-            with self.lock(), self.orc_lock():
+            # an operator's --dry-run or status holds the lock briefly: wait for it
+            with self.lock(timeout=LOCK_WAIT), self.orc_lock():
                 if force_reboot:
                     self._forget_failed_boot()
                 with self.planned(want, adopt=adopt, rollback=rollback, force=force) as planned:
