@@ -214,7 +214,10 @@ class Agent:
         if rolling_back or not self.config.health_rollback:
             return outcome("unhealthy", why, 1)
         self.state.reject(plan.image_id, plan.digest, "; ".join(problems), self.system.clock())
-        back = self._rollback_unlocked()
+        try:
+            back = self._rollback_unlocked()
+        except AgentError as e:  # keep why we were rolling back in the report
+            return outcome("failed", "%s; and the rollback failed: %s" % (why, e), 1)
         if back.result != "success":
             return outcome("failed", "%s; and the rollback failed: %s" % (why, back.error), 1)
         return outcome("rolled-back", "%s; rolled back to %s" % (why, back.image_id), 1)

@@ -93,3 +93,17 @@ def test_rollback_without_a_previous_image_is_refused(w, tmp_path):
         assert world.snapshot(n.root) == before
     finally:
         n.stop()
+
+
+def test_a_failed_rollback_still_says_why_it_was_rolling_back(w, node_on_b, tmp_path):
+    n = node_on_b
+    open(os.path.join(n.root, "run/fail-health"), "w").close()
+    # B's image is gone from the cache: the rollback cannot stage it
+    images = os.path.join(n.root, "var/lib/update-agent/images")
+    for name in os.listdir(images):
+        if name.endswith(".img"):
+            os.unlink(os.path.join(images, name))
+    r = agent(n.root, "apply", metadata=meta_c(w, tmp_path))
+    assert r.returncode == 1
+    assert "health check failed" in r.stderr and "rollback failed" in r.stderr, r.stderr
+    assert "ro" in world.root_mount_options(n.root)
