@@ -47,6 +47,7 @@ class Executor:
         self.sleep = sleep
         self.should_stop = should_stop or (lambda: False)
         self.status = status or (lambda text: None)
+        self._plan = None           # the plan being applied (a replan may replace it)
 
     # --- the steps -------------------------------------------------------
     def _root_read_only(self):
@@ -111,10 +112,9 @@ class Executor:
         j.status, j.failed_step, j.error = "running", "", ""
         self.state.save_journal(j)
         env = hooks.hook_env(self.paths.root, plan.image_id, j.previous_image_id, plan.action)
-        timeout = self.config.hook_timeout
 
         def quiesce():
-            hooks.run_phase(self.system, self.paths, hooks.PRE_CONFIGURE, env, timeout)
+            self._phase(hooks.PRE_CONFIGURE, env)
             if replan is not None:
                 fresh = replan()
                 if fresh.action != plan.action:
@@ -129,9 +129,9 @@ class Executor:
                                     self.paths.root, facts.excluded, self.paths.work_dir,
                                     status=self.status),
             COMMIT: lambda: self.commit(self._plan, j, image_tree),
-            CONFIGURE: lambda: hooks.run_phase(self.system, self.paths, hooks.CONFIGURE, env, timeout),
-            POST_CONFIGURE: lambda: hooks.run_phase(self.system, self.paths, hooks.POST_CONFIGURE, env, timeout),
-            MIGRATION: lambda: hooks.run_phase(self.system, self.paths, hooks.MIGRATION, env, timeout),
+            CONFIGURE: lambda: self._phase(hooks.CONFIGURE, env),
+            POST_CONFIGURE: lambda: self._phase(hooks.POST_CONFIGURE, env),
+            MIGRATION: lambda: self._phase(hooks.MIGRATION, env),
             RESTART: lambda: self._restart(j),
             REMOUNT_RO: (self.remount_ro if j.root_was_ro else lambda: None),
         }
@@ -142,6 +142,9 @@ class Executor:
         self.state.append_history(record)
         self.images.retain([j.digest, j.previous_digest])
         return record
+
+    def _phase(self, phase, env):
+        hooks.run_phase(self.system, self.paths, phase, env, self.config.hook_timeout)
 
     def run_steps(self, j, steps, actions, env, skip):
         """Run steps in order, each journaled before and after; skip(step) says which
@@ -204,7 +207,7 @@ class Executor:
             # undo the quiesce, as os-refresh-config does on a failing script
             err_env = dict(env, UPDATE_AGENT_FAILED_STEP=str(step))
             try:
-                hooks.run_phase(self.system, self.paths, hooks.ERROR, err_env, self.config.hook_timeout)
+                self._phase(hooks.ERROR, err_env)
             except AgentError as e:
                 LOG.error("error.d hooks failed too: %s", e)
         if j.root_was_ro:
@@ -220,7 +223,7 @@ class Executor:
             LOG.error("cannot record the failure in %s: %s", self.paths.state_dir, e)
 
     def _record(self, j, result, error, plan=None):
-        plan = plan or getattr(self, "_plan", None)
+        plan = plan or self._plan
         ended = self.system.clock()
         record = {"image_id": j.image_id, "previous_image_id": j.previous_image_id,
                   "action": j.action, "result": result, "step": j.failed_step, "error": error,

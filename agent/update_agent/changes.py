@@ -5,7 +5,6 @@ predicted is exactly what is synced.
 """
 
 import dataclasses
-import posixpath
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +95,3 @@ def diff(node, image, protected=(), skip=(), keep=()):
 
 _KIND_NAMES = {"f": "file", "d": "directory", "l": "symlink", "c": "character device",
                "b": "block device", "p": "fifo", "s": "socket"}
-
-
-def parent_dirs(paths):
-    return sorted({a for p in paths for a in ancestors(p)} - {""}, key=posixpath.normpath)

@@ -30,9 +30,6 @@ class Facts:
     excluded: tuple              # what neither manifest covers: preserved, state, mounts
     root_errors: int = 0         # errors the root filesystem recorded (ext4)
 
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
 
 def read_image_id(path):
     """The committed image id, "" if the file is absent. A corrupt file is an error."""

@@ -21,7 +21,6 @@ from update_agent.errors import AgentError, BadInput
 LOG = logging.getLogger(__name__)
 
 GROUP = "update-agent"
-INPUTS = ("image_id", "image_url", "image_digest", "image_signature", "update_identifier", "reboot")
 UNSET_MESSAGE = "Not running due to unset update_identifier"
 
 

@@ -73,14 +73,6 @@ class NodePaths:
         return os.path.join(self.state_dir, "images")
 
     @property
-    def journal(self):
-        return os.path.join(self.state_dir, "journal.json")
-
-    @property
-    def history(self):
-        return os.path.join(self.state_dir, "history.jsonl")
-
-    @property
     def node_manifest(self):
         return os.path.join(self.state_dir, "node-manifest.tsv")
 

@@ -145,9 +145,6 @@ class RebootExecutor(Executor):
                 LOG.error("could not count the failure against the group: %s", e)
 
     # --- shared -----------------------------------------------------------
-    def _phase(self, phase, env):
-        hooks.run_phase(self.system, self.paths, phase, env, self.config.hook_timeout)
-
     def _run(self, j, steps, actions, env):
         j.status, j.failed_step, j.error = "running", "", ""
         self.state.save_journal(j)

@@ -39,6 +39,7 @@ class ImageStore:
         self.system = system
         self.opener = opener
         self.progress = progress
+        self._cached_manifest = None  # (digest, entries) of the directory image just staged
 
     # --- staging ---------------------------------------------------------
     def stage(self, desired):
@@ -149,9 +150,8 @@ class ImageStore:
     # --- manifests -------------------------------------------------------
     def manifest(self, staged, tree):
         """The image's full manifest (tree: the opened image), cached by digest."""
-        cached = getattr(self, "_cached_manifest", None)
-        if cached and cached[0] == staged.digest:
-            return cached[1]
+        if self._cached_manifest and self._cached_manifest[0] == staged.digest:
+            return self._cached_manifest[1]
         if staged.format == "directory":
             entries, _ = manifest.build(tree, manifest.Excluder(()), skip_devices=False)
             return entries
