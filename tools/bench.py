@@ -30,7 +30,7 @@ PROJECT = os.path.dirname(HERE)
 sys.path[:0] = [HERE, os.path.join(PROJECT, "agent")]
 
 import sandbox  # noqa: E402
-from update_agent import manifest  # noqa: E402
+from update_agent import accounts, config, manifest  # noqa: E402
 
 AGENT = [sys.executable, "-m", "update_agent"]
 RSYNC = ["rsync", "-aHAX", "--numeric-ids", "--delete", "--one-file-system"]
@@ -179,13 +179,11 @@ def _agent(root, meta, *args):
 
 
 def _rsync_onto(root, tree, extra):
-    # the same exclusions the agent keeps: preserved paths and the node's mounts
-    excludes = ["--exclude=/%s" % p for p in ("etc/image_id", "etc/hostname", "etc/hosts",
-                                              "etc/machine-id", "etc/ssh/ssh_host_*", "home", "root",
-                                              "var/log", "run", "tmp", "var/tmp", "mnt/state",
-                                              "var/lib/update-agent", "proc", "sys", "dev",
-                                              "lost+found", "etc/passwd", "etc/group", "etc/shadow")]
-    sh(RSYNC + extra + excludes + [tree + "/", root + "/"])
+    # the same exclusions the agent keeps: its preserved paths, the account files it
+    # merges, and the sandbox node's own mounts
+    kept = list(config.DEFAULT_PRESERVE) + ["/" + rel for rel in accounts.FILES] + \
+        ["/mnt/state", "/var/lib/update-agent"]
+    sh(RSYNC + extra + ["--exclude=" + p for p in kept] + [tree + "/", root + "/"])
 
 
 def _matches(root, expected):

@@ -72,7 +72,7 @@ class Trials:
         work = tempfile.mkdtemp(prefix="trial-%d-" % n, dir=self.base)
         root_img = os.path.join(work, "root.ext4")
         subprocess.run(["cp", "--sparse=always", self.root_a, root_img], check=True)
-        loops_before = _loops()
+        loops_before = set(world.loop_devices())
         node = sandbox.SandboxNode(os.path.join(work, "node"), root_img).start()
         try:
             preserved = {rel: _read(node.root, rel) for rel in world.PRESERVED_FILES}
@@ -106,7 +106,7 @@ class Trials:
         finally:
             node.stop()
             subprocess.run(["rm", "-rf", work])
-        leaked = _loops() - loops_before
+        leaked = set(world.loop_devices()) - loops_before
         assert not leaked, "%s: loop devices leaked: %s" % (how, leaked)
         return how
 
@@ -140,12 +140,6 @@ def _text(path):
             return f.read()
     except OSError:
         return ""
-
-
-def _loops():
-    out = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME"],
-                         capture_output=True, text=True).stdout
-    return set(out.split())
 
 
 def plan_trials(count, seed):

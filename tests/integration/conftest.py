@@ -11,6 +11,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import world  # noqa: E402
+
 
 class HttpDir:
     """A real HTTP server on 127.0.0.1 serving one directory."""
@@ -38,6 +40,14 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
+def node(w, tmp_path):
+    """A sandbox node on image A, from the module's World (its `w` fixture)."""
+    n = w.node(str(tmp_path))
+    yield n
+    n.stop()
+
+
+@pytest.fixture
 def http_dir(tmp_path):
     d = tmp_path / "www"
     d.mkdir()
@@ -46,21 +56,14 @@ def http_dir(tmp_path):
     server.close()
 
 
-def _loop_devices():
-    import subprocess
-    out = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
-                         capture_output=True, text=True).stdout
-    return {line.split()[0]: line for line in out.splitlines() if line.strip()}
-
-
 @pytest.fixture(scope="session", autouse=True)
 def no_leaked_loop_devices():
     """Mounts never leak: whatever loop device the tests attach is gone at the end."""
-    before = set(_loop_devices())
+    before = set(world.loop_devices())
     yield
     import time
     for _ in range(20):  # lazily unmounted filesystems release their device shortly after
-        leaked = {k: v for k, v in _loop_devices().items() if k not in before}
+        leaked = {k: v for k, v in world.loop_devices().items() if k not in before}
         if not leaked:
             return
         time.sleep(0.25)

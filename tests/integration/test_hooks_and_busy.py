@@ -19,13 +19,6 @@ def w(tmp_path_factory, need_mounts):
     return world.World(str(tmp_path_factory.mktemp("hooks")))
 
 
-@pytest.fixture
-def node(w, tmp_path):
-    n = w.node(str(tmp_path))
-    yield n
-    n.stop()
-
-
 def alive(pid):
     try:
         os.kill(pid, 0)

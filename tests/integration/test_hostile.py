@@ -21,13 +21,6 @@ def w(tmp_path_factory, need_mounts):
     return world.World(str(tmp_path_factory.mktemp("hostile")))
 
 
-@pytest.fixture
-def node(w, tmp_path):
-    n = w.node(str(tmp_path))
-    yield n
-    n.stop()
-
-
 def untouched(node, run):
     before = world.snapshot(node.root)
     r = run()

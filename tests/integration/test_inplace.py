@@ -17,13 +17,6 @@ def w(tmp_path_factory, need_mounts):
     return world.World(str(tmp_path_factory.mktemp("world")))
 
 
-@pytest.fixture
-def node(w, tmp_path):
-    n = w.node(str(tmp_path))
-    yield n
-    n.stop()
-
-
 def hooks_run(node):
     path = os.path.join(node.root, "run/hooks.log")
     if not os.path.exists(path):

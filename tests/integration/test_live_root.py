@@ -28,13 +28,6 @@ def w(tmp_path_factory, need_mounts):
     return world.World(str(tmp_path_factory.mktemp("live")))
 
 
-@pytest.fixture
-def node(w, tmp_path):
-    n = w.node(str(tmp_path))
-    yield n
-    n.stop()
-
-
 def start(argv, **kw):
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, **kw)
     assert proc.stdout.readline().strip() in ("mapped", "ready")

@@ -21,13 +21,6 @@ def w(tmp_path_factory, need_mounts):
     return world.World(str(tmp_path_factory.mktemp("safety")))
 
 
-@pytest.fixture
-def node(w, tmp_path):
-    n = w.node(str(tmp_path))
-    yield n
-    n.stop()
-
-
 def read(n, rel):
     with open(os.path.join(n.root, rel), "rb") as f:
         return f.read()

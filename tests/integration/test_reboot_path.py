@@ -26,13 +26,6 @@ def w(tmp_path_factory, need_mounts):
     return w
 
 
-@pytest.fixture
-def node(w, tmp_path):
-    n = w.node(str(tmp_path))
-    yield n
-    n.stop()
-
-
 def meta(tmp_path, image_id, image, **extra):
     return write_metadata(str(tmp_path / ("%s.json" % image_id)), image_id, "file://" + image,
                           world.sha256(image), **extra)

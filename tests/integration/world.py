@@ -101,6 +101,13 @@ def assert_matches_image(root, image_tree):
     assert (missing, extra, differ) == ([], [], []), "node differs from image"
 
 
+def loop_devices():
+    """{device: losetup's line} of every attached loop device."""
+    out = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
+                         capture_output=True, text=True).stdout
+    return {line.split()[0]: line for line in out.splitlines() if line.strip()}
+
+
 def loops_for(path):
     return subprocess.run(["losetup", "-j", path], capture_output=True, text=True).stdout.strip()
 
