@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import http.client
 import time
 import urllib.request
 
@@ -41,7 +42,9 @@ class Probe:
             try:
                 with urllib.request.urlopen(self.url, timeout=0.5) as r:
                     self.samples.append((t, r.read().decode().strip()))
-            except OSError:
+            except (OSError, http.client.HTTPException):
+                # A restart may cut a response short (IncompleteRead): that
+                # is a failed probe, i.e. downtime, not the end of probing.
                 self.samples.append((t, None))
             time.sleep(max(0.0, 0.05 - (time.monotonic() - t)))
 
@@ -62,6 +65,7 @@ class Probe:
         return longest
 
     def last(self):
+        assert self.thread.is_alive() or self.stopping, "probe of %s died" % self.url
         return self.samples[-1][1] if self.samples else None
 
 
