@@ -8,7 +8,21 @@ import subprocess
 import world
 
 HOOK = os.path.join(world.PROJECT, "hooks", "bootloader.d", "50-update-agent-grub")
-GRUB_CFG = """\
+# as grub-mkconfig's 00_header writes it with GRUB_DEFAULT=saved
+HEADER = """\
+if [ -s $prefix/grubenv ]; then
+  load_env
+fi
+if [ "${next_entry}" ] ; then
+   set default="${next_entry}"
+   set next_entry=
+   save_env next_entry
+   set boot_once=true
+else
+   set default="${saved_entry}"
+fi
+"""
+GRUB_CFG = HEADER + """\
 menuentry 'Debian GNU/Linux' --class debian $menuentry_id_option 'gnulinux-simple-1234' {
 \tlinux\t/boot/vmlinuz-6.1.0-26-amd64 root=UUID=1234 ro
 }
@@ -19,14 +33,17 @@ submenu 'Advanced options for Debian GNU/Linux' $menuentry_id_option 'gnulinux-a
 \tmenuentry 'Debian GNU/Linux, with Linux 6.1.0-28-amd64' --class debian $menuentry_id_option 'gnulinux-6.1.0-28-amd64-advanced-1234' {
 \t\tlinux\t/boot/vmlinuz-6.1.0-28-amd64 root=UUID=1234 ro
 \t}
+\tmenuentry 'Debian GNU/Linux, with Linux 6.1.0-26-amd64' --class debian $menuentry_id_option 'gnulinux-6.1.0-26-amd64-advanced-1234' {
+\t\tlinux\t/boot/vmlinuz-6.1.0-26-amd64 root=UUID=1234 ro
+\t}
 }
 """
 
 
-def run_hook(tmp_path, **env):
+def run_hook(tmp_path, cfg=GRUB_CFG, **env):
     root = tmp_path / "root"
     (root / "boot/grub").mkdir(parents=True, exist_ok=True)
-    (root / "boot/grub/grub.cfg").write_text(GRUB_CFG)
+    (root / "boot/grub/grub.cfg").write_text(cfg)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for tool in ("grub-reboot", "grub-set-default"):
@@ -47,6 +64,33 @@ def test_boot_once_then_make_default(tmp_path):
     r, calls, _ = run_hook(tmp_path, UPDATE_AGENT_KERNEL="6.1.0-28-amd64", UPDATE_AGENT_BOOT="default")
     assert r.returncode == 0, r.stderr
     assert calls[-1] == "grub-set-default --boot-directory=%s/boot %s" % (root, entry)
+
+
+def test_the_running_kernel_stays_the_default_until_the_new_one_is_proven(tmp_path):
+    """Without a saved default, GRUB_DEFAULT=saved boots the first entry (the newest
+    kernel): a new kernel that does not boot would be booted again at every reset."""
+    new = "gnulinux-advanced-1234>gnulinux-6.1.0-28-amd64-advanced-1234"
+    r, calls, root = run_hook(tmp_path, UPDATE_AGENT_KERNEL="6.1.0-28-amd64",
+                              UPDATE_AGENT_OLD_KERNEL="6.1.0-26-amd64", UPDATE_AGENT_BOOT="once")
+    assert r.returncode == 0, r.stderr
+    old = "gnulinux-advanced-1234>gnulinux-6.1.0-26-amd64-advanced-1234"
+    assert calls == ["grub-set-default --boot-directory=%s/boot %s" % (root, old),
+                     "grub-reboot --boot-directory=%s/boot %s" % (root, new)]
+
+
+def test_a_running_kernel_without_a_menu_entry_fails_the_step(tmp_path):
+    r, calls, _ = run_hook(tmp_path, UPDATE_AGENT_KERNEL="6.1.0-28-amd64",
+                           UPDATE_AGENT_OLD_KERNEL="6.1.0-9-gone", UPDATE_AGENT_BOOT="once")
+    assert r.returncode == 1 and "running kernel 6.1.0-9-gone has no menu entry" in r.stderr
+    assert calls == []
+
+
+def test_a_fixed_default_is_refused(tmp_path):
+    cfg = GRUB_CFG.replace('set default="${saved_entry}"', 'set default="0"')
+    r, calls, _ = run_hook(tmp_path, cfg=cfg, UPDATE_AGENT_KERNEL="6.1.0-28-amd64",
+                           UPDATE_AGENT_OLD_KERNEL="6.1.0-26-amd64", UPDATE_AGENT_BOOT="once")
+    assert r.returncode == 1 and "GRUB_DEFAULT is not 'saved'" in r.stderr, r.stderr
+    assert calls == []
 
 
 def test_a_kernel_without_a_menu_entry_fails_the_step(tmp_path):
