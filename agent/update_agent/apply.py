@@ -11,10 +11,9 @@ os-refresh-config's lock for the whole plan-and-apply.
 """
 
 import logging
-import os
 import time
 
-from update_agent import busy, facts as facts_mod, hooks, live, journal as journaling, mounts, plan as planning, statefile, sync
+from update_agent import busy, facts as facts_mod, hooks, live, journal as journaling, mounts, statefile, sync
 from update_agent.errors import AgentError
 from update_agent.logs import log_fields
 
@@ -111,7 +110,7 @@ class Executor:
         j = self._journal_for(plan, facts)
         j.status, j.failed_step, j.error = "running", "", ""
         self.state.save_journal(j)
-        env = hooks.hook_env(self.paths.root, plan.image_id, j.previous_image_id, plan.action)
+        env = hooks.hook_env(self.paths, plan.image_id, j.previous_image_id, plan.action)
 
         def quiesce():
             self._phase(hooks.PRE_CONFIGURE, env)

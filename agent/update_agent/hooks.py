@@ -67,10 +67,13 @@ def check_phase_dir(directory, root="/"):
             _check_trusted(os.path.join(env_dir, name))
 
 
-def hook_env(root, image_id, previous_image_id, action, extra=None):
+def hook_env(paths, image_id, previous_image_id, action, extra=None):
     env = dict(os.environ)
     env.update({
-        "UPDATE_AGENT_ROOT": root,
+        "UPDATE_AGENT_ROOT": paths.root,
+        # where hooks remember what to undo: on the state filesystem, so that an undo
+        # after a reboot (the reboot path's post-configure) still finds it; /run does not
+        "UPDATE_AGENT_HOOK_STATE": os.path.join(paths.state_dir, "hooks"),
         "UPDATE_AGENT_IMAGE_ID": image_id,
         "UPDATE_AGENT_PREVIOUS_IMAGE_ID": previous_image_id or "",
         "UPDATE_AGENT_ACTION": action,

@@ -205,7 +205,7 @@ class Agent:
 
     # --- health and rollback -------------------------------------------
     def _health(self, plan, before):
-        env = hooks.hook_env(self.paths.root, plan.image_id, plan.current_image_id, plan.action)
+        env = hooks.hook_env(self.paths, plan.image_id, plan.current_image_id, plan.action)
         return health.check(self.system, self.paths, self.config, env, before)
 
     def _unhealthy(self, want, plan, problems, outcome, rolling_back):

@@ -49,8 +49,11 @@ def w(tmp_path_factory, need_mounts):
     # both images carry the hooks, as images built with the element do: the undo
     # in post-configure.d runs from the new image
     trees = {}
-    for name, image_id, variant in (("A-hooks", "img-A", "A"), ("B-hooks", "img-B", "B")):
-        tree = trees[variant] = w.tree(name, image_id=image_id, release=world.RELEASE, variant=variant)
+    # R: the same kernel name, another build: the reboot path
+    for name, image_id, variant, build in (("A-hooks", "img-A", "A", 1), ("B-hooks", "img-B", "B", 1),
+                                           ("R-hooks", "img-R", "R", 2)):
+        tree = trees[variant] = w.tree(name, image_id=image_id, release=world.RELEASE,
+                                       variant=variant.replace("R", "B"), kernel_build=build)
         for phase in ("pre-configure.d", "post-configure.d", "error.d"):
             for hook in os.listdir(os.path.join(HOOKS, phase)):
                 shutil.copy2(os.path.join(HOOKS, phase, hook),
@@ -59,6 +62,9 @@ def w(tmp_path_factory, need_mounts):
     image = w.ext4(trees["B"], "B-hooks")
     w.meta_b = lambda tmp: world.write_metadata(str(tmp / "m.json"), "img-B", "file://" + image,
                                                 world.sha256(image))
+    rebuilt = w.ext4(trees["R"], "R-hooks")
+    w.meta_r = lambda tmp: world.write_metadata(str(tmp / "r.json"), "img-R", "file://" + rebuilt,
+                                                world.sha256(rebuilt))
     return w
 
 
@@ -107,7 +113,27 @@ def test_update_quiesces_and_resumes(w, node, tmp_path, env):
     assert any("--disable" in x and "update-agent: updating to img-B" in x for x in c)
     assert any(x.endswith("--enable compute-1 nova-compute") for x in c)
     assert state(env, "standby") == "off" and state(env, "nova") == "enabled"
-    assert not os.path.exists(os.path.join(node.root, "run/update-agent/pacemaker-standby"))
+    assert not os.path.exists(marker(node, "pacemaker-standby"))
+
+
+def marker(node, name):
+    return os.path.join(node.root, "var/lib/update-agent/hooks", name)
+
+
+def test_a_reboot_between_quiesce_and_undo_still_undoes(w, node, tmp_path, env):
+    """The reboot path quiesces before the reboot and undoes after it: what to undo
+    must outlive the reboot, which empties /run."""
+    r = agent(node.root, "apply", "--json", metadata=w.meta_r(tmp_path), env=env)
+    assert r.returncode == 0 and '"rebooting"' in r.stdout, r.stderr
+    assert state(env, "standby") == "on" and state(env, "nova") == "disabled"
+    assert os.path.exists(marker(node, "pacemaker-standby"))
+    for name in os.listdir(os.path.join(node.root, "run")):  # the reboot
+        path = os.path.join(node.root, "run", name)
+        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
+    r = agent(node.root, "apply", "--json", metadata=w.meta_r(tmp_path), env=env)
+    assert r.returncode == 0 and '"success"' in r.stdout, r.stderr
+    assert state(env, "standby") == "off" and state(env, "nova") == "enabled"
+    assert not os.path.exists(marker(node, "pacemaker-standby"))
 
 
 def test_an_operators_standby_and_disable_are_left_alone(w, node, tmp_path, env):
