@@ -144,8 +144,10 @@ class Daemon:
         return 1 if once and self.failures else 0
 
     def _loop(self, once):
-        if isinstance(self.watch, UrlWatch) and self.config.splay and not once:
+        if isinstance(self.watch, UrlWatch) and self.config.splay and not once \
+                and not self._unfinished():
             # a fleet that boots together must not poll the server together either
+            # (but a node back from an update's reboot finishes it at once: it holds a slot)
             self.watch.wait(self.rng.uniform(0, self.config.splay), self._wake_r)
             self._drain_wake()
         changed = True  # look once at start: an update may be pending or unfinished
@@ -161,6 +163,13 @@ class Daemon:
             if not changed and not self.failures and self.watch.splayed:
                 changed = True  # a poll is due
             self._drain_wake()
+
+    def _unfinished(self):
+        try:
+            j = self.agent.state.load_journal()
+        except AgentError:
+            return True  # the tick reports it
+        return j is not None and j.unfinished
 
     def _drain_wake(self):
         try:

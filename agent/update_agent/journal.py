@@ -49,6 +49,7 @@ class Journal:
     kept: list = dataclasses.field(default_factory=list)  # the old kernel's files, kept
     note: str = ""
     boot_id: str = ""             # reboot path: the boot the reboot was asked from
+    slot_node: str = ""           # reboot path: the node id that holds the reboot slot
     format: int = FORMAT
 
     @property

@@ -51,8 +51,10 @@ class RebootExecutor(Executor):
         j.action, j.kernel, j.old_kernel = "reboot", plan.image_kernel, facts.release
         j.kept = list(plan.kept_kernel)
         self._plan = plan
-        env = hooks.hook_env(self.paths.root, plan.image_id, j.previous_image_id, "reboot",
-                             {"UPDATE_AGENT_KERNEL": plan.image_kernel})
+        env = hooks.hook_env(self.paths, plan.image_id, j.previous_image_id, "reboot",
+                             {"UPDATE_AGENT_KERNEL": plan.image_kernel,
+                              # the fallback: the boot loader keeps it the default
+                              "UPDATE_AGENT_OLD_KERNEL": facts.release})
         actions = {
             "slot": lambda: self._take_slot(j),
             "pre-configure": lambda: self._phase(hooks.PRE_CONFIGURE, env),
@@ -75,6 +77,9 @@ class RebootExecutor(Executor):
         granted, why = self.slots.take()
         if not granted:
             raise WaitingForSlot("no reboot slot: %s" % why)
+        # released under this id after the reboot: a node whose machine-id is made up
+        # at each boot (empty in the image, read-only root) comes back as another id
+        j.slot_node = self.slots.node
         LOG.info("reboot slot: %s", why)
 
     def _reboot(self, j):
@@ -92,7 +97,9 @@ class RebootExecutor(Executor):
     # --- after the reboot -------------------------------------------------
     def finish(self, j, image_entries=None):
         """The checks and phases after the reboot; j is the journal that awaits them."""
-        env = hooks.hook_env(self.paths.root, j.image_id, j.previous_image_id, "reboot",
+        if self.slots is not None and j.slot_node:
+            self.slots.node = j.slot_node
+        env = hooks.hook_env(self.paths, j.image_id, j.previous_image_id, "reboot",
                              {"UPDATE_AGENT_KERNEL": j.kernel})
         running = os.uname().release
         actions = {

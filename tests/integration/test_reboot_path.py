@@ -133,6 +133,29 @@ def test_a_reboot_waits_for_a_fleet_slot(w, node, tmp_path):
     assert node2.state()["holders"] == {}, "released once the node is back and checked"
 
 
+def test_the_slot_is_released_under_the_id_it_was_taken_with(w, node, tmp_path):
+    """An image with an empty machine-id on a read-only root gets a new one made up
+    at every boot: the node id after the reboot is not the one that took the slot."""
+    import subprocess
+    slots = tmp_path / "slots"
+    conf = tmp_path / "a.conf"
+    conf.write_text("[coordination]\nbackend = file://%s\ngroup = ctl\nmax_holders = 1\n" % slots)
+    from update_agent.coordination import RebootSlots, stores
+    group = RebootSlots(stores.for_url("file://%s" % slots), "ctl", 1, "observer", lambda: 0)
+    m = meta(tmp_path, "img-R", w.rebuilt)
+    r = agent(node.root, "apply", metadata=m, config=str(conf))
+    assert r.returncode == 0, r.stderr
+    before = open(os.path.join(node.root, "etc/machine-id")).read().strip()
+    assert list(group.state()["holders"]) == [before]
+    subprocess.run(["mount", "-o", "remount,rw", node.root], check=True)
+    with open(os.path.join(node.root, "etc/machine-id"), "w") as f:
+        f.write("1" * 32 + "\n")                    # the reboot: another transient id
+    subprocess.run(["mount", "-o", "remount,ro", node.root], check=True)
+    r = agent(node.root, "apply", metadata=m, config=str(conf))
+    assert r.returncode == 0, r.stderr
+    assert group.state()["holders"] == {}, "released under the id that took it"
+
+
 def test_in_place_updates_take_a_lease_slot_with_coordinate_always(w, node, tmp_path):
     import subprocess
     import sys

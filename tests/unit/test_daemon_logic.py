@@ -1,6 +1,7 @@
 """daemon: backoff, run_deployment and the Daemon's decisions, with fake collaborators."""
 
 import json
+import os
 import types
 
 import pytest
@@ -198,3 +199,47 @@ def test_tick_unchanged_metadata_and_retry_after_failure(env):
     assert env.daemon.failures == 0 and env.agent.calls == ["img-2", "img-2"]
     env.daemon.tick()  # 304 while healthy: nothing to do
     assert env.agent.calls == ["img-2", "img-2"]
+
+
+# --- the start splay ----------------------------------------------------------
+
+class TimedUrlWatch(daemon.UrlWatch):
+    """A UrlWatch whose waits are recorded, not slept."""
+
+    def __init__(self, results):
+        super().__init__(types.SimpleNamespace(url="http://meta", poll=lambda: results.pop(0)))
+        self.waits = []
+
+    def wait(self, timeout, wake_fd):
+        self.waits.append(timeout)
+        return False
+
+
+def _first_wait_before_the_first_read(env, journal_status):
+    if journal_status:
+        j = journal.Journal(image_id="img-2", digest="", previous_image_id="img-1",
+                            previous_digest="", action="reboot", root_was_ro=True,
+                            started_at=0.0, status=journal_status)
+        env.agent.state.save_journal(j)
+    watch = TimedUrlWatch([{"image_id": "img-2"}])
+    d = daemon.Daemon(env.agent, watch, env.notifier, env.signaller, clock=lambda: 1000.0)
+    d.config = Config(poll_interval=30, splay=600)
+    d._wake_r, w = os.pipe()
+    os.set_blocking(d._wake_r, False)
+    d.tick = lambda: setattr(d, "stopping", True) or watch.waits.append("read")
+    try:
+        d._loop(once=False)
+    finally:
+        os.close(d._wake_r)
+        os.close(w)
+    return watch.waits[0]
+
+
+def test_a_fleet_waits_a_random_splay_before_its_first_poll(env):
+    first = _first_wait_before_the_first_read(env, None)
+    assert first != "read" and 0 <= first <= 600
+
+
+def test_a_node_back_from_an_update_reboot_finishes_at_once(env):
+    """It holds a fleet slot: waiting out the splay keeps the group's slot for nothing."""
+    assert _first_wait_before_the_first_read(env, "running") == "read"
