@@ -9,7 +9,6 @@ this node's reboot slot, clear restarts a group stopped by failed updates.
 
 import argparse
 import json
-import os
 import socket
 import sys
 

@@ -1,7 +1,6 @@
 """The example Heat templates in docs/heat, rendered into the metadata Heat gives a
 server, drive a real update and get every declared output back in the signal."""
 
-import json
 import os
 import uuid
 

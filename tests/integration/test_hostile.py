@@ -5,7 +5,6 @@ docs/hostile-input.md lists them all with their tests."""
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 

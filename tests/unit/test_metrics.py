@@ -3,8 +3,6 @@
 import os
 import re
 
-import pytest
-
 from update_agent import metrics
 from update_agent.update import Outcome
 

@@ -12,7 +12,6 @@ agent (inside the node) gets image B as a directory image bound in read-only.
 import json
 import os
 import subprocess
-import sys
 import threading
 import http.client
 import time
