@@ -6,6 +6,7 @@ deleted inode is still open or mapped by a process.
 
 import logging
 import os
+import stat
 
 import psutil
 
@@ -25,21 +26,66 @@ def _unit(pid):
     return ""
 
 
-def culprits(root, limit=20):
-    """[(pid, unit, file, why)] for processes pinning files under root."""
-    root = os.path.realpath(root)
-    prefix = root.rstrip("/") + "/"
-    found = []
-    for proc in psutil.process_iter(["pid"]):
+def _write_access(pid, fd):
+    try:
+        with open("/proc/%d/fdinfo/%s" % (pid, fd), encoding="ascii") as f:
+            for line in f:
+                if line.startswith("flags:"):
+                    return int(line.split()[1], 8) & os.O_ACCMODE != os.O_RDONLY
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def _open_files(pid, dev):
+    """(path, why) of the files on device dev that pid holds in a way that blocks
+    remount,ro: open for writing, or deleted (an orphan inode) while open."""
+    fd_dir = "/proc/%d/fd" % pid
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return
+    for fd in fds:
         try:
-            for f in proc.open_files():
-                if f.path.startswith(prefix) and any(m in f.mode for m in "wa+"):
-                    found.append((proc.pid, _unit(proc.pid), f.path, "open for writing"))
-            for m in proc.memory_maps(grouped=True):
-                if m.path.startswith(prefix) and m.path.endswith(" (deleted)"):
-                    found.append((proc.pid, _unit(proc.pid), m.path[:-10], "maps a deleted file"))
-        except (psutil.Error, OSError):
+            st = os.stat(os.path.join(fd_dir, fd))
+            if st.st_dev != dev or not stat.S_ISREG(st.st_mode):
+                continue
+            path = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
             continue
+        if _write_access(pid, fd):
+            yield path, "open for writing"
+        elif st.st_nlink == 0:
+            yield path.removesuffix(" (deleted)"), "holds a deleted file open"
+
+
+def _deleted_maps(pid, dev):
+    try:
+        with open("/proc/%d/maps" % pid, encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return set()
+    found = set()
+    for line in lines:
+        fields = line.split(None, 5)
+        if len(fields) < 6 or fields[4] == "0" or not fields[5].endswith(" (deleted)"):
+            continue
+        major, minor = (int(x, 16) for x in fields[3].split(":"))
+        if os.makedev(major, minor) == dev:
+            found.add(fields[5][:-len(" (deleted)")])
+    return found
+
+
+def culprits(root, limit=20):
+    """[(pid, unit, file, why)] for processes keeping root's filesystem busy
+    (files on other filesystems mounted below it, /run for one, do not count)."""
+    dev = os.stat(os.path.realpath(root)).st_dev
+    found = []
+    for pid in psutil.pids():
+        for path, why in _open_files(pid, dev):
+            found.append((pid, _unit(pid), path, why))
+        for path in sorted(_deleted_maps(pid, dev)):
+            found.append((pid, _unit(pid), path, "maps a deleted file"))
         if len(found) >= limit:
             break
     return found[:limit]

@@ -11,6 +11,7 @@ import ast
 import dataclasses
 import logging
 import os
+import stat
 
 import psutil
 
@@ -26,7 +27,7 @@ class Proc:
     unit: str            # "nginx.service", "session-3.scope", "" for none
     exe: str             # node path ("" when unknown)
     exe_ino: int
-    inodes: frozenset    # inodes on the root's filesystem it maps (exe included)
+    inodes: frozenset    # inodes on the root's filesystem it maps or holds open (exe included)
     cmdline: tuple
     cwd: str             # node path
     script: str = ""     # node path of the script an interpreter runs, "" if none
@@ -79,6 +80,25 @@ def _maps(pid, dev):
     return inodes
 
 
+def _open_inodes(pid, dev):
+    """Regular files on dev that pid holds open: a replaced one stays allocated (and
+    keeps remount,ro from succeeding) as long as it is open, mapped or not."""
+    inodes = set()
+    fd_dir = "/proc/%d/fd" % pid
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            st = os.stat(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if st.st_dev == dev and stat.S_ISREG(st.st_mode):
+            inodes.add(st.st_ino)
+    return inodes
+
+
 def scan(root):
     """Every process whose files live on the node's root filesystem."""
     root = os.path.realpath(root)
@@ -92,7 +112,7 @@ def scan(root):
             # a process chrooted in the node (a container) sees node paths as they are
             in_node = proc_root == root
             strip = None if in_node or root == "/" else root
-            inodes = _maps(pid, dev)
+            inodes = _maps(pid, dev) | _open_inodes(pid, dev)
             try:
                 st = os.stat("/proc/%d/exe" % pid)
                 exe_ino = st.st_ino if st.st_dev == dev else 0

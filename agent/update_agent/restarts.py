@@ -121,7 +121,7 @@ def decide(procs, change_set, targets, policy=Policy(), imports=None, agent_pid=
     reexec = agent = False
     for proc in procs:
         hit = proc.inodes & targets.keys()
-        why = ["maps replaced /%s" % targets[i] for i in sorted(hit)][:3]
+        why = ["uses replaced /%s" % targets[i] for i in sorted(hit)][:3]
         if since is None or proc.started < since:
             why += python_reasons(proc, changed, imports.get(proc.pid))
         if not why:

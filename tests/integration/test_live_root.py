@@ -20,6 +20,12 @@ MAP_AND_WAIT = ("import mmap, sys, time\n"
                 "f.close()\n"
                 "print('mapped', flush=True)\n"
                 "time.sleep(300)\n")
+# a replaced file only held open (read, not mapped) keeps its inode too, and so
+# blocks remount,ro just the same
+OPEN_AND_WAIT = ("import sys, time\n"
+                 "f = open(sys.argv[1], 'rb')\n"
+                 "print('mapped', flush=True)\n"
+                 "time.sleep(300)\n")
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +44,11 @@ def stop(proc):
     proc.wait()
 
 
-def test_a_process_mapping_a_replaced_library_is_pinned_and_reported(w, node, tmp_path):
+@pytest.mark.parametrize("how", [MAP_AND_WAIT, OPEN_AND_WAIT], ids=["mapped", "open"])
+def test_a_process_using_a_replaced_library_is_pinned_and_reported(w, node, tmp_path, how):
     lib = os.path.join(node.root, "usr/lib/app/libapp.so")
     old_ino = os.stat(lib).st_ino
-    holder = start([sys.executable, "-c", MAP_AND_WAIT, lib])
+    holder = start([sys.executable, "-c", how, lib])
     try:
         meta = w.metadata_for_b(str(tmp_path))
         plan = plan_json(node.root, meta)
