@@ -60,6 +60,7 @@ def _open_files(pid, dev):
 
 
 def _deleted_maps(pid, dev):
+    """Files on dev that pid maps and that are deleted everywhere (orphan inodes)."""
     try:
         with open("/proc/%d/maps" % pid, encoding="utf-8", errors="surrogateescape") as f:
             lines = f.read().splitlines()
@@ -71,8 +72,14 @@ def _deleted_maps(pid, dev):
         if len(fields) < 6 or fields[4] == "0" or not fields[5].endswith(" (deleted)"):
             continue
         major, minor = (int(x, 16) for x in fields[3].split(":"))
-        if os.makedev(major, minor) == dev:
-            found.add(fields[5][:-len(" (deleted)")])
+        if os.makedev(major, minor) != dev:
+            continue
+        try:  # a replaced file the agent pinned is "(deleted)" here but still linked
+            if os.stat("/proc/%d/map_files/%s" % (pid, fields[0])).st_nlink > 0:
+                continue
+        except OSError:
+            pass
+        found.add(fields[5][:-len(" (deleted)")])
     return found
 
 

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import world
+from update_agent import busy
 from world import agent, plan_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_mounts")]
@@ -63,6 +64,8 @@ def test_a_process_using_a_replaced_library_is_pinned_and_reported(w, node, tmp_
         pinned = os.path.join(node.root, ".update-agent-pinned", str(old_ino))
         assert os.path.exists(pinned)
         assert os.stat(lib).st_ino != old_ino, "the library itself was replaced"
+        # the old inode is linked, so it keeps nothing busy: not named when a remount fails
+        assert not [c for c in busy.culprits(node.root) if c[0] == holder.pid]
         hist = json.loads(agent(node.root, "history", "--json").stdout)
         still = hist[-1]["restarts"]["still_old"]
         assert any("[%d]" % holder.pid in s and "libapp.so" in s for s in still), still
