@@ -38,6 +38,12 @@ fi
 if [ -e "$R/run/slow-{phase}" ]; then
     sleep 2
 fi
+if [ -e "$R/run/map-{phase}" ]; then
+    # a process that starts now, after the plan, and maps a library the sync replaces
+    python3 -c 'import mmap, sys, time; f = open(sys.argv[1], "rb"); m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ); time.sleep(300)' "$R/usr/lib/app/libapp.so" </dev/null >/dev/null 2>&1 &
+    echo $! > "$R/run/mapper.pid"
+    until grep -q libapp.so "/proc/$!/maps" 2>/dev/null; do sleep 0.05; done
+fi
 if [ -e "$R/run/hold-{phase}" ]; then
     sh -c 'exec 3>>"$1/var/lib/busy-file"; exec sleep 300' holder "$R" </dev/null >/dev/null 2>&1 &
     echo $! > "$R/run/holder.pid"

@@ -74,8 +74,11 @@ def _deleted_maps(pid, dev):
         major, minor = (int(x, 16) for x in fields[3].split(":"))
         if os.makedev(major, minor) != dev:
             continue
-        try:  # a replaced file the agent pinned is "(deleted)" here but still linked
-            if os.stat("/proc/%d/map_files/%s" % (pid, fields[0])).st_nlink > 0:
+        # a replaced file the agent pinned is "(deleted)" here but still linked;
+        # map_files names ranges without maps' zero padding (a non-PIE exe at 0x400000)
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        try:
+            if os.stat("/proc/%d/map_files/%x-%x" % (pid, start, end)).st_nlink > 0:
                 continue
         except OSError:
             pass
@@ -89,7 +92,7 @@ def culprits(root, limit=20):
     dev = os.stat(os.path.realpath(root)).st_dev
     found = []
     for pid in psutil.pids():
-        for path, why in _open_files(pid, dev):
+        for path, why in sorted(set(_open_files(pid, dev))):  # one line for dup'ed fds
             found.append((pid, _unit(pid), path, why))
         for path in sorted(_deleted_maps(pid, dev)):
             found.append((pid, _unit(pid), path, "maps a deleted file"))

@@ -29,9 +29,11 @@ def pin(root, restart_plan, work_dir):
     with open(os.path.join(work_dir, TARGETS_FILE), "w", encoding="utf-8") as f:
         json.dump({"since": time.time(),
                    "targets": [[ino, rel] for ino, rel in restart_plan.targets]}, f)
-    if not restart_plan.pins and not os.path.isdir(pin_dir):
+    if not restart_plan.targets and not os.path.isdir(pin_dir):
         return 0
     os.makedirs(pin_dir, mode=0o700, exist_ok=True)
+    # in use now, not when the plan was made: that may be minutes ago, and processes
+    # started since (the agent itself loads modules lazily) map old files too
     in_use = set()
     for proc in processes.scan(root):
         in_use |= proc.inodes
@@ -39,16 +41,17 @@ def pin(root, restart_plan, work_dir):
         path = os.path.join(pin_dir, name)
         if os.lstat(path).st_ino not in in_use:
             os.unlink(path)  # nothing runs that old code any more
-    expected = {rel: ino for ino, rel in restart_plan.targets}
     pinned = 0
-    for rel in restart_plan.pins:
+    for ino, rel in restart_plan.targets:
+        if ino not in in_use:
+            continue
         src = os.path.join(root, rel)
         try:
             st = os.lstat(src)
         except FileNotFoundError:
             continue
         dst = os.path.join(pin_dir, str(st.st_ino))
-        if st.st_ino == expected.get(rel) and not os.path.lexists(dst):
+        if st.st_ino == ino and not os.path.lexists(dst):
             os.link(src, dst, follow_symlinks=False)
             pinned += 1
     if not os.listdir(pin_dir):

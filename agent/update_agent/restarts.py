@@ -40,7 +40,6 @@ class RestartPlan:
     daemon_reexec: bool = False
     daemon_reload: bool = False
     agent: bool = False         # the agent itself runs replaced code
-    pins: tuple = ()            # paths whose in-use inode is kept linked until unused
     affected: tuple = ()        # (pid, unit, why) for every process found
     targets: tuple = ()         # (inode, path) of every file the sync replaces or deletes
 
@@ -117,7 +116,7 @@ def decide(procs, change_set, targets, policy=Policy(), imports=None, agent_pid=
     time the sync began: a process started later runs the new code."""
     changed = set(change_set.changed) | set(change_set.added) | set(change_set.deleted)
     imports = imports or {}
-    units, excluded, hooks, outside, affected, pins = [], {}, [], [], [], set()
+    units, excluded, hooks, outside, affected = [], {}, [], [], []
     reexec = agent = False
     for proc in procs:
         hit = proc.inodes & targets.keys()
@@ -126,7 +125,6 @@ def decide(procs, change_set, targets, policy=Policy(), imports=None, agent_pid=
             why += python_reasons(proc, changed, imports.get(proc.pid))
         if not why:
             continue
-        pins.update(targets[i] for i in hit)
         affected.append((proc.pid, proc.unit, "; ".join(why)))
         if proc.is_pid1:
             reexec = True
@@ -143,5 +141,5 @@ def decide(procs, change_set, targets, policy=Policy(), imports=None, agent_pid=
     units = sorted(set(units), key=lambda u: (u not in FIRST, FIRST.index(u) if u in FIRST else 0, u))
     reload_ = any(c.startswith(UNIT_DIRS) for c in changed)
     return RestartPlan(tuple(units), tuple(sorted(excluded.items())), tuple(sorted(set(hooks))),
-                       tuple(sorted(set(outside))), reexec, reload_, agent, tuple(sorted(pins)),
+                       tuple(sorted(set(outside))), reexec, reload_, agent,
                        tuple(affected), tuple(sorted(targets.items())))

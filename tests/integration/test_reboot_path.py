@@ -65,6 +65,22 @@ def test_reboot_is_recorded_then_checked_and_finished(w, node, tmp_path):
     assert plan_json(node.root, m)["action"] == "noop"
 
 
+def test_a_process_started_after_the_plan_is_pinned_too(w, node, tmp_path):
+    """The plan can be minutes old when the sync starts (a big image's manifest, a
+    slow quiesce), and the reboot path does not plan again: what is in use is read
+    again at the pin step, else remount,ro before the reboot is refused."""
+    import signal
+    open(os.path.join(node.root, "run/map-pre-configure"), "w").close()
+    r = agent(node.root, "apply", "--json", metadata=meta(tmp_path, "img-R", w.rebuilt))
+    with open(os.path.join(node.root, "run/mapper.pid")) as f:
+        mapper = int(f.read())
+    try:
+        assert r.returncode == 0 and json.loads(r.stdout)["result"] == "rebooting", r.stderr
+        assert "ro" in world.root_mount_options(node.root)
+    finally:
+        os.kill(mapper, signal.SIGKILL)
+
+
 def test_the_running_kernel_is_kept_until_the_new_one_is_proven(w, node, tmp_path):
     m = meta(tmp_path, "img-N", w.other)
     plan = plan_json(node.root, m)
