@@ -25,8 +25,9 @@ STEPS = ("pre-configure", "remount-rw", "pin", "sync", "commit", "configure", "p
 # The reboot path (rebooting.py): up to the reboot, then after it.
 BEFORE_REBOOT = ("slot", "pre-configure", "remount-rw", "pin", "sync", "commit", "bootloader",
                  "remount-ro", "reboot")
+# the old kernel goes before boot-default, whose update-grub then drops its menu entries
 AFTER_REBOOT = ("boot-check", "remount-rw-after", "configure", "post-configure", "migration",
-                "boot-default", "old-kernel", "remount-ro-after", "release")
+                "old-kernel", "boot-default", "remount-ro-after", "release")
 REBOOT_STEPS = BEFORE_REBOOT + AFTER_REBOOT
 
 
