@@ -12,6 +12,7 @@ releases its slot. While the node is down its slot stays held, so a second node
 of the group cannot take one.
 """
 
+import hashlib
 import http.server
 import json
 import os
@@ -101,7 +102,6 @@ def _size_mb(tree):
 
 
 def _sha256(path):
-    import hashlib
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
