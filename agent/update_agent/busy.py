@@ -6,24 +6,12 @@ deleted inode is still open or mapped by a process.
 
 import logging
 import os
-import stat
 
 import psutil
 
+from update_agent import processes
+
 LOG = logging.getLogger(__name__)
-
-
-def _unit(pid):
-    try:
-        with open("/proc/%d/cgroup" % pid, encoding="utf-8") as f:
-            for line in f:
-                path = line.rstrip("\n").split(":", 2)[-1]
-                leaf = path.rsplit("/", 1)[-1]
-                if leaf.endswith((".service", ".scope")):
-                    return leaf
-    except OSError:
-        pass
-    return ""
 
 
 def _write_access(pid, fd):
@@ -40,17 +28,9 @@ def _write_access(pid, fd):
 def _open_files(pid, dev):
     """(path, why) of the files on device dev that pid holds in a way that blocks
     remount,ro: open for writing, or deleted (an orphan inode) while open."""
-    fd_dir = "/proc/%d/fd" % pid
-    try:
-        fds = os.listdir(fd_dir)
-    except OSError:
-        return
-    for fd in fds:
+    for fd, st in processes.open_on(pid, dev):
         try:
-            st = os.stat(os.path.join(fd_dir, fd))
-            if st.st_dev != dev or not stat.S_ISREG(st.st_mode):
-                continue
-            path = os.readlink(os.path.join(fd_dir, fd))
+            path = os.readlink("/proc/%d/fd/%s" % (pid, fd))
         except OSError:
             continue
         if _write_access(pid, fd):
@@ -61,18 +41,9 @@ def _open_files(pid, dev):
 
 def _deleted_maps(pid, dev):
     """Files on dev that pid maps and that are deleted everywhere (orphan inodes)."""
-    try:
-        with open("/proc/%d/maps" % pid, encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return set()
     found = set()
-    for line in lines:
-        fields = line.split(None, 5)
-        if len(fields) < 6 or fields[4] == "0" or not fields[5].endswith(" (deleted)"):
-            continue
-        major, minor = (int(x, 16) for x in fields[3].split(":"))
-        if os.makedev(major, minor) != dev:
+    for fields in processes.maps_on(pid, dev):
+        if not fields[5].endswith(" (deleted)"):
             continue
         # a replaced file the agent pinned is "(deleted)" here but still linked;
         # map_files names ranges without maps' zero padding (a non-PIE exe at 0x400000)
@@ -93,9 +64,9 @@ def culprits(root, limit=20):
     found = []
     for pid in psutil.pids():
         for path, why in sorted(set(_open_files(pid, dev))):  # one line for dup'ed fds
-            found.append((pid, _unit(pid), path, why))
+            found.append((pid, processes.unit_of(pid), path, why))
         for path in sorted(_deleted_maps(pid, dev)):
-            found.append((pid, _unit(pid), path, "maps a deleted file"))
+            found.append((pid, processes.unit_of(pid), path, "maps a deleted file"))
         if len(found) >= limit:
             break
     return found[:limit]

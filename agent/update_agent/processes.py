@@ -64,39 +64,38 @@ def _node_path(path, root, prefix):
     return None
 
 
-def _maps(pid, dev):
-    inodes = set()
+def maps_on(pid, dev):
+    """The /proc/PID/maps lines of files on device dev, split in six fields
+    (range, perms, offset, device, inode, path)."""
     try:
         with open("/proc/%d/maps" % pid, encoding="utf-8", errors="surrogateescape") as f:
-            for line in f:
-                fields = line.split(None, 5)
-                if len(fields) < 6 or fields[4] == "0":
-                    continue
-                major, minor = (int(x, 16) for x in fields[3].split(":"))
-                if os.makedev(major, minor) == dev:
-                    inodes.add(int(fields[4]))
+            lines = f.read().splitlines()
     except OSError:
-        pass
-    return inodes
+        return
+    for line in lines:
+        fields = line.split(None, 5)
+        if len(fields) < 6 or fields[4] == "0":
+            continue
+        major, minor = (int(x, 16) for x in fields[3].split(":"))
+        if os.makedev(major, minor) == dev:
+            yield fields
 
 
-def _open_inodes(pid, dev):
-    """Regular files on dev that pid holds open: a replaced one stays allocated (and
-    keeps remount,ro from succeeding) as long as it is open, mapped or not."""
-    inodes = set()
+def open_on(pid, dev):
+    """(fd, stat) of the regular files on device dev that pid holds open: a replaced
+    one stays allocated (and keeps remount,ro from succeeding), mapped or not."""
     fd_dir = "/proc/%d/fd" % pid
     try:
         fds = os.listdir(fd_dir)
     except OSError:
-        return inodes
+        return
     for fd in fds:
         try:
             st = os.stat(os.path.join(fd_dir, fd))
         except OSError:
             continue
         if st.st_dev == dev and stat.S_ISREG(st.st_mode):
-            inodes.add(st.st_ino)
-    return inodes
+            yield fd, st
 
 
 def scan(root):
@@ -112,7 +111,8 @@ def scan(root):
             # a process chrooted in the node (a container) sees node paths as they are
             in_node = proc_root == root
             strip = None if in_node or root == "/" else root
-            inodes = _maps(pid, dev) | _open_inodes(pid, dev)
+            inodes = {int(fields[4]) for fields in maps_on(pid, dev)}
+            inodes |= {st.st_ino for _fd, st in open_on(pid, dev)}
             try:
                 st = os.stat("/proc/%d/exe" % pid)
                 exe_ino = st.st_ino if st.st_dev == dev else 0
