@@ -13,7 +13,6 @@ equality with the image: a fast wrong answer does not count.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -100,7 +99,7 @@ class Bench:
         sandbox.mkfs(image_b, _mb(tree_b), tree=tree_b)
         root_a = os.path.join(self.work, name + "-A.ext4")
         sandbox.mkfs(root_a, _mb(tree_a) * 2, tree=tree_a, label="cloudimg-rootfs")
-        digest = "sha256:" + _sha256(image_b)
+        digest = sandbox.image_digest(image_b)
         meta = os.path.join(self.work, name + ".json")
         with open(meta, "w") as f:
             json.dump({"image_id": "img-B", "update_agent": {"image_url": "file://" + image_b,
@@ -163,14 +162,6 @@ class Bench:
 def _mb(tree):
     used = int(sh(["du", "-sm", tree]).stdout.split()[0])
     return max(64, used * 2 + 64)
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _agent(root, meta, *args):

@@ -8,7 +8,6 @@ and cleans up everything it mounted. Run it through tools/demo.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -64,7 +63,7 @@ def main():
         tree_b = sandbox.build_node_tree(os.path.join(work, "B"), "img-B", release, "B")
         image_b = os.path.join(work, "img-B.ext4")
         sandbox.mkfs(image_b, 32, tree=tree_b)
-        digest = "sha256:" + hashlib.sha256(open(image_b, "rb").read()).hexdigest()
+        digest = sandbox.image_digest(image_b)
         meta = os.path.join(work, "metadata.json")
         with open(meta, "w") as f:
             json.dump({"image_id": "img-B", "update_agent": {

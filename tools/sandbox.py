@@ -13,6 +13,7 @@ partition on /mnt/state. It must be used inside a private mount namespace
 (unshare -m --propagation private); it never touches this machine's own /.
 """
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -120,6 +121,12 @@ def build_node_tree(root, image_id, release, variant="A", kernel_build=1):
 
 def run(argv, **kw):
     return subprocess.run(argv, check=True, text=True, capture_output=True, **kw)
+
+
+def image_digest(path):
+    """The image_digest metadata value of an image file: "sha256:<hex>", read in chunks."""
+    with open(path, "rb", buffering=0) as f:
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def mkfs(image, size_mb, tree=None, label=None):

@@ -1,42 +1,14 @@
 """Fixtures shared by integration tests."""
 
-import functools
-import http.server
 import os
-import shutil
 import sys
-import threading
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import world  # noqa: E402
-
-
-class HttpDir:
-    """A real HTTP server on 127.0.0.1 serving one directory."""
-
-    def __init__(self, directory):
-        self.directory = directory
-        handler = functools.partial(_QuietHandler, directory=directory)
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def serve(self, path, name):
-        shutil.copyfile(path, os.path.join(self.directory, name))
-        return self.url + "/" + name
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+from http_dir import HttpDir  # noqa: E402
 
 
 @pytest.fixture

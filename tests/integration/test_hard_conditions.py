@@ -10,7 +10,7 @@ import pytest
 
 import sandbox
 import world
-from world import agent, write_metadata
+from world import agent, read, write_metadata
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_mounts")]
 
@@ -18,11 +18,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_mounts")]
 @pytest.fixture(scope="module")
 def w(tmp_path_factory, need_mounts):
     return world.World(str(tmp_path_factory.mktemp("hard")))
-
-
-def read(n, rel):
-    with open(os.path.join(n.root, rel), "rb") as f:
-        return f.read()
 
 
 def test_disk_full_during_the_sync_fails_cleanly_then_converges(w, tmp_path):

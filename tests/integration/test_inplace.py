@@ -7,7 +7,7 @@ import os
 import pytest
 
 import world
-from world import agent, plan_json, write_metadata
+from world import agent, plan_json, read, write_metadata
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_mounts")]
 
@@ -23,11 +23,6 @@ def hooks_run(node):
         return []
     with open(path) as f:
         return [line.split()[0] for line in f]
-
-
-def read(node, rel):
-    with open(os.path.join(node.root, rel), "rb") as f:
-        return f.read()
 
 
 def test_in_place_update_end_to_end(w, node, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 import sandbox
 import world
-from world import agent, plan_json, write_metadata
+from world import agent, plan_json, read, write_metadata
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_mounts")]
 
@@ -19,11 +19,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_mounts")]
 @pytest.fixture(scope="module")
 def w(tmp_path_factory, need_mounts):
     return world.World(str(tmp_path_factory.mktemp("safety")))
-
-
-def read(n, rel):
-    with open(os.path.join(n.root, rel), "rb") as f:
-        return f.read()
 
 
 def test_separate_boot_partition_is_not_mistaken_for_a_kernel_less_image(w, node, tmp_path):

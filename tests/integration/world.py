@@ -1,6 +1,5 @@
 """Helpers for integration tests: images built once, a fresh node per test."""
 
-import hashlib
 import json
 import os
 import stat
@@ -23,9 +22,13 @@ NOT_FROM_IMAGE = ("etc/image_id", "etc/passwd", "etc/group", "etc/shadow", "etc/
                   ".update-agent-pinned")
 
 
-def sha256(path):
-    with open(path, "rb") as f:
-        return "sha256:" + hashlib.sha256(f.read()).hexdigest()
+sha256 = sandbox.image_digest  # the image_digest value of an image file
+
+
+def read(node, rel):
+    """The bytes of a file of the node."""
+    with open(os.path.join(node.root, rel), "rb") as f:
+        return f.read()
 
 
 def write_metadata(path, image_id, url=None, digest=None, **extra):

@@ -12,20 +12,20 @@ releases its slot. While the node is down its slot stays held, so a second node
 of the group cannot take one.
 """
 
-import hashlib
-import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
-import threading
 import time
 
 import pytest
 
+import debian_archive
 import debian_roots
 import etcd_local
+import sandbox
+from http_dir import HttpDir
 import vm_node
 from update_agent import coordination
 from update_agent.coordination import stores
@@ -35,32 +35,17 @@ GROUP = "vm-test"
 BANNER = r"Linux version (\S+)"
 
 
-def _quiet_handler(directory):
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=directory, **kw)
-
-        def log_message(self, *a):
-            pass
-    return Handler
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     work = str(tmp_path_factory.mktemp("vm"))
     www = os.path.join(work, "www")
     os.makedirs(www)
-    try:
+    with debian_archive.skip_if_unreachable():
         base_a, base_b = vm_node.vm_bases()
-    except subprocess.CalledProcessError as e:
-        if "debootstrap" in " ".join(map(str, e.cmd)) or "apt-get" in " ".join(map(str, e.cmd)):
-            pytest.skip("Debian archive unreachable: %s" % (e.stderr or "")[-300:])
-        raise
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _quiet_handler(www))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = HttpDir(www)
     with etcd_local.etcd(os.path.join(work, "etcd")) as etcd_url:
         etcd_port = int(etcd_url.rsplit(":", 1)[1])
-        host = "http://%s:%d" % (vm_node.HOST, server.server_address[1])
+        host = "http://%s:%d" % (vm_node.HOST, server.port)
         conf = ("[agent]\nrequire_digest = true\n"
                 "[daemon]\nmetadata_url = %s/meta.json\npoll_interval = 3\nsplay = 2\n"
                 "[coordination]\nbackend = etcd3+http://%s:%d\ngroup = %s\nmax_holders = 1\n"
@@ -82,7 +67,7 @@ def world(tmp_path_factory):
                                      _size_mb(root), root_a)
             images[name] = {"image_id": "debian-" + name, "update_agent": {
                 "image_url": "%s/%s.raw" % (host, name),
-                "image_digest": "sha256:" + _sha256(disk)}}
+                "image_digest": sandbox.image_digest(disk)}}
         node_disk = vm_node.make_disk(os.path.join(work, "node.raw"), root_a, 2048, root_a)
         state_disk = os.path.join(work, "state.ext4")
         with open(state_disk, "wb") as f:
@@ -92,21 +77,13 @@ def world(tmp_path_factory):
             shutil.rmtree(root)
         yield dict(work=work, www=www, images=images, etcd=etcd_url, kernel_a=kernel_a,
                    kernel_b=kernel_b, node_disk=node_disk, state_disk=state_disk)
-    server.shutdown()
+    server.close()
 
 
 def _size_mb(tree):
     used = int(subprocess.run(["du", "-sm", tree], check=True, capture_output=True,
                               text=True).stdout.split()[0])
     return used + used // 3 + 128
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _publish(world, name):
