@@ -1,5 +1,6 @@
-"""Fleet slots on real engines: etcd (Debian's etcd-server), Redis, a FleetLock
-server, all on 127.0.0.1, with real update-agent processes contending."""
+"""Fleet slots on real engines: etcd (Debian's etcd-server), Redis, ZooKeeper
+(Debian's zookeeper), a FleetLock server, all on 127.0.0.1, with real
+update-agent processes contending."""
 
 import http.server
 import json
@@ -14,7 +15,9 @@ import pytest
 
 import etcd_local
 import world
+import zookeeper_local
 from update_agent.coordination import RebootSlots, fleetlock, stores
+from update_agent.errors import AgentError
 
 AGENT = [sys.executable, "-m", "update_agent"]
 
@@ -34,6 +37,22 @@ def redis_url():
     yield "redis://127.0.0.1:%d" % port
     proc.terminate()
     proc.wait()
+
+
+@pytest.fixture(scope="module")
+def zookeeper(tmp_path_factory):
+    if not zookeeper_local.available():
+        pytest.fail("ZooKeeper is not installed (Debian's zookeeper: ./tools/setup installs it)")
+    with zookeeper_local.zookeeper(str(tmp_path_factory.mktemp("zk"))) as url:
+        yield url
+
+
+@pytest.fixture(params=["etcd", "zookeeper"])
+def lease_engine(request):
+    """A tooz URL for lease slots, and the query that sets its lease to 3 s."""
+    if request.param == "etcd":
+        return request.getfixturevalue("etcd"), "?lock_timeout=3"
+    return request.getfixturevalue("zookeeper"), "?timeout=3"
 
 
 def conf(tmp_path, backend, **extra):
@@ -59,9 +78,9 @@ def max_overlap(intervals):
     return peak
 
 
-def test_ten_agents_share_two_lease_slots(etcd, tmp_path):
+def test_ten_agents_share_two_lease_slots(lease_engine, tmp_path):
     log = tmp_path / "held.log"
-    c = conf(tmp_path, etcd, group="web")
+    c = conf(tmp_path, lease_engine[0], group="web")
     script = 'echo "start $(date +%%s.%%N)" >> %s; sleep 0.4; echo "end $(date +%%s.%%N)" >> %s' % (log, log)
     procs = [run_agent(c, "slot", "hold", "--max", "2", "--node-id", "node-%d" % i, "--",
                        "sh", "-c", script.replace("start", "start %d" % i).replace("end", "end %d" % i))
@@ -76,8 +95,9 @@ def test_ten_agents_share_two_lease_slots(etcd, tmp_path):
     assert max_overlap([(starts[n], ends[n]) for n in starts]) <= 2
 
 
-def test_a_killed_holder_loses_its_lease_slot(etcd, tmp_path):
-    c = conf(tmp_path, etcd + "?lock_timeout=3", group="kill")
+def test_a_killed_holder_loses_its_lease_slot(lease_engine, tmp_path):
+    url, three_seconds = lease_engine
+    c = conf(tmp_path, url + three_seconds, group="kill")
     holder = run_agent(c, "slot", "hold", "--max", "1", "--node-id", "a", "--", "sleep", "120")
     time.sleep(2)
     os.killpg(holder.pid, signal.SIGKILL)  # the agent and its command, no release
@@ -90,9 +110,10 @@ def test_a_killed_holder_loses_its_lease_slot(etcd, tmp_path):
     assert waited < 15
 
 
-@pytest.mark.parametrize("engine", ["etcd", "redis", "file"])
-def test_reboot_slots_are_records_that_outlive_their_holder(engine, etcd, redis_url, tmp_path):
-    url = {"etcd": etcd, "redis": redis_url, "file": "file://%s/slots" % tmp_path}[engine]
+@pytest.mark.parametrize("engine", ["etcd", "redis", "zookeeper", "file"])
+def test_reboot_slots_are_records_that_outlive_their_holder(engine, request, tmp_path):
+    url = ("file://%s/slots" % tmp_path if engine == "file"
+           else request.getfixturevalue({"redis": "redis_url"}.get(engine, engine)))
     store = stores.for_url(url)
     group = "reboot-%s-%d" % (engine, time.time_ns())
     clock = time.time
@@ -132,6 +153,15 @@ def test_reboot_slots_are_records_that_outlive_their_holder(engine, etcd, redis_
     assert not granted and "stopped" in why and "3 failed updates" in why
     nodes[3].clear()
     assert nodes[3].take()[0]
+
+
+@pytest.mark.parametrize("scheme", ["etcd3+http", "redis", "zookeeper"])
+def test_an_engine_that_does_not_answer_is_named_in_one_error(scheme):
+    url = "%s://127.0.0.1:%d" % (scheme, etcd_local.free_port())  # nothing listens there
+    slots = RebootSlots(stores.for_url(url, timeout=2), "g", 1, "n1", time.time)
+    with pytest.raises(AgentError) as e:
+        slots.take()
+    assert url in str(e.value)
 
 
 class FleetLockServer:

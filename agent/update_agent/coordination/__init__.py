@@ -1,9 +1,9 @@
 """Fleet coordination: only a few nodes of a group disrupted at once.
 
 Two kinds of slot, both counting semaphores of `max_holders` per group:
-  * reboot slots outlive a reboot: holder records on etcd, Redis or a file
-    (stores.py, decided in slots.py), or a FleetLock server (fleetlock.py);
-    released by the node once it is back and checked;
+  * reboot slots outlive a reboot: holder records on etcd, Redis, ZooKeeper
+    or a file (stores.py, decided in slots.py), or a FleetLock server
+    (fleetlock.py); released by the node once it is back and checked;
   * lease slots (in-place updates, `update-agent slot hold`): tooz locks on
     the engine's sessions, so a crashed holder's slot frees itself when its
     lease expires (leases.py).
@@ -37,9 +37,7 @@ class RebootSlots:
         stores.update(self.store, self.group, lambda s: (slots.clear(s, self.max), None))
 
     def state(self):
-        text, _ = self.store.get(self.group)
-        import json
-        return slots.normal(json.loads(text) if text else None, self.max)
+        return slots.normal(stores.read(self.store, self.group), self.max)
 
 
 def _pair(result):
