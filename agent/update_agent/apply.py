@@ -169,7 +169,7 @@ class Executor:
         except Exception as e:
             if self._waiting(e):
                 raise
-            self._fail(j, step, e, env)
+            self._fail(j, step, e, env, result=getattr(e, "result", "failed"))
             raise StepFailed(step, e)
         except BaseException as e:  # KeyboardInterrupt, SystemExit: still leave a sane node
             self._fail(j, step, "%s" % (type(e).__name__), env, result="interrupted")

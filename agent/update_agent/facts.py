@@ -4,7 +4,7 @@ import dataclasses
 import logging
 import os
 
-from update_agent import accounts, desired, manifest, mounts, statefile
+from update_agent import accounts, desired, kexec, manifest, mounts, statefile
 from update_agent.errors import BadInput
 
 LOG = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ class Facts:
     current_image_id: str        # "" when /etc/image_id is absent
     excluded: tuple              # what neither manifest covers: preserved, state, mounts
     root_errors: int = 0         # errors the root filesystem recorded (ext4)
+    kexec: tuple = (False, "")   # (the running kernel can kexec, the node's kexec tool)
 
 
 def read_image_id(path):
@@ -78,6 +79,7 @@ def gather(paths, config, mountinfo=None):
         current_image_id=read_image_id(paths.image_id_file),
         excluded=excluded,
         root_errors=fs_errors(root_mount),
+        kexec=kexec.facts(paths),
     )
 
 

@@ -25,9 +25,11 @@ STEPS = ("pre-configure", "remount-rw", "pin", "sync", "commit", "configure", "p
 # The reboot path (rebooting.py): up to the reboot, then after it.
 BEFORE_REBOOT = ("slot", "pre-configure", "remount-rw", "pin", "sync", "commit", "bootloader",
                  "remount-ro", "reboot")
-# the old kernel goes before boot-default, whose update-grub then drops its menu entries
+# health before the old kernel goes and the new one becomes the default: an unhealthy
+# node keeps its fallback; the old kernel goes before boot-default, whose update-grub
+# then drops its menu entries
 AFTER_REBOOT = ("boot-check", "remount-rw-after", "configure", "post-configure", "migration",
-                "old-kernel", "boot-default", "remount-ro-after", "release")
+                "health", "old-kernel", "boot-default", "remount-ro-after", "release")
 REBOOT_STEPS = BEFORE_REBOOT + AFTER_REBOOT
 
 
@@ -51,6 +53,9 @@ class Journal:
     note: str = ""
     boot_id: str = ""             # reboot path: the boot the reboot was asked from
     slot_node: str = ""           # reboot path: the node id that holds the reboot slot
+    # reboot path: the units failed before it (None: systemd does not run this root),
+    # so that the health check after the reboot counts only the units it broke
+    failed_units: list = None
     format: int = FORMAT
 
     @property

@@ -7,7 +7,7 @@ their arguments, so --dry-run prints exactly what apply would do.
 
 import dataclasses
 
-from update_agent import accounts, kernel, manifest, restarts as restarting
+from update_agent import accounts, kernel, kexec, manifest, restarts as restarting
 from update_agent import changes as changeset
 
 NOOP = "noop"
@@ -35,6 +35,7 @@ class Plan:
     restarts: restarting.RestartPlan = restarting.RestartPlan()
     skipped_mounts: tuple = ()    # paths the image changes that are mount points on the node
     kept_kernel: tuple = ()       # reboot: the running kernel's files, kept until proven
+    reboot_method: str = ""       # reboot: "reboot" or "kexec" (kexec.decide)
 
     def to_dict(self):
         ch = self.changes or changeset.ChangeSet()
@@ -53,6 +54,7 @@ class Plan:
             "current_image_id": self.current_image_id,
             "digest": self.digest,
             "kernel": {"running": self.running_kernel, "image": self.image_kernel},
+            "reboot_method": self.reboot_method,
             "changes": summary,
             "resume": self.resume,
             "root_was_read_only": self.root_was_ro,
@@ -204,7 +206,10 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
         if keep:
             kernel_reasons.append("the running kernel's files are kept until the new kernel "
                                   "has booted: %s" % ", ".join("/" + k for k in keep))
-        return Plan(REBOOT, tuple(reasons + kernel_reasons), **plan)
+        method, why = kexec.decide(config.reboot_method, image_k.version, image_entries, *facts.kexec)
+        if why:
+            kernel_reasons.append(why)
+        return Plan(REBOOT, tuple(reasons + kernel_reasons), **dict(plan, reboot_method=method))
     s = change_set.summary()
     if skipped:
         reasons.append("%d paths the image has are mount points on the node and are left "

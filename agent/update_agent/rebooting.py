@@ -8,16 +8,19 @@ than /, the agent never reboots this machine: it records what it would have
 done, and the next run takes it from there as after a reboot.
 
 After the reboot, at the next start: check that the planned kernel runs. If
-it does: the configure phases, make the new kernel the default, drop the old
-kernel's files, release the slot. If the node came back on the old kernel:
-report the failure, count it against the group, release the slot, and do not
-try again on its own.
+it does: the configure phases, the health checks, drop the old kernel's
+files, make the new kernel the default, release the slot. If the node came
+back on the old kernel: report the failure, count it against the group,
+release the slot, and do not try again on its own. If the node is unhealthy
+on the new kernel: report it, count it against the group once, and keep the
+slot and the fallback kernel; each later run checks again and finishes once
+the node is healthy (a rollback would be another reboot: the operator's call).
 """
 
 import logging
 import os
 
-from update_agent import hooks, journal as journaling, live, sync
+from update_agent import health, hooks, journal as journaling, kexec, live, sync
 from update_agent.apply import Executor, StepFailed
 from update_agent.errors import AgentError
 
@@ -38,11 +41,17 @@ class WaitingForSlot(AgentError):
     """No reboot slot free in the group now: try again later (not a failure)."""
 
 
+class Unhealthy(AgentError):
+    """The new kernel runs but the node fails its health checks."""
+
+    result = "unhealthy"  # the journal's status and the history's result
+
+
 class RebootExecutor(Executor):
     def __init__(self, *args, slots=None, reboot=None, **kw):
         super().__init__(*args, **kw)
         self.slots = slots          # coordination.RebootSlots / fleetlock.Client, or None
-        self.reboot = reboot        # callable(method) that reboots this machine, or None
+        self.reboot = reboot        # callable(method, kexec load argv) that reboots this machine, or None
 
     # --- before the reboot ------------------------------------------------
     def start(self, plan, facts, image_tree, image_entries):
@@ -50,6 +59,10 @@ class RebootExecutor(Executor):
         j.steps = {s: j.steps.get(s, "pending") for s in journaling.REBOOT_STEPS}
         j.action, j.kernel, j.old_kernel = "reboot", plan.image_kernel, facts.release
         j.kept = list(plan.kept_kernel)
+        if not any(state == "done" for state in j.steps.values()):
+            # before anything changes; a resumed update keeps what its first attempt saw
+            units = health.failed_units(self.system, self.paths)
+            j.failed_units = sorted(units) if units is not None else None
         self._plan = plan
         env = hooks.hook_env(self.paths, plan.image_id, j.previous_image_id, "reboot",
                              {"UPDATE_AGENT_KERNEL": plan.image_kernel,
@@ -67,7 +80,10 @@ class RebootExecutor(Executor):
             "commit": lambda: self.commit(plan, j, image_tree),
             "bootloader": lambda: self._phase(BOOTLOADER, dict(env, UPDATE_AGENT_BOOT="once")),
             "remount-ro": self.remount_ro if j.root_was_ro else (lambda: None),
-            "reboot": lambda: self._reboot(j),
+            "reboot": lambda: self._reboot(j, plan.reboot_method or "reboot",
+                                           kexec.load_argv(facts.kexec[1], self.paths, plan.image_kernel,
+                                                           image_entries)
+                                           if plan.reboot_method == "kexec" else None),
         }
         return self._run(j, journaling.BEFORE_REBOOT, actions, env)
 
@@ -82,17 +98,19 @@ class RebootExecutor(Executor):
         j.slot_node = self.slots.node
         LOG.info("reboot slot: %s", why)
 
-    def _reboot(self, j):
-        method = self.config.reboot_method
+    def _reboot(self, j, method, load):
+        """load: the kexec --load command for method kexec (else None)."""
         if self.reboot is None:
-            j.note = ("--root is not /: did not run `systemctl %s` into kernel %s; the next run "
-                      "checks the node as after that reboot" % (method, j.kernel))
+            j.note = ("--root is not /: did not run %s into kernel %s; the next run checks the "
+                      "node as after that reboot"
+                      % (" then ".join("`%s`" % " ".join(a) for a in filter(None, [
+                          load, ["systemctl", method]])), j.kernel))
             LOG.warning("%s", j.note)
             return
         self.status("rebooting into kernel %s" % j.kernel)
         j.boot_id = current_boot_id()
         self.state.save_journal(j)
-        self.reboot(method)
+        self.reboot(method, load)
 
     # --- after the reboot -------------------------------------------------
     def finish(self, j, image_entries=None):
@@ -102,12 +120,14 @@ class RebootExecutor(Executor):
         env = hooks.hook_env(self.paths, j.image_id, j.previous_image_id, "reboot",
                              {"UPDATE_AGENT_KERNEL": j.kernel})
         running = os.uname().release
+        unhealthy_before = j.failed_step == "health"  # counted against the group already
         actions = {
             "boot-check": lambda: self._check_kernel(j, running),
             "remount-rw-after": self.remount_rw,
             "configure": lambda: self._phase(hooks.CONFIGURE, env),
             "post-configure": lambda: self._phase(hooks.POST_CONFIGURE, env),
             "migration": lambda: self._phase(hooks.MIGRATION, env),
+            "health": lambda: self._check_health(j, env),
             "boot-default": lambda: self._phase(BOOTLOADER, dict(env, UPDATE_AGENT_BOOT="default")),
             "old-kernel": lambda: self._drop_old_kernel(j, image_entries or {}),
             "remount-ro-after": self.remount_ro if j.root_was_ro else (lambda: None),
@@ -119,6 +139,8 @@ class RebootExecutor(Executor):
             if e.step == "boot-check":
                 self._count_failure()
                 self._release()
+            elif e.step == "health" and not unhealthy_before:
+                self._count_failure()
             raise
         return record
 
@@ -128,6 +150,15 @@ class RebootExecutor(Executor):
                              "kernel did not boot (the boot loader falls back to the old one)"
                              % (running, j.kernel))
         LOG.info("running the planned kernel %s", running)
+
+    def _check_health(self, j, env):
+        before = set(j.failed_units) if j.failed_units is not None else None
+        problems = health.check(self.system, self.paths, self.config, env, before)
+        if problems:
+            raise Unhealthy("the node runs kernel %s but is unhealthy: %s; kernel %s stays the "
+                            "boot default and the reboot slot stays held until the checks pass "
+                            "(the next run checks again)"
+                            % (j.kernel, "; ".join(problems), j.old_kernel or "the old one"))
 
     def _drop_old_kernel(self, j, image_entries):
         """The new kernel is proven: the old kernel's files the image lacks can go."""

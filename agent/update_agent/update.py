@@ -271,7 +271,14 @@ class Agent:
             return coordination.lease_slot(c, slotcli.node_id(c, self.paths))
         return contextlib.nullcontext()
 
-    def _reboot_now(self, method):
+    def _reboot_now(self, method, load=None):
+        if load:
+            r = self.system.run(load, check=False)
+            if r.returncode != 0:
+                # the firmware and the boot loader still reach the new kernel, once
+                LOG.warning("`%s` failed (%s): rebooting through the boot loader instead",
+                            " ".join(load), (r.stderr or r.stdout or "").strip() or r.returncode)
+                method = "reboot"
         self.system.run([self.system.which("systemctl"), method])
 
     def _reboot_path(self, want, plan, planned, outcome, should_stop, status, force):
@@ -286,7 +293,12 @@ class Agent:
             if j.boot_id and j.boot_id == rebooting.current_boot_id():
                 # asked to reboot, still the same boot: the machine is going down
                 return outcome("rebooting")
-            executor.finish(j, self.images.cached_manifest(j.digest))
+            try:
+                executor.finish(j, self.images.cached_manifest(j.digest))
+            except applying.StepFailed as e:
+                if e.step == "health":
+                    return outcome("unhealthy", str(e), 1)
+                raise
             return outcome("success")
         policy = "auto" if force else (want.reboot or self.config.reboot)
         why = "image %s needs kernel %s (running %s)" % (plan.image_id, plan.image_kernel,

@@ -58,7 +58,7 @@ def test_reboot_is_recorded_then_checked_and_finished(w, node, tmp_path):
     r = agent(node.root, "apply", "--json", metadata=m)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["result"] == "success"
-    assert hooks_log(node)[2:] == ["configure", "post-configure", "migration", "bootloader"]
+    assert hooks_log(node)[2:] == ["configure", "post-configure", "migration", "health", "bootloader"]
     world.assert_matches_image(node.root, w.tree("img-R"))
     assert "ro" in world.root_mount_options(node.root)
     assert [h["result"] for h in history(node)] == ["rebooting", "success"]
@@ -193,3 +193,72 @@ def test_in_place_updates_take_a_lease_slot_with_coordinate_always(w, node, tmp_
         assert holder.wait(timeout=30) == 0
     r = agent(node.root, "apply", metadata=w.metadata_for_b(str(tmp_path)), config=str(conf))
     assert r.returncode == 0, r.stderr
+
+
+def test_an_unhealthy_node_keeps_its_slot_and_its_fallback_until_healthy(w, node, tmp_path):
+    """After the reboot the new kernel runs, but a health.d hook fails: the node is
+    not declared done, its kernel is not made the default, the group counts one
+    failure (not one per retry), and the slot stays held; once healthy it finishes."""
+    slots = tmp_path / "slots"
+    conf = tmp_path / "a.conf"
+    conf.write_text("[coordination]\nbackend = file://%s\ngroup = ctl\nmax_holders = 1\n"
+                    "node_id = node-1\n" % slots)
+    from update_agent.coordination import RebootSlots, stores
+    group = RebootSlots(stores.for_url("file://%s" % slots), "ctl", 1, "observer", lambda: 0)
+    m = meta(tmp_path, "img-R", w.rebuilt)
+    assert agent(node.root, "apply", metadata=m, config=str(conf)).returncode == 0
+    open(os.path.join(node.root, "run/fail-health"), "w").close()
+    for attempt in range(2):
+        r = agent(node.root, "apply", "--json", metadata=m, config=str(conf))
+        assert r.returncode == 1 and json.loads(r.stdout)["result"] == "unhealthy", r.stderr
+        assert "health hook told to fail" in r.stderr and "slot stays held" in r.stderr
+        state = group.state()
+        assert list(state["holders"]) == ["node-1"] and state["failures"] == 1, attempt
+        assert "ro" in world.root_mount_options(node.root)
+    assert "bootloader" not in hooks_log(node)[2:], "not made the boot default"
+    assert json.loads(agent(node.root, "status", "--json").stdout)["unfinished_update"]["step"] == "health"
+
+    os.unlink(os.path.join(node.root, "run/fail-health"))
+    r = agent(node.root, "apply", "--json", metadata=m, config=str(conf))
+    assert r.returncode == 0 and json.loads(r.stdout)["result"] == "success", r.stderr
+    assert hooks_log(node)[-2:] == ["health", "bootloader"]
+    assert group.state()["holders"] == {}
+    assert [h["result"] for h in history(node)] == ["rebooting", "unhealthy", "unhealthy", "success"]
+
+
+def test_reboot_method_kexec_loads_the_new_kernel_where_this_kernel_can(w, node, tmp_path):
+    """With reboot_method = kexec and kexec-tools on the node, the plan says whether the
+    running kernel (this machine's) can kexec; the recorded reboot is what it would run."""
+    import subprocess
+    from update_agent import kexec
+    conf = tmp_path / "k.conf"
+    conf.write_text("[agent]\nreboot_method = kexec\n")
+    m = meta(tmp_path, "img-R", w.rebuilt)
+    can = os.path.exists(kexec.SYSFS)
+
+    def plan():
+        r = agent(node.root, "--dry-run", "--json", metadata=m, config=str(conf))
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+    first = plan()
+    assert first["reboot_method"] == "reboot"
+    why = "kexec-tools is not installed" if can else "running kernel cannot kexec"
+    assert any(why in x for x in first["reasons"]), first["reasons"]
+    subprocess.run(["mount", "-o", "remount,rw", node.root], check=True)
+    tool = os.path.join(node.root, "usr/sbin/kexec")
+    os.makedirs(os.path.dirname(tool), exist_ok=True)
+    with open(tool, "w") as f:
+        f.write("#!/bin/sh\nexit 0\n")
+    os.chmod(tool, 0o755)
+    subprocess.run(["mount", "-o", "remount,ro", node.root], check=True)
+    second = plan()
+    r = agent(node.root, "apply", metadata=m, config=str(conf))
+    assert r.returncode == 0, r.stderr
+    if can:
+        assert second["reboot_method"] == "kexec"
+        assert "`%s --load %s/boot/vmlinuz-%s --reuse-cmdline" % (tool, node.root, K) in r.stderr
+        assert "then `systemctl kexec`" in r.stderr
+    else:  # this machine's kernel, built without kexec: through the boot loader, and why
+        assert second["reboot_method"] == "reboot"
+        assert any("running kernel cannot kexec" in x for x in second["reasons"]), second["reasons"]
+        assert "did not run `systemctl reboot`" in r.stderr
