@@ -9,7 +9,13 @@ Runs alternate between methods, each repeated, medians reported, with a cold
 (page cache dropped) and a warm cache. Every apply is checked for content
 equality with the image: a fast wrong answer does not count.
 
-    tools/bench [--quick]      (as root; writes docs/benchmarks.md and docs/bench-*.png)
+    tools/bench [--quick] [--parts P,...]   (as root; writes docs/benchmarks.md and
+                                             docs/bench-*.png)
+
+The full run takes hours (each synthetic workload about 45 min here: every
+apply starts from a fresh copy of a 3 GB root); --parts runs some of it:
+sync-1, noop, sync-10, debian, daemon, fleet, etcd. The report is rewritten
+after each part, so an interrupted run keeps what it measured.
 """
 
 import argparse
@@ -86,6 +92,7 @@ class Bench:
     def __init__(self, work, reps):
         self.work, self.reps = work, reps
         self.rows = []      # (workload, method, cache, median s, note)
+        self.parts = []     # what --parts asked for, if not everything
 
     def add(self, workload, method, cache, samples, note=""):
         self.rows.append((workload, method, cache, statistics.median(samples), note))
@@ -345,10 +352,11 @@ def etcd_bench(bench, nodes, slots, hold):
 
 # --- report ----------------------------------------------------------------
 def report(bench, quick, path):
+    args = (" --quick" if quick else "") + (" --parts " + ",".join(bench.parts) if bench.parts else "")
     lines = ["# Benchmarks", "",
              "Written by `tools/bench%s` on this machine (2 cores; a VM's virtual disk). "
              "Medians of %d runs, methods alternated; `cold` drops the page cache before each run. "
-             "Targets are reported, never asserted." % (" --quick" if quick else "", bench.reps), "",
+             "Targets are reported, never asserted." % (args, bench.reps), "",
              "| workload | method | cache | median (seconds, unless the method says) | note |",
              "|---|---|---|---|---|"]
     for w, m, c, v, note in bench.rows:
@@ -389,34 +397,56 @@ def report(bench, quick, path):
         print("matplotlib is not installed: no plots")
 
 
+PARTS = ("sync-1", "noop", "sync-10", "debian", "daemon", "fleet", "etcd")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small workloads, short runs (< 3 min)")
     p.add_argument("--out", default=os.path.join(PROJECT, "docs", "benchmarks.md"))
+    p.add_argument("--parts", default=",".join(PARTS),
+                   help="comma-separated, of: %s (default: all; --quick skips debian)" % ", ".join(PARTS))
     args = p.parse_args()
+    parts = [x for x in args.parts.split(",") if x]
+    unknown = [x for x in parts if x not in PARTS]
+    if unknown:
+        sys.exit("bench: unknown part %r (parts: %s)" % (unknown[0], ", ".join(PARTS)))
     if os.geteuid() != 0:
         sys.exit("bench: run as root (it loop-mounts sandbox nodes and drops the page cache)")
     work = tempfile.mkdtemp(prefix="bench-", dir="/var/tmp")
     quick = args.quick
     bench = Bench(work, reps=1 if quick else 5)
+    bench.parts = parts if set(parts) != set(PARTS) else []
     try:
         files, size = (3000, 60 << 20) if quick else (150000, 3 << 30)
-        for pct in ((1,) if quick else (1, 10)):
+        for pct in (1, 10):
+            wanted = [x for x in ("sync-%d" % pct, "noop" if pct == 1 else None) if x in parts]
+            if not wanted or (quick and pct == 10):
+                continue
             base = os.path.join(work, "syn%d" % pct)
             a, b = synthetic(base, files, size, pct)
-            bench.sync_workload("%d files, %d%% changed" % (files, pct), a, b)
-            if pct == 1:
+            if "sync-%d" % pct in wanted:
+                bench.sync_workload("%d files, %d%% changed" % (files, pct), a, b)
+                report(bench, quick, args.out)
+            if "noop" in wanted:
                 bench.sync_workload("%d files, no-op" % files, a, a)
+                report(bench, quick, args.out)
             shutil.rmtree(base, ignore_errors=True)
-        if not quick:
+        if "debian" in parts and not quick:
             import debian_roots
             ra, rb = debian_roots.node_roots(os.path.join(work, "debian"))
             bench.sync_workload("debian A -> B", ra, rb)
-        daemon_bench(bench, seconds=15 if quick else 600, changes=5 if quick else 20)
-        fleet_bench(bench, pollers=200 if quick else 1000, seconds=20 if quick else 60,
-                    interval=5 if quick else 30)
-        etcd_bench(bench, nodes=10 if quick else 50, slots=2, hold=0.2 if quick else 1.0)
-        report(bench, quick, args.out)
+            report(bench, quick, args.out)
+        if "daemon" in parts:
+            daemon_bench(bench, seconds=15 if quick else 600, changes=5 if quick else 20)
+            report(bench, quick, args.out)
+        if "fleet" in parts:
+            fleet_bench(bench, pollers=200 if quick else 1000, seconds=20 if quick else 60,
+                        interval=5 if quick else 30)
+            report(bench, quick, args.out)
+        if "etcd" in parts:
+            etcd_bench(bench, nodes=10 if quick else 50, slots=2, hold=0.2 if quick else 1.0)
+            report(bench, quick, args.out)
         print("written: %s" % args.out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
