@@ -72,6 +72,16 @@ class Journal:
         return (self.action == "reboot" and self.unfinished and self.done("reboot")
                 and self.failed_step != "boot-check")
 
+    def checks_due_for(self, image_id):
+        """The checks after the reboot come before anything else, unless the node failed
+        them (unhealthy) and the metadata now asks for another image: a fix, or the way
+        back, which must not wait for a health check that image may never pass."""
+        return self.awaiting_boot and (self.failed_step != "health" or self.image_id == image_id)
+
+    def holds_slot(self):
+        """A reboot slot taken and not yet released (released under slot_node)."""
+        return self.action == "reboot" and bool(self.slot_node) and not self.done("release")
+
     def stopped_at(self):
         """The first step not done, in run order (the saved dict is sorted by name)."""
         for name in (REBOOT_STEPS if self.action == "reboot" else STEPS):

@@ -91,7 +91,7 @@ def preflight(desired, facts, journal, adopt=False, rejected=None):
                 running_kernel=facts.release, resume=resume,
                 root_was_ro=root_was_ro(facts, journal))
     unfinished = journal is not None and journal.unfinished
-    if journal is not None and journal.awaiting_boot:
+    if journal is not None and journal.checks_due_for(desired.image_id):
         return Plan(REBOOT, tuple(["the reboot into kernel %s for image %s is done: its checks "
                                    "are due (running %s)" % (journal.kernel, journal.image_id,
                                                              facts.release)]),

@@ -181,9 +181,11 @@ class Agent:
                     executor = self.executor(should_stop, status)
                     if plan.action in (planning.IN_PLACE, planning.ROLLBACK):
                         before = health.failed_units(self.system, self.paths)
+                        superseded = self.state.load_journal()
                         with self._in_place_slot():
                             record = executor.apply(plan, planned.facts, planned.tree,
                                                     planned.image_entries, replan=planned.replan)
+                        self._release_reboot_slot(superseded)
                         problems = self._health(plan, before)
                         if problems:
                             return self._unhealthy(want, plan, problems, outcome, rollback)
@@ -289,7 +291,7 @@ class Agent:
             # never this machine under a sandbox root: the executor records instead
             reboot=self._reboot_now if self.paths.is_host_root else None)
         j = self.state.load_journal()
-        if j is not None and j.awaiting_boot:
+        if j is not None and j.checks_due_for(want.image_id):
             if j.boot_id and j.boot_id == rebooting.current_boot_id():
                 # asked to reboot, still the same boot: the machine is going down
                 return outcome("rebooting")
@@ -310,11 +312,23 @@ class Agent:
                                % (why, note or "nothing was changed"), 1)
             return outcome("reboot-required", "%s: reboot required (reboot = manual): run "
                            "`update-agent reboot`; %s" % (why, note or "nothing was changed"), 1)
+        if executor.slots is not None and j is not None and j.holds_slot():
+            # an unhealthy node's next image keeps the slot its last reboot took
+            executor.slots.node = j.slot_node
         try:
             executor.start(plan, planned.facts, planned.tree, planned.image_entries)
         except rebooting.WaitingForSlot as e:
             return outcome("waiting", "%s; %s" % (why, e), 1)
         return outcome("rebooting")
+
+    def _release_reboot_slot(self, superseded):
+        """An in-place update replaced a reboot that left the node unhealthy: the
+        node is up on a new image, so the slot that reboot took goes back."""
+        slots = self._slots() if superseded is not None and superseded.holds_slot() else None
+        if slots is not None:
+            slots.node = superseded.slot_node
+            slots.release()
+            LOG.info("released the reboot slot of the superseded update to %s", superseded.image_id)
 
     def _forget_failed_boot(self):
         """An operator asks for the reboot again after one that came back on the old

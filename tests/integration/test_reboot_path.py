@@ -226,6 +226,36 @@ def test_an_unhealthy_node_keeps_its_slot_and_its_fallback_until_healthy(w, node
     assert [h["result"] for h in history(node)] == ["rebooting", "unhealthy", "unhealthy", "success"]
 
 
+def test_new_metadata_gets_an_unhealthy_node_out_with_the_slot_it_holds(w, node, tmp_path):
+    """An image that never passes its health check must not pin the node: the way back
+    (the metadata names the old image again) is planned, and reuses the slot."""
+    slots = tmp_path / "slots"
+    conf = tmp_path / "a.conf"
+    conf.write_text("[coordination]\nbackend = file://%s\ngroup = ctl\nmax_holders = 1\n"
+                    "failure_threshold = 1\nnode_id = node-1\n" % slots)
+    from update_agent.coordination import RebootSlots, stores
+    group = RebootSlots(stores.for_url("file://%s" % slots), "ctl", 1, "observer", lambda: 0)
+    bad = meta(tmp_path, "img-R", w.rebuilt)
+    assert agent(node.root, "apply", metadata=bad, config=str(conf)).returncode == 0
+    open(os.path.join(node.root, "run/fail-health"), "w").close()
+    r = agent(node.root, "apply", "--json", metadata=bad, config=str(conf))
+    assert json.loads(r.stdout)["result"] == "unhealthy", r.stderr
+    assert group.state()["frozen"], "one failure stops this group"
+
+    back = meta(tmp_path, "img-A", w.ext4(w.tree_a, "A"))
+    plan = plan_json(node.root, back)
+    assert plan["action"] == "reboot" and plan["image_id"] == "img-A", plan["reasons"]
+    assert any("superseded by img-A" in x for x in plan["reasons"])
+    os.unlink(os.path.join(node.root, "run/fail-health"))
+    r = agent(node.root, "apply", "--json", metadata=back, config=str(conf))
+    assert json.loads(r.stdout)["result"] == "rebooting", r.stderr
+    assert list(group.state()["holders"]) == ["node-1"], "its own slot, though the group is stopped"
+    r = agent(node.root, "apply", "--json", metadata=back, config=str(conf))
+    assert json.loads(r.stdout)["result"] == "success", r.stderr
+    world.assert_matches_image(node.root, w.tree_a)
+    assert group.state()["holders"] == {}
+
+
 def test_reboot_method_kexec_loads_the_new_kernel_where_this_kernel_can(w, node, tmp_path):
     """With reboot_method = kexec and kexec-tools on the node, the plan says whether the
     running kernel (this machine's) can kexec; the recorded reboot is what it would run."""
