@@ -79,8 +79,10 @@ class Journal:
         return self.awaiting_boot and (self.failed_step != "health" or self.image_id == image_id)
 
     def holds_slot(self):
-        """A reboot slot taken and not yet released (released under slot_node)."""
-        return self.action == "reboot" and bool(self.slot_node) and not self.done("release")
+        """A reboot slot taken and not yet released (released under slot_node); a boot
+        that came back on the old kernel released it already."""
+        return (self.action == "reboot" and bool(self.slot_node) and not self.done("release")
+                and self.failed_step != "boot-check")
 
     def stopped_at(self):
         """The first step not done, in run order (the saved dict is sorted by name)."""
