@@ -10,6 +10,7 @@ import os
 import pytest
 
 import world
+from update_agent.coordination import RebootSlots, stores
 from world import agent, plan_json, write_metadata
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_mounts")]
@@ -38,6 +39,15 @@ def hooks_log(n):
 
 def history(n):
     return json.loads(agent(n.root, "history", "--json").stdout)
+
+
+def slot_group(tmp_path, extra=""):
+    """A one-slot group "ctl" in a file store: the agent's config file, and a way to
+    act on the group as another node (node id -> RebootSlots)."""
+    url = "file://%s" % (tmp_path / "slots")
+    conf = tmp_path / "a.conf"
+    conf.write_text("[coordination]\nbackend = %s\ngroup = ctl\nmax_holders = 1\n%s" % (url, extra))
+    return str(conf), lambda node_id: RebootSlots(stores.for_url(url), "ctl", 1, node_id, lambda: 0)
 
 
 def test_reboot_is_recorded_then_checked_and_finished(w, node, tmp_path):
@@ -124,27 +134,21 @@ def test_reboot_policy_from_the_metadata(w, node, tmp_path, policy, result, word
 
 
 def test_a_reboot_waits_for_a_fleet_slot(w, node, tmp_path):
-    slots = tmp_path / "slots"
-    conf = tmp_path / "a.conf"
-    conf.write_text("[coordination]\nbackend = file://%s\ngroup = ctl\nmax_holders = 1\n"
-                    "node_id = node-1\n" % slots)
-    other = tmp_path / "b.conf"
-    other.write_text(conf.read_text().replace("node-1", "node-2"))
+    conf, member = slot_group(tmp_path, "node_id = node-1\n")
     m = meta(tmp_path, "img-R", w.rebuilt)
     # node-2 is rebooting: it holds the group's only slot
-    from update_agent.coordination import RebootSlots, stores
-    node2 = RebootSlots(stores.for_url("file://%s" % slots), "ctl", 1, "node-2", lambda: 0)
+    node2 = member("node-2")
     assert node2.take()[0]
     before = world.snapshot(node.root)
-    r = agent(node.root, "apply", "--json", metadata=m, config=str(conf))
+    r = agent(node.root, "apply", "--json", metadata=m, config=conf)
     assert r.returncode == 1 and "no reboot slot" in r.stderr and "node-2" in r.stderr
     assert json.loads(r.stdout)["result"] == "waiting"
     assert world.snapshot(node.root) == before, "nothing happens without a slot"
     node2.release()
-    r = agent(node.root, "apply", metadata=m, config=str(conf))
+    r = agent(node.root, "apply", metadata=m, config=conf)
     assert r.returncode == 0, r.stderr
     assert list(node2.state()["holders"]) == ["node-1"], "held across the reboot"
-    r = agent(node.root, "apply", metadata=m, config=str(conf))
+    r = agent(node.root, "apply", metadata=m, config=conf)
     assert r.returncode == 0, r.stderr
     assert node2.state()["holders"] == {}, "released once the node is back and checked"
 
@@ -153,13 +157,10 @@ def test_the_slot_is_released_under_the_id_it_was_taken_with(w, node, tmp_path):
     """An image with an empty machine-id on a read-only root gets a new one made up
     at every boot: the node id after the reboot is not the one that took the slot."""
     import subprocess
-    slots = tmp_path / "slots"
-    conf = tmp_path / "a.conf"
-    conf.write_text("[coordination]\nbackend = file://%s\ngroup = ctl\nmax_holders = 1\n" % slots)
-    from update_agent.coordination import RebootSlots, stores
-    group = RebootSlots(stores.for_url("file://%s" % slots), "ctl", 1, "observer", lambda: 0)
+    conf, member = slot_group(tmp_path)
+    group = member("observer")
     m = meta(tmp_path, "img-R", w.rebuilt)
-    r = agent(node.root, "apply", metadata=m, config=str(conf))
+    r = agent(node.root, "apply", metadata=m, config=conf)
     assert r.returncode == 0, r.stderr
     before = open(os.path.join(node.root, "etc/machine-id")).read().strip()
     assert list(group.state()["holders"]) == [before]
@@ -167,7 +168,7 @@ def test_the_slot_is_released_under_the_id_it_was_taken_with(w, node, tmp_path):
     with open(os.path.join(node.root, "etc/machine-id"), "w") as f:
         f.write("1" * 32 + "\n")                    # the reboot: another transient id
     subprocess.run(["mount", "-o", "remount,ro", node.root], check=True)
-    r = agent(node.root, "apply", metadata=m, config=str(conf))
+    r = agent(node.root, "apply", metadata=m, config=conf)
     assert r.returncode == 0, r.stderr
     assert group.state()["holders"] == {}, "released under the id that took it"
 
@@ -199,17 +200,13 @@ def test_an_unhealthy_node_keeps_its_slot_and_its_fallback_until_healthy(w, node
     """After the reboot the new kernel runs, but a health.d hook fails: the node is
     not declared done, its kernel is not made the default, the group counts one
     failure (not one per retry), and the slot stays held; once healthy it finishes."""
-    slots = tmp_path / "slots"
-    conf = tmp_path / "a.conf"
-    conf.write_text("[coordination]\nbackend = file://%s\ngroup = ctl\nmax_holders = 1\n"
-                    "node_id = node-1\n" % slots)
-    from update_agent.coordination import RebootSlots, stores
-    group = RebootSlots(stores.for_url("file://%s" % slots), "ctl", 1, "observer", lambda: 0)
+    conf, member = slot_group(tmp_path, "node_id = node-1\n")
+    group = member("observer")
     m = meta(tmp_path, "img-R", w.rebuilt)
-    assert agent(node.root, "apply", metadata=m, config=str(conf)).returncode == 0
+    assert agent(node.root, "apply", metadata=m, config=conf).returncode == 0
     open(os.path.join(node.root, "run/fail-health"), "w").close()
     for attempt in range(2):
-        r = agent(node.root, "apply", "--json", metadata=m, config=str(conf))
+        r = agent(node.root, "apply", "--json", metadata=m, config=conf)
         assert r.returncode == 1 and json.loads(r.stdout)["result"] == "unhealthy", r.stderr
         assert "health hook told to fail" in r.stderr and "slot stays held" in r.stderr
         state = group.state()
@@ -219,7 +216,7 @@ def test_an_unhealthy_node_keeps_its_slot_and_its_fallback_until_healthy(w, node
     assert json.loads(agent(node.root, "status", "--json").stdout)["unfinished_update"]["step"] == "health"
 
     os.unlink(os.path.join(node.root, "run/fail-health"))
-    r = agent(node.root, "apply", "--json", metadata=m, config=str(conf))
+    r = agent(node.root, "apply", "--json", metadata=m, config=conf)
     assert r.returncode == 0 and json.loads(r.stdout)["result"] == "success", r.stderr
     assert hooks_log(node)[-2:] == ["health", "bootloader"]
     assert group.state()["holders"] == {}
@@ -229,16 +226,12 @@ def test_an_unhealthy_node_keeps_its_slot_and_its_fallback_until_healthy(w, node
 def test_new_metadata_gets_an_unhealthy_node_out_with_the_slot_it_holds(w, node, tmp_path):
     """An image that never passes its health check must not pin the node: the way back
     (the metadata names the old image again) is planned, and reuses the slot."""
-    slots = tmp_path / "slots"
-    conf = tmp_path / "a.conf"
-    conf.write_text("[coordination]\nbackend = file://%s\ngroup = ctl\nmax_holders = 1\n"
-                    "failure_threshold = 1\nnode_id = node-1\n" % slots)
-    from update_agent.coordination import RebootSlots, stores
-    group = RebootSlots(stores.for_url("file://%s" % slots), "ctl", 1, "observer", lambda: 0)
+    conf, member = slot_group(tmp_path, "failure_threshold = 1\nnode_id = node-1\n")
+    group = member("observer")
     bad = meta(tmp_path, "img-R", w.rebuilt)
-    assert agent(node.root, "apply", metadata=bad, config=str(conf)).returncode == 0
+    assert agent(node.root, "apply", metadata=bad, config=conf).returncode == 0
     open(os.path.join(node.root, "run/fail-health"), "w").close()
-    r = agent(node.root, "apply", "--json", metadata=bad, config=str(conf))
+    r = agent(node.root, "apply", "--json", metadata=bad, config=conf)
     assert json.loads(r.stdout)["result"] == "unhealthy", r.stderr
     assert group.state()["frozen"], "one failure stops this group"
 
@@ -247,10 +240,10 @@ def test_new_metadata_gets_an_unhealthy_node_out_with_the_slot_it_holds(w, node,
     assert plan["action"] == "reboot" and plan["image_id"] == "img-A", plan["reasons"]
     assert any("superseded by img-A" in x for x in plan["reasons"])
     os.unlink(os.path.join(node.root, "run/fail-health"))
-    r = agent(node.root, "apply", "--json", metadata=back, config=str(conf))
+    r = agent(node.root, "apply", "--json", metadata=back, config=conf)
     assert json.loads(r.stdout)["result"] == "rebooting", r.stderr
     assert list(group.state()["holders"]) == ["node-1"], "its own slot, though the group is stopped"
-    r = agent(node.root, "apply", "--json", metadata=back, config=str(conf))
+    r = agent(node.root, "apply", "--json", metadata=back, config=conf)
     assert json.loads(r.stdout)["result"] == "success", r.stderr
     world.assert_matches_image(node.root, w.tree_a)
     assert group.state()["holders"] == {}
