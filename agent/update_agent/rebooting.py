@@ -101,10 +101,10 @@ class RebootExecutor(Executor):
     def _reboot(self, j, method, load):
         """load: the kexec --load command for method kexec (else None)."""
         if self.reboot is None:
+            commands = ([load] if load else []) + [["systemctl", method]]
             j.note = ("--root is not /: did not run %s into kernel %s; the next run checks the "
                       "node as after that reboot"
-                      % (" then ".join("`%s`" % " ".join(a) for a in filter(None, [
-                          load, ["systemctl", method]])), j.kernel))
+                      % (" then ".join("`%s`" % " ".join(c) for c in commands), j.kernel))
             LOG.warning("%s", j.note)
             return
         self.status("rebooting into kernel %s" % j.kernel)
