@@ -161,7 +161,10 @@ class Executor:
                 LOG.info("step %s: start", step, extra=log_fields(j.image_id, j.action, step))
                 self.status("%s to %s: %s" % (j.action, j.image_id, step))
                 self.state.step(j, step, "started")
+                began = self.system.monotonic()
                 actions[step]()
+                j.step_s[step] = round(self.system.monotonic() - began, 3)
+                LOG.info("step %s: done in %.2f s", step, j.step_s[step])
                 self.state.step(j, step, "done")
         except Interrupted as e:
             self._fail(j, step, e, env, result="interrupted")
@@ -227,7 +230,7 @@ class Executor:
         record = {"image_id": j.image_id, "previous_image_id": j.previous_image_id,
                   "action": j.action, "result": result, "step": j.failed_step, "error": error,
                   "started_at": j.started_at, "ended_at": ended, "restarts": j.restarted,
-                  "duration_s": round(ended - j.started_at, 3)}
+                  "duration_s": round(ended - j.started_at, 3), "step_s": dict(j.step_s)}
         if plan is not None and plan.changes is not None:
             record["changes"] = plan.to_dict()["changes"]
             record["changes"].pop("sample", None)

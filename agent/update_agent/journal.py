@@ -43,6 +43,7 @@ class Journal:
     root_was_ro: bool
     started_at: float
     steps: dict = dataclasses.field(default_factory=dict)   # name -> started|done
+    step_s: dict = dataclasses.field(default_factory=dict)  # name -> seconds its last run took
     status: str = "running"                                 # running|failed|done
     failed_step: str = ""
     error: str = ""
