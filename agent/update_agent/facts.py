@@ -83,16 +83,35 @@ def gather(paths, config, mountinfo=None):
     )
 
 
-def fs_errors(mount):
-    """How many errors the kernel says the filesystem recorded (ext4 only; else 0)."""
+def _ext4_counter(mount, name):
+    """One of the kernel's counters for an ext4 filesystem; None if not ext4 or unreadable."""
     if mount is None or mount.fstype != "ext4" or not mount.source.startswith("/dev/"):
-        return 0
-    path = "/sys/fs/ext4/%s/errors_count" % os.path.basename(os.path.realpath(mount.source))
+        return None
+    path = "/sys/fs/ext4/%s/%s" % (os.path.basename(os.path.realpath(mount.source)), name)
     try:
         with open(path, encoding="ascii") as f:
             return int(f.read().strip() or 0)
     except (OSError, ValueError):
-        return 0
+        return None
+
+
+def fs_errors(mount):
+    """How many errors the kernel says the filesystem recorded (ext4 only; else 0)."""
+    return _ext4_counter(mount, "errors_count") or 0
+
+
+def unwritten_token(mountinfo, root):
+    """A value that stays the same only while nothing can have changed the root's
+    walk: the root is mounted read-only, its device has not been written (ext4's
+    write counter counts every write to the device, a remount included) and no
+    mount came or went below it. None when that cannot be known."""
+    root_mount = mounts.mount_of(mountinfo, root)
+    if root_mount is None or not root_mount.read_only:
+        return None
+    written = _ext4_counter(root_mount, "lifetime_write_kbytes")
+    if written is None:
+        return None
+    return (root_mount.source, written, tuple(mounts.below(mountinfo, root)))
 
 
 def node_manifest(facts, cache_path):

@@ -115,23 +115,33 @@ class Agent:
                 raise
             image_entries = self.images.manifest(staged, tree)
             planned = Planned(None, facts, tree, image_entries)
+            walked = {}
             planned.replan = lambda: self._decide(want, facts, j, staged, tree, image_entries, adopt,
-                                                  rejected, rollback)
+                                                  rejected, rollback, walked)
             planned.plan = planned.replan()
             yield planned
 
     def _decide(self, want, facts, j, staged, tree, image_entries, adopt, rejected=None,
-                rollback=False):
-        node_entries, sigs, protected = facts_mod.node_manifest(facts, self.paths.node_manifest)
-        self._save_node_cache(node_entries, sigs)
-        account_texts = facts_mod.account_files(facts.root, tree, facts.excluded,
-                                                self.paths.accounts_base)
-        running_vmlinuz = facts_mod.running_vmlinuz(self.paths, facts.release)
+                rollback=False, walked=None):
+        """walked: the node's side of an earlier plan in this run, reused (and filled in)
+        while the root provably has not changed since: the replan after pre-configure
+        then costs a process scan, not a second walk of the whole root."""
+        walked = {} if walked is None else walked
+        token = facts_mod.unwritten_token(self.read_mounts(), facts.root)
+        if token is not None and walked.get("token") == token:
+            LOG.info("the root was not written since it was walked: the walk is reused")
+        else:
+            node_entries, sigs, protected = facts_mod.node_manifest(facts, self.paths.node_manifest)
+            self._save_node_cache(node_entries, sigs)
+            walked.update(token=token, entries=node_entries, sigs=sigs, protected=protected,
+                          accounts=facts_mod.account_files(facts.root, tree, facts.excluded,
+                                                           self.paths.accounts_base),
+                          vmlinuz=facts_mod.running_vmlinuz(self.paths, facts.release))
         procs = processes.scan(facts.root)
         imports = {p.pid: processes.python_imports(p, self.paths.node) for p in procs}
-        return planning.decide(want, facts, j, self.config, staged.digest, node_entries,
-                               image_entries, account_texts, adopt, protected,
-                               running_vmlinuz=running_vmlinuz, node_sigs=sigs, procs=procs,
+        return planning.decide(want, facts, j, self.config, staged.digest, walked["entries"],
+                               image_entries, walked["accounts"], adopt, walked["protected"],
+                               running_vmlinuz=walked["vmlinuz"], node_sigs=walked["sigs"], procs=procs,
                                imports=imports, agent_pid=os.getpid(), rejected=rejected,
                                rollback=rollback)
 

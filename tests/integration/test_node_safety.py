@@ -143,3 +143,33 @@ def test_unparseable_url_exits_2(node, tmp_path):
     meta = write_metadata(str(tmp_path / "m.json"), "img-B", "http://[::1/x")
     r = agent(node.root, "--dry-run", metadata=meta)
     assert r.returncode == 2 and "http://[::1/x" in r.stderr and "Traceback" not in r.stderr
+
+
+def _pre_configure_hook(node, name, body):
+    subprocess.run(["mount", "-o", "remount,rw", node.root], check=True)
+    path = os.path.join(node.root, "usr/libexec/os-refresh-config/pre-configure.d", name)
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\nset -e\nR=\"$UPDATE_AGENT_ROOT\"\n" + body)
+    os.chmod(path, 0o755)
+    subprocess.run(["mount", "-o", "remount,ro", node.root], check=True)
+
+
+def test_the_replan_after_pre_configure_reuses_the_walk_of_an_unwritten_root(w, node, tmp_path):
+    _pre_configure_hook(node, "50-quiet", "true\n")
+    r = agent(node.root, "-v", "apply", metadata=w.metadata_for_b(str(tmp_path)))
+    assert r.returncode == 0, r.stderr
+    assert "the walk is reused" in r.stderr
+    world.assert_matches_image(node.root, w.tree_b)
+
+
+def test_what_pre_configure_writes_on_the_root_is_synced_away(w, node, tmp_path):
+    # a service that, while stopping, remounts the root and leaves a file in /usr:
+    # the replan must walk again and see it, or the node would keep a file the image lacks
+    _pre_configure_hook(node, "50-scribble", 'mount -o remount,rw "$R"\n'
+                        'echo left-behind > "$R/usr/share/stray-while-stopping"\n'
+                        'mount -o remount,ro "$R"\n')
+    r = agent(node.root, "-v", "apply", metadata=w.metadata_for_b(str(tmp_path)))
+    assert r.returncode == 0, r.stderr
+    assert "the walk is reused" not in r.stderr
+    assert not os.path.exists(os.path.join(node.root, "usr/share/stray-while-stopping"))
+    world.assert_matches_image(node.root, w.tree_b)
