@@ -117,8 +117,9 @@ def unwritten_token(mountinfo, root):
 def node_manifest(facts, cache_path):
     """Walk the node's root (never across mounts), reusing cached hashes.
 
-    Returns (entries, sigs, protected): protected are the preserved paths and
-    mount points that exist on the node, which the sync must leave standing.
+    Returns (entries, sigs, protected, cached): protected are the preserved paths
+    and mount points that exist on the node, which the sync must leave standing;
+    cached is True when the cache already holds exactly this manifest.
     """
     excluder = manifest.Excluder(facts.excluded)
     old_entries, old_sigs = manifest.load(cache_path)
@@ -128,7 +129,7 @@ def node_manifest(facts, cache_path):
     skipped = []
     entries, sigs = manifest.build(facts.root, excluder, cache=cache,
                                    trusted_before_ns=trusted_before, skipped=skipped)
-    return entries, sigs, tuple(skipped)
+    return entries, sigs, tuple(skipped), (sigs == old_sigs and entries == old_entries)
 
 
 def _mtime_ns(path):

@@ -39,19 +39,20 @@ class Excluder:
 
     def __init__(self, patterns):
         self.exact = set()
-        self.globs = collections.defaultdict(list)  # depth -> [component patterns]
+        self.globs = {}  # depth -> [component patterns]
         for p in patterns:
             rel = os.path.normpath(p).lstrip("/")
             if any(c in rel for c in "*?["):
                 parts = tuple(rel.split("/"))
-                self.globs[len(parts)].append(parts)
+                self.globs.setdefault(len(parts), []).append(parts)
             else:
                 self.exact.add(rel)
 
     def __contains__(self, rel):
         if rel in self.exact:
             return True
-        if not self.globs:
+        # called for every path of a walk: rule out the depths no glob has before splitting
+        if rel.count("/") + 1 not in self.globs:
             return False
         parts = rel.split("/")
         # each component on its own, so '*' never matches across a '/'
@@ -148,10 +149,10 @@ def build(top, excluder, cache=None, trusted_before_ns=None, workers=None, skip_
     for rel, st in walk(top, excluder, skip_devices, skipped):
         kind = KINDS.get(stat.S_IFMT(st.st_mode), "?")
         host = os.path.join(top, rel)
-        digest, size = "", 0
-        sig = Sig(st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        digest, size = "", (st.st_size if kind == "f" else 0)
+        # with the size a manifest keeps (files only), so that a loaded cache compares equal
+        sig = Sig(st.st_ino, size, st.st_mtime_ns, st.st_ctime_ns)
         if kind == "f":
-            size = st.st_size
             cached = cache.get(rel)
             if (cached and cached[0] == sig
                     and (trusted_before_ns is None or st.st_ctime_ns < trusted_before_ns)):

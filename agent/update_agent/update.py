@@ -131,8 +131,10 @@ class Agent:
         if token is not None and walked.get("token") == token:
             LOG.info("the root was not written since it was walked: the walk is reused")
         else:
-            node_entries, sigs, protected = facts_mod.node_manifest(facts, self.paths.node_manifest)
-            self._save_node_cache(node_entries, sigs)
+            node_entries, sigs, protected, cached = facts_mod.node_manifest(facts,
+                                                                             self.paths.node_manifest)
+            if not cached:
+                self._save_node_cache(node_entries, sigs)
             walked.update(token=token, entries=node_entries, sigs=sigs, protected=protected,
                           accounts=facts_mod.account_files(facts.root, tree, facts.excluded,
                                                            self.paths.accounts_base),

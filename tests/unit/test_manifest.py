@@ -107,6 +107,13 @@ def test_build_records_hashes_links_and_hard_link_leader(root):
     assert sigs["etc/motd"].ino == os.lstat(root / "etc/motd").st_ino
 
 
+def test_a_saved_manifest_loads_back_equal_to_a_fresh_build(root, tmp_path_factory):
+    # how the planner knows its node cache needs no rewrite: directories included
+    cache = str(tmp_path_factory.mktemp("cache") / "manifest")
+    manifest.save(cache, *manifest.build(str(root), Excluder([])))
+    assert manifest.load(cache) == manifest.build(str(root), Excluder([]))
+
+
 def test_cached_digest_is_reused_when_signature_matches_and_ctime_is_old(root):
     _, sigs = manifest.build(str(root), Excluder([]))
     sig = sigs["etc/motd"]
