@@ -164,7 +164,8 @@ class Executor:
                 began = self.system.monotonic()
                 actions[step]()
                 j.step_s[step] = round(self.system.monotonic() - began, 3)
-                LOG.info("step %s: done in %.2f s", step, j.step_s[step])
+                LOG.info("step %s: done in %.2f s", step, j.step_s[step],
+                         extra=log_fields(j.image_id, j.action, step))
                 self.state.step(j, step, "done")
         except Interrupted as e:
             self._fail(j, step, e, env, result="interrupted")

@@ -102,16 +102,23 @@ def fs_errors(mount):
 
 def unwritten_token(mountinfo, root):
     """A value that stays the same only while nothing can have changed the root's
-    walk: the root is mounted read-only, its device has not been written (ext4's
-    write counter counts every write to the device, a remount included) and no
-    mount came or went below it. None when that cannot be known."""
+    walk: the root's filesystem is read-only (the superblock, not only this mount:
+    a writable bind mount elsewhere would reach it), its device has not been
+    written (ext4's write counter counts every write to the device, a remount
+    included) and no mount came or went below it. None when that cannot be known."""
     root_mount = mounts.mount_of(mountinfo, root)
-    if root_mount is None or not root_mount.read_only:
+    if root_mount is None or root_mount.fstype != "ext4" or not root_mount.read_only \
+            or "ro" not in root_mount.super_options:
         return None
-    written = _ext4_counter(root_mount, "lifetime_write_kbytes")
-    if written is None:
+    # the device from the root itself: mountinfo may name it /dev/root
+    try:
+        dev = os.stat(root).st_dev
+        name = os.path.basename(os.path.realpath("/sys/dev/block/%d:%d" % (os.major(dev), os.minor(dev))))
+        with open("/sys/fs/ext4/%s/lifetime_write_kbytes" % name, encoding="ascii") as f:
+            written = int(f.read().strip())
+    except (OSError, ValueError):
         return None
-    return (root_mount.source, written, tuple(mounts.below(mountinfo, root)))
+    return (dev, written, tuple(mounts.below(mountinfo, root)))
 
 
 def node_manifest(facts, cache_path):
@@ -129,7 +136,14 @@ def node_manifest(facts, cache_path):
     skipped = []
     entries, sigs = manifest.build(facts.root, excluder, cache=cache,
                                    trusted_before_ns=trusted_before, skipped=skipped)
-    return entries, sigs, tuple(skipped), (sigs == old_sigs and entries == old_entries)
+    cached = sigs == old_sigs and entries == old_entries
+    if cached:
+        # what a rewrite of the same lines would do: the hashes are as good as of now
+        try:
+            os.utime(cache_path)
+        except OSError:
+            pass
+    return entries, sigs, tuple(skipped), cached
 
 
 def _mtime_ns(path):

@@ -137,13 +137,14 @@ class Agent:
                 self._save_node_cache(node_entries, sigs)
             walked.update(token=token, entries=node_entries, sigs=sigs, protected=protected,
                           accounts=facts_mod.account_files(facts.root, tree, facts.excluded,
-                                                           self.paths.accounts_base),
-                          vmlinuz=facts_mod.running_vmlinuz(self.paths, facts.release))
+                                                           self.paths.accounts_base))
+        # read every time: /boot may be a filesystem of its own, which the token does not watch
+        running_vmlinuz = facts_mod.running_vmlinuz(self.paths, facts.release)
         procs = processes.scan(facts.root)
         imports = {p.pid: processes.python_imports(p, self.paths.node) for p in procs}
         return planning.decide(want, facts, j, self.config, staged.digest, walked["entries"],
                                image_entries, walked["accounts"], adopt, walked["protected"],
-                               running_vmlinuz=walked["vmlinuz"], node_sigs=walked["sigs"], procs=procs,
+                               running_vmlinuz=running_vmlinuz, node_sigs=walked["sigs"], procs=procs,
                                imports=imports, agent_pid=os.getpid(), rejected=rejected,
                                rollback=rollback)
 

@@ -173,3 +173,22 @@ def test_what_pre_configure_writes_on_the_root_is_synced_away(w, node, tmp_path)
     assert "the walk is reused" not in r.stderr
     assert not os.path.exists(os.path.join(node.root, "usr/share/stray-while-stopping"))
     world.assert_matches_image(node.root, w.tree_b)
+
+
+def test_a_write_through_another_mount_of_the_root_filesystem_is_synced_away(w, node, tmp_path):
+    # the root is mounted read-only, but its filesystem stays writable through a bind
+    # mount elsewhere (a container's volume, say): the replan cannot trust the first walk
+    other = str(tmp_path / "other")
+    os.mkdir(other)
+    _pre_configure_hook(node, "50-scribble", 'echo left-behind > "%s/usr/share/stray-elsewhere"\n' % other)
+    subprocess.run(["mount", "-o", "remount,rw", node.root], check=True)
+    subprocess.run(["mount", "--bind", node.root, other], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", node.root], check=True)
+        r = agent(node.root, "-v", "apply", metadata=w.metadata_for_b(str(tmp_path)))
+    finally:
+        subprocess.run(["umount", other], check=True)
+    assert r.returncode == 0, r.stderr
+    assert "the walk is reused" not in r.stderr
+    assert not os.path.exists(os.path.join(node.root, "usr/share/stray-elsewhere"))
+    world.assert_matches_image(node.root, w.tree_b)

@@ -61,3 +61,18 @@ def test_is_mount_point():
     ms = mounts.parse(MOUNTINFO)
     assert mounts.is_mount_point(ms, "/srv/root")
     assert not mounts.is_mount_point(ms, "/srv/root/etc")
+
+
+def test_a_root_writable_anywhere_has_no_unwritten_token(tmp_path):
+    # the walk of such a root is never reused: something may write it while the
+    # pre-configure hooks run. Only a root whose filesystem is read-only (the
+    # superblock, not only the mount, which a writable bind elsewhere bypasses) may.
+    from update_agent import facts
+    root = str(tmp_path)
+
+    def token(mount_opts, fstype, super_opts):
+        line = "30 22 259:3 / %s %s - %s /dev/vda %s\n" % (root, mount_opts, fstype, super_opts)
+        return facts.unwritten_token(mounts.parse(line), root)
+    assert token("rw,relatime", "ext4", "rw") is None           # mounted read-write
+    assert token("ro,relatime", "ext4", "rw") is None           # ro mount, rw filesystem
+    assert token("ro,relatime", "xfs", "ro") is None            # no write counter to trust
