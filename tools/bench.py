@@ -42,7 +42,12 @@ RSYNC = ["rsync", "-aHAX", "--numeric-ids", "--delete", "--one-file-system"]
 
 
 def sh(argv, **kw):
-    return subprocess.run(argv, check=True, capture_output=True, text=True, **kw)
+    r = subprocess.run(argv, capture_output=True, text=True, **kw)
+    if r.returncode:
+        # what failed and why, not only an exit status
+        raise RuntimeError("%s exited %d: %s" % (" ".join(argv[-4:]), r.returncode,
+                                                 (r.stderr or r.stdout).strip()[-1500:]))
+    return r
 
 
 def drop_caches():
@@ -100,7 +105,9 @@ class Bench:
               flush=True)
 
     # --- apply and plan ----------------------------------------------------
-    def sync_workload(self, name, tree_a, tree_b):
+    def sync_workload(self, name, tree_a, tree_b, identity=True):
+        """identity: give each node the sandbox's own users and host keys (a Debian
+        root has an 'operator' group of its own, which they would clash with)."""
         name_shown, name = name, "".join(c if c.isalnum() else "-" for c in name)
         image_b = os.path.join(self.work, name + "-B.ext4")
         sandbox.mkfs(image_b, _mb(tree_b), tree=tree_b)
@@ -120,7 +127,7 @@ class Bench:
             correct = {m: True for m in samples}
             for rep in range(self.reps):
                 for method in ("update-agent apply", "rsync quick-check", "rsync --checksum"):
-                    node = self._node(name, root_a, meta)
+                    node = self._node(name, root_a, identity)
                     try:
                         if method == "update-agent apply":
                             _agent(node.root, meta, "--dry-run")  # stage: download excluded
@@ -142,7 +149,7 @@ class Bench:
                         correct[method] &= _matches(node.root, expected)
                     finally:
                         node.stop()
-                node = self._node(name, root_a, meta)
+                node = self._node(name, root_a, identity)
                 try:
                     _agent(node.root, meta, "--dry-run")  # cache the image's manifest
                     for method, fn in (
@@ -162,10 +169,11 @@ class Bench:
                     note = "content equals the image" if correct[method] else "WRONG: content differs"
                 self.add(name_shown, method, cache, values, note)
 
-    def _node(self, name, root_a, meta):
+    def _node(self, name, root_a, identity):
         img = os.path.join(self.work, name + "-node.ext4")
         sh(["cp", "--sparse=always", root_a, img])
-        return sandbox.SandboxNode(os.path.join(self.work, name + "-node"), img).start(state_mb=4096)
+        return sandbox.SandboxNode(os.path.join(self.work, name + "-node"), img).start(
+            identity=identity, state_mb=4096)
 
     def _cache(self, cache):
         # the node was just copied: its write-back must not run during the timed run
@@ -459,7 +467,7 @@ def main():
         if "debian" in parts and not quick:
             import debian_roots
             ra, rb = debian_roots.node_roots(os.path.join(work, "debian"))
-            bench.sync_workload("debian A -> B", ra, rb)
+            bench.sync_workload("debian A -> B", ra, rb, identity=False)
             report(bench, quick, args.out)
         if "daemon" in parts:
             daemon_bench(bench, seconds=15 if quick else 600, changes=5 if quick else 20)

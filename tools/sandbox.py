@@ -201,6 +201,9 @@ class SandboxNode(Mounts):
             _write(self.root, rel.lstrip("/"), data)
         if occ_cache and not occ_mount:
             self.write_occ_cache(occ_cache)
+        # the mount points, while / is writable (a debootstrapped root has no /mnt/state)
+        for rel in ("run", "mnt/state"):
+            os.makedirs(os.path.join(self.root, rel), exist_ok=True)
         if read_only:
             run(["mount", "-o", "remount,ro", self.root])
         self._mount("tmpfs", os.path.join(self.root, "run"), "-t", "tmpfs", "-o", "mode=755")
