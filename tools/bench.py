@@ -12,7 +12,7 @@ equality with the image: a fast wrong answer does not count.
     tools/bench [--quick] [--parts P,...]   (as root; writes docs/benchmarks.md and
                                              docs/bench-*.png)
 
-The full run takes hours (each synthetic workload about 45 min here: every
+The full run takes hours (each synthetic workload about 40 min here: every
 apply starts from a fresh copy of a 3 GB root); --parts runs some of it:
 sync-1, noop, sync-10, debian, daemon, fleet, etcd. The report is rewritten
 after each part, so an interrupted run keeps what it measured.
