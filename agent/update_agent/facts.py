@@ -83,13 +83,13 @@ def gather(paths, config, mountinfo=None):
     )
 
 
-def _ext4_counter(mount, name):
-    """One of the kernel's counters for an ext4 filesystem; None if not ext4 or unreadable."""
-    if mount is None or mount.fstype != "ext4" or not mount.source.startswith("/dev/"):
-        return None
-    path = "/sys/fs/ext4/%s/%s" % (os.path.basename(os.path.realpath(mount.source)), name)
+def _ext4_counter(path, name):
+    """One of the kernel's counters for the ext4 filesystem holding path; None if
+    unreadable. The device is found from path itself: mountinfo may call it /dev/root."""
     try:
-        with open(path, encoding="ascii") as f:
+        dev = os.stat(path).st_dev
+        block = os.path.realpath("/sys/dev/block/%d:%d" % (os.major(dev), os.minor(dev)))
+        with open("/sys/fs/ext4/%s/%s" % (os.path.basename(block), name), encoding="ascii") as f:
             return int(f.read().strip() or 0)
     except (OSError, ValueError):
         return None
@@ -97,7 +97,9 @@ def _ext4_counter(mount, name):
 
 def fs_errors(mount):
     """How many errors the kernel says the filesystem recorded (ext4 only; else 0)."""
-    return _ext4_counter(mount, "errors_count") or 0
+    if mount is None or mount.fstype != "ext4":
+        return 0
+    return _ext4_counter(mount.mount_point, "errors_count") or 0
 
 
 def unwritten_token(mountinfo, root):
@@ -110,15 +112,10 @@ def unwritten_token(mountinfo, root):
     if root_mount is None or root_mount.fstype != "ext4" or not root_mount.read_only \
             or "ro" not in root_mount.super_options:
         return None
-    # the device from the root itself: mountinfo may name it /dev/root
-    try:
-        dev = os.stat(root).st_dev
-        name = os.path.basename(os.path.realpath("/sys/dev/block/%d:%d" % (os.major(dev), os.minor(dev))))
-        with open("/sys/fs/ext4/%s/lifetime_write_kbytes" % name, encoding="ascii") as f:
-            written = int(f.read().strip())
-    except (OSError, ValueError):
+    written = _ext4_counter(root, "lifetime_write_kbytes")
+    if written is None:
         return None
-    return (dev, written, tuple(mounts.below(mountinfo, root)))
+    return (os.stat(root).st_dev, written, tuple(mounts.below(mountinfo, root)))
 
 
 def node_manifest(facts, cache_path):
@@ -136,14 +133,7 @@ def node_manifest(facts, cache_path):
     skipped = []
     entries, sigs = manifest.build(facts.root, excluder, cache=cache,
                                    trusted_before_ns=trusted_before, skipped=skipped)
-    cached = sigs == old_sigs and entries == old_entries
-    if cached:
-        # what a rewrite of the same lines would do: the hashes are as good as of now
-        try:
-            os.utime(cache_path)
-        except OSError:
-            pass
-    return entries, sigs, tuple(skipped), cached
+    return entries, sigs, tuple(skipped), (sigs == old_sigs and entries == old_entries)
 
 
 def _mtime_ns(path):

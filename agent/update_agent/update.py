@@ -131,10 +131,9 @@ class Agent:
         if token is not None and walked.get("token") == token:
             LOG.info("the root was not written since it was walked: the walk is reused")
         else:
-            node_entries, sigs, protected, cached = facts_mod.node_manifest(facts,
-                                                                             self.paths.node_manifest)
-            if not cached:
-                self._save_node_cache(node_entries, sigs)
+            node_entries, sigs, protected, cached = facts_mod.node_manifest(
+                facts, self.paths.node_manifest)
+            self._save_node_cache(node_entries, sigs, unchanged=cached)
             walked.update(token=token, entries=node_entries, sigs=sigs, protected=protected,
                           accounts=facts_mod.account_files(facts.root, tree, facts.excluded,
                                                            self.paths.accounts_base))
@@ -148,9 +147,13 @@ class Agent:
                                imports=imports, agent_pid=os.getpid(), rejected=rejected,
                                rollback=rollback)
 
-    def _save_node_cache(self, entries, sigs):
+    def _save_node_cache(self, entries, sigs, unchanged=False):
         try:
-            manifest.save(self.paths.node_manifest, entries, sigs)
+            if unchanged:
+                # the same lines again: only the time their hashes stand for moves on
+                os.utime(self.paths.node_manifest)
+            else:
+                manifest.save(self.paths.node_manifest, entries, sigs)
         except OSError as e:
             LOG.debug("node manifest cache not saved: %s", e)
 
