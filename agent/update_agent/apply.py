@@ -124,9 +124,7 @@ class Executor:
             PRE_CONFIGURE: quiesce,
             REMOUNT_RW: self.remount_rw,
             PIN: lambda: live.pin(self.paths.root, self._plan.restarts, self.paths.work_dir),
-            SYNC: lambda: sync.sync(self.system, self._plan, image_tree, image_entries,
-                                    self.paths.root, facts.excluded, self.paths.work_dir,
-                                    status=self.status),
+            SYNC: lambda: self._sync(self._plan, facts, image_tree, image_entries),
             COMMIT: lambda: self.commit(self._plan, j, image_tree),
             CONFIGURE: lambda: self._phase(hooks.CONFIGURE, env),
             POST_CONFIGURE: lambda: self._phase(hooks.POST_CONFIGURE, env),
@@ -141,6 +139,13 @@ class Executor:
         self.state.append_history(record)
         self.images.retain([j.digest, j.previous_digest])
         return record
+
+    def _sync(self, plan, facts, image_tree, image_entries):
+        # what to leave alone, with the mounts as they are now: a pre-configure hook
+        # may have mounted a volume under the root since the plan was made
+        now = facts_mod.with_current_mounts(facts, self.read_mounts())
+        sync.sync(self.system, plan, image_tree, image_entries, self.paths.root, now.excluded,
+                  self.paths.work_dir, status=self.status)
 
     def _phase(self, phase, env):
         hooks.run_phase(self.system, self.paths, phase, env, self.config.hook_timeout)

@@ -63,8 +63,7 @@ def gather(paths, config, mountinfo=None):
     state_real = os.path.realpath(paths.state_dir)
     state_rel = os.path.relpath(state_real, os.path.realpath(root))
     extra = ("/" + state_rel,) if not state_rel.startswith("..") and state_rel != "." else ()
-    excluded = (tuple(config.preserved) + (config.state_dir, PIN_DIR) + extra
-                + tuple("/" + m for m in below))
+    excluded = _exclusions(tuple(config.preserved) + (config.state_dir, PIN_DIR) + extra, below)
     return Facts(
         root=root,
         release=os.uname().release,
@@ -81,6 +80,25 @@ def gather(paths, config, mountinfo=None):
         root_errors=fs_errors(root_mount),
         kexec=kexec.facts(paths),
     )
+
+
+def _exclusions(fixed, mount_points):
+    # the mount points come last: with_current_mounts() swaps them
+    return tuple(fixed) + tuple("/" + m for m in mount_points)
+
+
+def with_current_mounts(facts, mountinfo):
+    """facts, with the mounts below the root as they are now added to those seen
+    first: a pre-configure hook may mount a volume under the root, and the sync
+    must not write into it. One it unmounted stays excluded too: its contents
+    come back with it."""
+    below = tuple(sorted(set(facts.mount_points) | set(mounts.below(mountinfo, facts.root))))
+    if below == facts.mount_points:
+        return facts
+    LOG.warning("mounted under the root since the plan began: %s; left alone, as every mount is",
+                ", ".join("/" + m for m in below if m not in facts.mount_points))
+    fixed = facts.excluded[:len(facts.excluded) - len(facts.mount_points)]
+    return dataclasses.replace(facts, mount_points=below, excluded=_exclusions(fixed, below))
 
 
 def _ext4_counter(path, name):

@@ -74,9 +74,7 @@ class RebootExecutor(Executor):
             "remount-rw": self.remount_rw,
             # replaced inodes still in use, linked: else remount,ro before the reboot is refused
             "pin": lambda: live.pin(self.paths.root, plan.restarts, self.paths.work_dir),
-            "sync": lambda: sync.sync(self.system, plan, image_tree, image_entries,
-                                      self.paths.root, facts.excluded, self.paths.work_dir,
-                                      status=self.status),
+            "sync": lambda: self._sync(plan, facts, image_tree, image_entries),
             "commit": lambda: self.commit(plan, j, image_tree),
             "bootloader": lambda: self._phase(BOOTLOADER, dict(env, UPDATE_AGENT_BOOT="once")),
             "remount-ro": self.remount_ro if j.root_was_ro else (lambda: None),

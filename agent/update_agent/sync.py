@@ -15,7 +15,7 @@ import os
 import shutil
 import stat
 
-from update_agent import accounts, statefile
+from update_agent import accounts, manifest, statefile
 from update_agent.errors import AgentError, CommandFailed
 
 LOG = logging.getLogger(__name__)
@@ -28,8 +28,11 @@ RSYNC_BASE = ("-aHAX", "--numeric-ids", "--one-file-system", "--ignore-times",
 def rsync_argv(rsync, list_file, excluded, image_tree, root):
     argv = [rsync, *RSYNC_BASE, "--files-from=" + list_file]
     # Belt and braces: the list never names these, the filter refuses them anyway.
-    for pattern in list(excluded) + ["/" + rel for rel in accounts.FILES]:
-        argv.append("--exclude=/" + pattern.strip("/"))
+    # A listed path is matched on its own, not through its parents: "/p/**" keeps
+    # out what is below an excluded directory (a volume mounted since the plan).
+    for pattern in excluded:
+        argv += ["--exclude=/" + pattern.strip("/"), "--exclude=/" + pattern.strip("/") + "/**"]
+    argv += ["--exclude=/" + rel for rel in accounts.FILES]
     argv += [image_tree.rstrip("/") + "/", root.rstrip("/") + "/"]
     return argv
 
@@ -103,13 +106,22 @@ def sync(system, plan, image_tree, image_entries, root, excluded, work_dir, stat
         except CommandFailed as e:
             raise AgentError("rsync of %d paths onto %s failed (exit %s): %s"
                              % (len(transfer), root, e.returncode, first_error(e.stderr)))
+    # rsync's --exclude keeps the transfer out of them; the rest is done here
+    left_alone = manifest.Excluder(excluded)
     for rel, text in plan.accounts:
+        if left_alone.covers(rel):
+            continue
         e = image_entries[rel]
         statefile.write_atomic(os.path.join(root, rel), text.encode("utf-8", "surrogateescape"),
                                mode=e.mode, uid=e.uid, gid=e.gid,
                                xattrs=_xattrs(os.path.join(image_tree, rel)))
     for rel in plan.changes.deleted_top:
-        remove(root, rel)
+        inside = [p for p in left_alone.exact if p.startswith(rel + "/")]
+        if inside:
+            # a mount made since the plan: deleting around it would empty the volume
+            LOG.warning("/%s is not deleted: /%s below it is left alone", rel, inside[0])
+        elif not left_alone.covers(rel):
+            remove(root, rel)
     # on disk before the step is journalled done, and before /etc/image_id names the image
     system.run([system.which("sync"), "--file-system", root])
     LOG.info("synced %d paths, merged %d account files and deleted %d paths on %s",

@@ -127,7 +127,10 @@ class Agent:
         while the root provably has not changed since: the replan after pre-configure
         then costs a process scan, not a second walk of the whole root."""
         walked = {} if walked is None else walked
-        token = facts_mod.unwritten_token(self.read_mounts(), facts.root)
+        mountinfo = self.read_mounts()
+        # a pre-configure hook may have mounted a volume under the root: walk around it
+        facts = facts_mod.with_current_mounts(facts, mountinfo)
+        token = facts_mod.unwritten_token(mountinfo, facts.root)
         if token is not None and walked.get("token") == token:
             LOG.info("the root was not written since it was walked: the walk is reused")
         else:

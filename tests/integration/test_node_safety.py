@@ -11,7 +11,7 @@ import pytest
 
 import sandbox
 import world
-from world import agent, plan_json, read, write_metadata
+from world import agent, plan_json, pre_configure_hook, read, write_metadata
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_mounts")]
 
@@ -145,17 +145,8 @@ def test_unparseable_url_exits_2(node, tmp_path):
     assert r.returncode == 2 and "http://[::1/x" in r.stderr and "Traceback" not in r.stderr
 
 
-def _pre_configure_hook(node, name, body):
-    subprocess.run(["mount", "-o", "remount,rw", node.root], check=True)
-    path = os.path.join(node.root, "usr/libexec/os-refresh-config/pre-configure.d", name)
-    with open(path, "w") as f:
-        f.write("#!/bin/sh\nset -e\nR=\"$UPDATE_AGENT_ROOT\"\n" + body)
-    os.chmod(path, 0o755)
-    subprocess.run(["mount", "-o", "remount,ro", node.root], check=True)
-
-
 def test_the_replan_after_pre_configure_reuses_the_walk_of_an_unwritten_root(w, node, tmp_path):
-    _pre_configure_hook(node, "50-quiet", "true\n")
+    pre_configure_hook(node, "50-quiet", "true\n")
     r = agent(node.root, "-v", "apply", metadata=w.metadata_for_b(str(tmp_path)))
     assert r.returncode == 0, r.stderr
     assert "the walk is reused" in r.stderr
@@ -165,7 +156,7 @@ def test_the_replan_after_pre_configure_reuses_the_walk_of_an_unwritten_root(w, 
 def test_what_pre_configure_writes_on_the_root_is_synced_away(w, node, tmp_path):
     # a service that, while stopping, remounts the root and leaves a file in /usr:
     # the replan must walk again and see it, or the node would keep a file the image lacks
-    _pre_configure_hook(node, "50-scribble", 'mount -o remount,rw "$R"\n'
+    pre_configure_hook(node, "50-scribble", 'mount -o remount,rw "$R"\n'
                         'echo left-behind > "$R/usr/share/stray-while-stopping"\n'
                         'mount -o remount,ro "$R"\n')
     r = agent(node.root, "-v", "apply", metadata=w.metadata_for_b(str(tmp_path)))
@@ -180,7 +171,7 @@ def test_a_write_through_another_mount_of_the_root_filesystem_is_synced_away(w, 
     # mount elsewhere (a container's volume, say): the replan cannot trust the first walk
     other = str(tmp_path / "other")
     os.mkdir(other)
-    _pre_configure_hook(node, "50-scribble", 'echo left-behind > "%s/usr/share/stray-elsewhere"\n' % other)
+    pre_configure_hook(node, "50-scribble", 'echo left-behind > "%s/usr/share/stray-elsewhere"\n' % other)
     subprocess.run(["mount", "-o", "remount,rw", node.root], check=True)
     subprocess.run(["mount", "--bind", node.root, other], check=True)
     try:
@@ -192,3 +183,17 @@ def test_a_write_through_another_mount_of_the_root_filesystem_is_synced_away(w, 
     assert "the walk is reused" not in r.stderr
     assert not os.path.exists(os.path.join(node.root, "usr/share/stray-elsewhere"))
     world.assert_matches_image(node.root, w.tree_b)
+
+
+def test_a_volume_mounted_by_pre_configure_is_left_alone(w, node, tmp_path):
+    # a hook that, while quiescing, mounts volumes where image B changes a library
+    # and deletes a directory: the sync must neither write into them nor empty them
+    pre_configure_hook(node, "50-volumes", world.MOUNT_VOLUMES)
+    try:
+        r = agent(node.root, "-v", "apply", metadata=w.metadata_for_b(str(tmp_path)))
+        assert r.returncode == 0, r.stderr
+        world.assert_volumes_untouched(node.root)
+        assert "mounted under the root since the plan began: /usr/lib/app, /usr/share/app-old/sub" in r.stderr
+    finally:
+        world.unmount_volumes(node.root)
+    assert read(node, "etc/image_id") == b"img-B\n"

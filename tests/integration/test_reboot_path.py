@@ -75,6 +75,21 @@ def test_reboot_is_recorded_then_checked_and_finished(w, node, tmp_path):
     assert plan_json(node.root, m)["action"] == "noop"
 
 
+def test_a_volume_mounted_by_pre_configure_is_left_alone_before_a_reboot(w, node, tmp_path):
+    # the reboot path does not plan again after pre-configure: the sync itself must
+    # see the volumes mounted since the plan and keep out of them
+    world.pre_configure_hook(node, "50-volumes", world.MOUNT_VOLUMES)
+    try:
+        r = agent(node.root, "apply", "--json", metadata=meta(tmp_path, "img-R", w.rebuilt))
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["result"] == "rebooting"
+        world.assert_volumes_untouched(node.root)
+        assert "/usr/share/app-old is not deleted: /usr/share/app-old/sub below it is left alone" in r.stderr
+    finally:
+        world.unmount_volumes(node.root)
+    assert open(os.path.join(node.root, "etc/image_id")).read() == "img-R\n"
+
+
 def test_a_process_started_after_the_plan_is_pinned_too(w, node, tmp_path):
     """The plan can be minutes old when the sync starts (a big image's manifest, a
     slow quiesce), and the reboot path does not plan again: what is in use is read

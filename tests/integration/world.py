@@ -62,6 +62,35 @@ def plan_json(root, metadata, *extra):
     return json.loads(r.stdout)
 
 
+def pre_configure_hook(node, name, body):
+    """Add a pre-configure.d hook to the node's read-only root; R is the root."""
+    subprocess.run(["mount", "-o", "remount,rw", node.root], check=True)
+    path = os.path.join(node.root, "usr/libexec/os-refresh-config/pre-configure.d", name)
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\nset -e\nR=\"$UPDATE_AGENT_ROOT\"\n" + body)
+    os.chmod(path, 0o755)
+    subprocess.run(["mount", "-o", "remount,ro", node.root], check=True)
+
+
+# a service's volumes, mounted while it quiesces: where image B changes a library
+# (usr/lib/app) and inside a directory it deletes (usr/share/app-old)
+VOLUMES = ("usr/lib/app", "usr/share/app-old/sub")
+MOUNT_VOLUMES = "".join('mount -t tmpfs volume "$R/%s"\necho data > "$R/%s/volume"\n' % (v, v)
+                        for v in VOLUMES)
+
+
+def assert_volumes_untouched(root):
+    for v in VOLUMES:
+        path = os.path.join(root, v)
+        assert os.path.ismount(path), "the volume on /%s is gone" % v
+        assert os.listdir(path) == ["volume"], "the sync wrote into or emptied /%s" % v
+
+
+def unmount_volumes(root):
+    for v in VOLUMES:
+        subprocess.run(["umount", os.path.join(root, v)], capture_output=True)
+
+
 def root_mount_options(root):
     out = subprocess.run(["findmnt", "-n", "-o", "OPTIONS", "--mountpoint", root],
                          capture_output=True, text=True, check=True).stdout.strip()

@@ -76,3 +76,22 @@ def test_a_root_writable_anywhere_has_no_unwritten_token(tmp_path):
     assert token("rw,relatime", "ext4", "rw") is None           # mounted read-write
     assert token("ro,relatime", "ext4", "rw") is None           # ro mount, rw filesystem
     assert token("ro,relatime", "xfs", "ro") is None            # no write counter to trust
+
+
+def test_mounts_made_since_the_facts_are_added_and_none_is_forgotten(tmp_path):
+    # a pre-configure hook mounts a volume under the root and unmounts another: both
+    # stay excluded, and what the node preserves is kept as it was
+    from update_agent import facts
+    root = str(tmp_path)
+
+    def mountinfo(*below):
+        return mounts.parse("".join("4%d 30 0:4%d / %s/%s rw - tmpfs vol rw\n" % (i, i, root, m)
+                                    for i, m in enumerate(below)))
+    before = facts.Facts(root=root, release="6.1", root_is_mount_point=True, root_read_only=True,
+                         root_fstype="ext4", state_dir="/var/lib/update-agent", state_on_root_fs=False,
+                         state_read_only=False, free_bytes=0, mount_points=("srv/old",),
+                         current_image_id="img-1", excluded=("/srv/old", "/var/lib/update-agent", "/srv/old"))
+    assert facts.with_current_mounts(before, mountinfo("srv/old")) is before
+    after = facts.with_current_mounts(before, mountinfo("var/lib/app"))
+    assert after.mount_points == ("srv/old", "var/lib/app")
+    assert after.excluded == ("/srv/old", "/var/lib/update-agent", "/srv/old", "/var/lib/app")

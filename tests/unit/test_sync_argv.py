@@ -1,6 +1,9 @@
 """sync.rsync_argv and write_list: exactly what rsync is told."""
 
 import os
+import shutil
+import subprocess
+import types
 
 from update_agent import sync
 
@@ -22,8 +25,10 @@ def test_options():
 def test_anchored_excludes_for_preserved_paths_and_account_files():
     excludes = [x for x in argv() if x.startswith("--exclude")]
     assert excludes == [
-        "--exclude=/etc/hostname", "--exclude=/etc/ssh/ssh_host_*",
-        "--exclude=/var/lib/update-agent", "--exclude=/srv/data",
+        "--exclude=/etc/hostname", "--exclude=/etc/hostname/**",
+        "--exclude=/etc/ssh/ssh_host_*", "--exclude=/etc/ssh/ssh_host_*/**",
+        "--exclude=/var/lib/update-agent", "--exclude=/var/lib/update-agent/**",
+        "--exclude=/srv/data", "--exclude=/srv/data/**",
         "--exclude=/etc/passwd", "--exclude=/etc/group", "--exclude=/etc/shadow",
         "--exclude=/etc/gshadow"]
 
@@ -59,3 +64,35 @@ def test_remove_deletes_files_and_whole_directories(tmp_path):
     assert sync.remove(str(tmp_path), "d") is True
     assert not (tmp_path / "d").exists()
     assert sync.remove(str(tmp_path), "d") is False         # already gone
+
+
+def test_a_deletion_around_what_is_left_alone_is_skipped(tmp_path):
+    # /d is gone from the image, but a volume was mounted at /d/vol after the plan:
+    # removing /d would empty the volume. /e is deleted as planned.
+    for d in ("d/vol", "e"):
+        (tmp_path / "root" / d).mkdir(parents=True)
+        (tmp_path / "root" / d / "data").write_text("x")
+    ran = []
+    system = types.SimpleNamespace(which=lambda name: name, run=ran.append)
+    plan = types.SimpleNamespace(accounts=(), changes=types.SimpleNamespace(transfer=[], deleted_top=["d", "e"]))
+    sync.sync(system, plan, str(tmp_path / "image"), {}, str(tmp_path / "root"), ("/d/vol",),
+              str(tmp_path / "work"))
+    assert (tmp_path / "root" / "d" / "vol" / "data").exists()
+    assert not (tmp_path / "root" / "e").exists()
+    assert ran == [["sync", "--file-system", str(tmp_path / "root")]], "flushed before the step is done"
+
+
+def test_rsync_refuses_a_listed_path_below_an_excluded_directory(tmp_path):
+    # rsync matches a --files-from path by itself, not through its parents: the
+    # list may name a file in a directory mounted since the plan, and it must not land
+    image, root = tmp_path / "image", tmp_path / "root"
+    for tree in (image, root):
+        (tree / "srv" / "data").mkdir(parents=True)
+    (image / "srv" / "data" / "f").write_text("from the image")
+    (image / "srv" / "g").write_text("synced")
+    list_file = str(tmp_path / "list")
+    sync.write_list(list_file, ["srv/data/f", "srv/g"])
+    subprocess.run(sync.rsync_argv(shutil.which("rsync"), list_file, ["/srv/data"], str(image), str(root)),
+                   check=True)
+    assert not (root / "srv" / "data" / "f").exists()
+    assert (root / "srv" / "g").read_text() == "synced"
