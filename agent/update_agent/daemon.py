@@ -111,6 +111,9 @@ class Daemon:
         self.failures = 0
         self.last_metadata = None
         self.signalled_failures = set()
+        # the failure last logged as an ERROR: the same one again, at every backoff
+        # (each poll interval, forever, for a refused image), is only noted at INFO
+        self.failure_logged = None
 
     # --- signals ---------------------------------------------------------
     def _install_signals(self):
@@ -189,7 +192,7 @@ class Daemon:
             self.last_metadata = metadata
             ok = self.handle(metadata)
         except AgentError as e:
-            LOG.error("%s", e)
+            self._log_failure(str(e), "%s", e)
             self._report(None, error=str(e))
             ok = False
         except Exception as e:  # a bug or a surprise must not stop the daemon: back off
@@ -197,8 +200,18 @@ class Daemon:
             self._report(None, error="unexpected %s: %s" % (type(e).__name__, e))
             ok = False
         self.failures = 0 if ok else self.failures + 1
+        if ok and self.failure_logged is not None:
+            LOG.info("the failure logged before is over")
+            self.failure_logged = None
         if not ok:
-            LOG.warning("will retry in %.0fs", backoff(self.failures, self.config.poll_interval))
+            LOG.log(logging.INFO if self.failures > 1 else logging.WARNING, "will retry in %.0fs",
+                    backoff(self.failures, self.config.poll_interval))
+
+    def _log_failure(self, key, msg, *args, **kw):
+        repeat = key == self.failure_logged
+        self.failure_logged = key
+        LOG.log(logging.INFO if repeat else logging.ERROR, msg + (" (again)" if repeat else ""),
+                *args, **kw)
 
     def handle(self, metadata):
         hold = self.agent.state.hold()
@@ -221,11 +234,14 @@ class Daemon:
         self.notifier.status("checking %s" % want.image_id)
         outcome = self.agent.update(want, should_stop=lambda: self.stopping,
                                     status=self.notifier.status)
-        level = logging.INFO if outcome.ok else logging.ERROR
-        LOG.log(level, "image %s: %s%s", want.image_id, outcome.result,
-                ": " + outcome.error if outcome.error else "",
-                extra=log_fields(want.image_id, outcome.plan.action if outcome.plan else None,
-                                 None, outcome.result))
+        fields = log_fields(want.image_id, outcome.plan.action if outcome.plan else None,
+                            None, outcome.result)
+        error = ": " + outcome.error if outcome.error else ""
+        if outcome.ok:
+            LOG.info("image %s: %s%s", want.image_id, outcome.result, error, extra=fields)
+        else:
+            self._log_failure((want.image_id, outcome.result, outcome.error), "image %s: %s%s",
+                              want.image_id, outcome.result, error, extra=fields)
         self._report(outcome, desired=want)
         return outcome
 

@@ -1,6 +1,7 @@
 """daemon: backoff, run_deployment and the Daemon's decisions, with fake collaborators."""
 
 import json
+import logging
 import os
 import types
 
@@ -199,6 +200,32 @@ def test_tick_unchanged_metadata_and_retry_after_failure(env):
     assert env.daemon.failures == 0 and env.agent.calls == ["img-2", "img-2"]
     env.daemon.tick()  # 304 while healthy: nothing to do
     assert env.agent.calls == ["img-2", "img-2"]
+
+
+def test_the_same_failure_is_an_error_once_then_quiet_until_it_changes(env, caplog):
+    # a refused image is retried every poll interval, forever: an ERROR each time
+    # would page someone every 30 s. A new failure, or one after a success, is an ERROR.
+    caplog.set_level(logging.INFO, logger="update_agent.daemon")
+    env.agent.result, env.agent.error = "refused", "image img-2 is refused: not enough space"
+    env.watch.results = [{"image_id": "img-2"}, None, None, AgentError("metadata server down"),
+                         {"image_id": "img-2"}, None, {"image_id": "img-2"}]
+
+    def errors_after_tick():
+        caplog.clear()
+        env.daemon.tick()
+        return [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors_after_tick() == ["image img-2: refused: image img-2 is refused: not enough space"]
+    assert errors_after_tick() == []
+    assert [r.getMessage() for r in caplog.records if r.name == "update_agent.daemon"] == [
+        "image img-2: refused: image img-2 is refused: not enough space (again)", "will retry in 4s"]
+    assert errors_after_tick() == []
+    assert errors_after_tick() == ["metadata server down"]
+    assert errors_after_tick() == ["image img-2: refused: image img-2 is refused: not enough space"]
+    env.agent.result, env.agent.error = "success", ""
+    assert errors_after_tick() == []
+    env.agent.result, env.agent.error = "refused", "image img-2 is refused: not enough space"
+    assert errors_after_tick() == ["image img-2: refused: image img-2 is refused: not enough space"]
+    assert env.agent.calls == ["img-2"] * 6
 
 
 # --- the start splay ----------------------------------------------------------
