@@ -14,7 +14,7 @@ import logging
 import time
 
 from update_agent import busy, facts as facts_mod, hooks, live, journal as journaling, mounts, statefile, sync
-from update_agent.errors import AgentError
+from update_agent.errors import AgentError, Interrupted
 from update_agent.logs import log_fields
 
 LOG = logging.getLogger(__name__)
@@ -22,10 +22,6 @@ LOG = logging.getLogger(__name__)
 STEPS = journaling.STEPS
 (PRE_CONFIGURE, REMOUNT_RW, PIN, SYNC, COMMIT, CONFIGURE, POST_CONFIGURE, MIGRATION, RESTART,
  REMOUNT_RO) = STEPS
-
-
-class Interrupted(AgentError):
-    """A stop was asked for (SIGTERM); the update stopped between two steps."""
 
 
 class StepFailed(AgentError):

@@ -13,6 +13,10 @@ class BadInput(AgentError):
     exit_code = 2
 
 
+class Interrupted(AgentError):
+    """A stop was asked for (SIGTERM); the work stopped where it was safe to."""
+
+
 class CommandFailed(AgentError):
     """An external command exited non-zero."""
 

@@ -16,7 +16,7 @@ from update_agent import desired as desired_mod
 from update_agent import facts as facts_mod
 from update_agent import coordination, health, hooks, journal, live, locks, manifest, mounts, \
     plan as planning, processes, rebooting, slotcli, sources
-from update_agent.errors import AgentError
+from update_agent.errors import AgentError, Interrupted
 from update_agent.images import formats
 from update_agent.images.store import ImageStore
 
@@ -201,7 +201,7 @@ class Agent:
                     if plan.action in (planning.IN_PLACE, planning.ROLLBACK):
                         before = health.failed_units(self.system, self.paths)
                         superseded = self.state.load_journal()
-                        with self._in_place_slot():
+                        with self._in_place_slot(should_stop):
                             record = executor.apply(plan, planned.facts, planned.tree,
                                                     planned.image_entries, replan=planned.replan)
                         self._release_reboot_slot(superseded)
@@ -219,7 +219,7 @@ class Agent:
                     return outcome("refused", "refused to apply image %s: %s%s"
                                    % (plan.image_id, "; ".join(refusals or plan.reasons),
                                       "; " + note if note else ""), 1)
-        except applying.Interrupted as e:
+        except Interrupted as e:
             return outcome("interrupted", str(e), 1)
         except AgentError as e:
             return outcome("failed", str(e), e.exit_code)
@@ -286,10 +286,10 @@ class Agent:
             return None
         return coordination.reboot_slots(c, slotcli.node_id(c, self.paths), self.system.clock)
 
-    def _in_place_slot(self):
+    def _in_place_slot(self, should_stop=None):
         c = self.config
         if c.coordination_backend and c.coordinate == "always":
-            return coordination.lease_slot(c, slotcli.node_id(c, self.paths))
+            return coordination.lease_slot(c, slotcli.node_id(c, self.paths), should_stop=should_stop)
         return contextlib.nullcontext()
 
     def _reboot_now(self, method, load=None):

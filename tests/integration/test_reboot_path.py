@@ -211,6 +211,37 @@ def test_in_place_updates_take_a_lease_slot_with_coordinate_always(w, node, tmp_
     assert r.returncode == 0, r.stderr
 
 
+def test_sigterm_while_waiting_for_a_lease_slot_stops_the_wait(w, node, tmp_path):
+    # the slot can be busy for up to slot_timeout (an hour by default): a stop asked
+    # for meanwhile must end the wait, not outlast systemd's stop timeout
+    import signal
+    import subprocess
+    import sys
+    conf = tmp_path / "a.conf"
+    conf.write_text("[coordination]\nbackend = file://%s/locks\ngroup = web\nmax_holders = 1\n"
+                    "coordinate = always\nslot_timeout = 600\nnode_id = node-1\n" % tmp_path)
+    env = dict(os.environ, PYTHONPATH=os.path.join(world.PROJECT, "agent"))
+    argv = [sys.executable, "-m", "update_agent", "--root", node.root, "--config", str(conf)]
+    holder = subprocess.Popen(argv + ["-v", "slot", "hold", "--node-id", "node-2", "--", "sleep", "300"],
+                              env=env, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "holding lease slot" in holder.stderr.readline()
+        before = world.snapshot(node.root)
+        waiting = subprocess.Popen(argv + ["-v", "apply", "--metadata", w.metadata_for_b(str(tmp_path))],
+                                   env=env, stderr=subprocess.PIPE, text=True)
+        for line in waiting.stderr:
+            if "step pre-configure" in line or "waiting for a lease slot" in line:
+                break
+        waiting.send_signal(signal.SIGTERM)
+        _, err = waiting.communicate(timeout=60)
+        assert waiting.returncode == 1
+        assert "stopped while waiting for a slot in group web, as asked; nothing was changed" in err, err
+        assert world.snapshot(node.root) == before
+    finally:
+        os.killpg(holder.pid, signal.SIGTERM)
+        holder.wait(timeout=30)
+
+
 def test_an_unhealthy_node_keeps_its_slot_and_its_fallback_until_healthy(w, node, tmp_path):
     """After the reboot the new kernel runs, but a health.d hook fails: the node is
     not declared done, its kernel is not made the default, the group counts one

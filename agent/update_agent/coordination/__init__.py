@@ -58,12 +58,14 @@ def reboot_slots(config, node, clock, group=None, max_holders=None):
                        config.failure_threshold)
 
 
-def lease_slot(config, node, group=None, max_holders=None, timeout=None, sleep=None):
-    """A context manager holding one lease slot of the group (waits for one)."""
+def lease_slot(config, node, group=None, max_holders=None, timeout=None, sleep=None, should_stop=None):
+    """A context manager holding one lease slot of the group (waits for one, until
+    the timeout or should_stop() says to give up: errors.Interrupted)."""
     group = group or config.coordination_group
     n = max_holders or config.max_holders
+    timeout = timeout if timeout is not None else config.slot_timeout
     if is_fleetlock(config.coordination_backend):
-        return fleetlock.held(fleetlock.Client(config.coordination_backend, group, node),
-                              timeout if timeout is not None else config.slot_timeout)
-    return leases.held(config.coordination_backend, node, group, n,
-                       timeout if timeout is not None else config.slot_timeout, sleep)
+        return fleetlock.held(fleetlock.Client(config.coordination_backend, group, node), timeout,
+                              should_stop=should_stop)
+    return leases.held(config.coordination_backend, node, group, n, timeout, sleep,
+                       should_stop=should_stop)

@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 
-from update_agent.errors import AgentError
+from update_agent.errors import AgentError, Interrupted
 
 LOG = logging.getLogger(__name__)
 
@@ -57,12 +57,15 @@ class Client:
 
 
 @contextlib.contextmanager
-def held(client, timeout, poll=5.0, sleep=time.sleep, monotonic=time.monotonic):
+def held(client, timeout, poll=5.0, sleep=time.sleep, monotonic=time.monotonic, should_stop=None):
     deadline = monotonic() + timeout
     while True:
         granted, why = client.take()
         if granted:
             break
+        if should_stop and should_stop():
+            raise Interrupted("stopped while waiting for a slot in group %s, as asked; "
+                              "nothing was changed" % client.group)
         if monotonic() >= deadline:
             raise AgentError("no slot in group %s after %ds: %s" % (client.group, timeout, why))
         sleep(poll)

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import time
 
-from update_agent.errors import AgentError
+from update_agent.errors import AgentError, Interrupted
 
 LOG = logging.getLogger(__name__)
 
@@ -28,12 +28,14 @@ def _coordinator(url, node):
 
 
 @contextlib.contextmanager
-def held(url, node, group, max_holders, timeout, sleep=None, poll=0.5):
+def held(url, node, group, max_holders, timeout, sleep=None, poll=0.5, should_stop=None):
     sleep = sleep or time.sleep
+    should_stop = should_stop or (lambda: False)
     coordinator = _coordinator(url, node)
     lock = None
     try:
         deadline = time.monotonic() + timeout
+        waited = False
         while lock is None:
             for i in range(max_holders):
                 candidate = coordinator.get_lock(("update-agent/%s/slot-%d" % (group, i)).encode())
@@ -42,6 +44,12 @@ def held(url, node, group, max_holders, timeout, sleep=None, poll=0.5):
                     LOG.info("holding lease slot %d of %d in group %s", i + 1, max_holders, group)
                     break
             if lock is None:
+                if not waited:
+                    LOG.info("waiting for a lease slot in group %s: all %d are held", group, max_holders)
+                    waited = True
+                if should_stop():
+                    raise Interrupted("stopped while waiting for a slot in group %s, as asked; "
+                                      "nothing was changed" % group)
                 if time.monotonic() >= deadline:
                     raise AgentError("no slot in group %s after %ds (all %d held)"
                                      % (group, timeout, max_holders))
