@@ -13,7 +13,7 @@ os-refresh-config's lock for the whole plan-and-apply.
 import logging
 import time
 
-from update_agent import busy, facts as facts_mod, hooks, live, journal as journaling, mounts, statefile, sync
+from update_agent import busy, facts as facts_mod, health, hooks, live, journal as journaling, mounts, statefile, sync
 from update_agent.errors import AgentError, Interrupted
 from update_agent.logs import log_fields
 
@@ -43,6 +43,7 @@ class Executor:
         self.should_stop = should_stop or (lambda: False)
         self.status = status or (lambda text: None)
         self._plan = None           # the plan being applied (a replan may replace it)
+        self.journal = None         # the journal of the update being applied
 
     # --- the steps -------------------------------------------------------
     def _root_read_only(self):
@@ -96,6 +97,19 @@ class Executor:
             previous_digest=previous_digest, action=plan.action, root_was_ro=plan.root_was_ro,
             started_at=self.system.clock(), steps={s: "pending" for s in STEPS})
 
+    def _note_failed_units(self, j):
+        """The units failed before the update, for the health check after it: noted
+        before anything changes; a resumed update keeps what its first attempt saw
+        (units failed since may be the update's doing: a crash mid-update)."""
+        if j.failed_units is None or not any(state == "done" for state in j.steps.values()):
+            units = health.failed_units(self.system, self.paths)
+            j.failed_units = sorted(units) if units is not None else None
+
+    def failed_before(self):
+        """The units failed before the update applied last (None: systemd does not run the root)."""
+        units = self.journal.failed_units if self.journal is not None else None
+        return set(units) if units is not None else None
+
     def apply(self, plan, facts, image_tree, image_entries, replan=None):
         """Run the plan; return the history record. Raises StepFailed or Interrupted.
 
@@ -103,7 +117,8 @@ class Executor:
         they wrote while stopping is in the change set.
         """
         self._plan = plan
-        j = self._journal_for(plan, facts)
+        j = self.journal = self._journal_for(plan, facts)
+        self._note_failed_units(j)
         j.status, j.failed_step, j.error = "running", "", ""
         self.state.save_journal(j)
         env = hooks.hook_env(self.paths, plan.image_id, j.previous_image_id, plan.action)

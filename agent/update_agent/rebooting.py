@@ -59,10 +59,7 @@ class RebootExecutor(Executor):
         j.steps = {s: j.steps.get(s, "pending") for s in journaling.REBOOT_STEPS}
         j.action, j.kernel, j.old_kernel = "reboot", plan.image_kernel, facts.release
         j.kept = list(plan.kept_kernel)
-        if not any(state == "done" for state in j.steps.values()):
-            # before anything changes; a resumed update keeps what its first attempt saw
-            units = health.failed_units(self.system, self.paths)
-            j.failed_units = sorted(units) if units is not None else None
+        self._note_failed_units(j)
         self._plan = plan
         env = hooks.hook_env(self.paths, plan.image_id, j.previous_image_id, "reboot",
                              {"UPDATE_AGENT_KERNEL": plan.image_kernel,

@@ -199,13 +199,12 @@ class Agent:
                         return outcome("noop")
                     executor = self.executor(should_stop, status)
                     if plan.action in (planning.IN_PLACE, planning.ROLLBACK):
-                        before = health.failed_units(self.system, self.paths)
                         superseded = self.state.load_journal()
                         with self._in_place_slot(should_stop):
                             record = executor.apply(plan, planned.facts, planned.tree,
                                                     planned.image_entries, replan=planned.replan)
                         self._release_reboot_slot(superseded)
-                        problems = self._health(plan, before)
+                        problems = self._health(plan, executor.failed_before())
                         if problems:
                             return self._unhealthy(want, plan, problems, outcome, rollback)
                         live.restart_self(self.system, self.paths, self.config,
