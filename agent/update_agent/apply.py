@@ -95,7 +95,9 @@ class Executor:
         return journaling.Journal(
             image_id=plan.image_id, digest=plan.digest, previous_image_id=previous,
             previous_digest=previous_digest, action=plan.action, root_was_ro=plan.root_was_ro,
-            started_at=self.system.clock(), steps={s: "pending" for s in STEPS})
+            started_at=self.system.clock(), steps={s: "pending" for s in STEPS},
+            # the slot an unhealthy reboot took stays owed until an update succeeds
+            slot_node=old.slot_node if old is not None and old.holds_slot() else "")
 
     def _note_failed_units(self, j):
         """The units failed before the update, for the health check after it: noted

@@ -53,7 +53,9 @@ class Journal:
     kept: list = dataclasses.field(default_factory=list)  # the old kernel's files, kept
     note: str = ""
     boot_id: str = ""             # reboot path: the boot the reboot was asked from
-    slot_node: str = ""           # reboot path: the node id that holds the reboot slot
+    # the node id that holds a reboot slot: the one this reboot took, or the one an
+    # unhealthy reboot this update superseded still holds (given back on success)
+    slot_node: str = ""
     # reboot path: the units failed before it (None: systemd does not run this root),
     # so that the health check after the reboot counts only the units it broke
     failed_units: list = None
@@ -82,8 +84,9 @@ class Journal:
     def holds_slot(self):
         """A reboot slot taken and not yet released (released under slot_node); a boot
         that came back on the old kernel released it already."""
-        return (self.action == "reboot" and bool(self.slot_node) and not self.done("release")
-                and self.failed_step != "boot-check")
+        if self.action != "reboot":
+            return bool(self.slot_node)  # inherited; cleared once given back
+        return bool(self.slot_node) and not self.done("release") and self.failed_step != "boot-check"
 
     def stopped_at(self):
         """The first step not done, in run order (the saved dict is sorted by name)."""

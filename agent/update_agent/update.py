@@ -199,11 +199,10 @@ class Agent:
                         return outcome("noop")
                     executor = self.executor(should_stop, status)
                     if plan.action in (planning.IN_PLACE, planning.ROLLBACK):
-                        superseded = self.state.load_journal()
                         with self._in_place_slot(should_stop):
                             record = executor.apply(plan, planned.facts, planned.tree,
                                                     planned.image_entries, replan=planned.replan)
-                        self._release_reboot_slot(superseded)
+                        self._release_reboot_slot(executor.journal)
                         problems = self._health(plan, executor.failed_before())
                         if problems:
                             return self._unhealthy(want, plan, problems, outcome, rollback)
@@ -339,14 +338,24 @@ class Agent:
             return outcome("waiting", "%s; %s" % (why, e), 1)
         return outcome("rebooting")
 
-    def _release_reboot_slot(self, superseded):
-        """An in-place update replaced a reboot that left the node unhealthy: the
-        node is up on a new image, so the slot that reboot took goes back."""
-        slots = self._slots() if superseded is not None and superseded.holds_slot() else None
+    def _release_reboot_slot(self, j):
+        """The in-place update j replaced a reboot that left the node unhealthy (and
+        maybe failed updates after it, which kept the debt): the node is up on a new
+        image, so the slot that reboot took goes back."""
+        if not j.holds_slot():
+            return
+        slots = self._slots()
         if slots is not None:
-            slots.node = superseded.slot_node
-            slots.release()
-            LOG.info("released the reboot slot of the superseded update to %s", superseded.image_id)
+            slots.node = j.slot_node
+            try:
+                slots.release()
+            except AgentError as e:  # the update is done: the debt stays in the journal
+                LOG.warning("the reboot slot held as node %s is not given back yet: %s; the next "
+                            "update gives it back, or `update-agent slot release`", j.slot_node, e)
+                return
+            LOG.info("released the reboot slot an unhealthy reboot took, as node %s", j.slot_node)
+        j.slot_node = ""
+        self.state.save_journal(j)
 
     def _forget_failed_boot(self):
         """An operator asks for the reboot again after one that came back on the old

@@ -295,6 +295,36 @@ def test_new_metadata_gets_an_unhealthy_node_out_with_the_slot_it_holds(w, node,
     assert group.state()["holders"] == {}
 
 
+def test_the_slot_of_an_unhealthy_reboot_is_given_back_by_the_in_place_update_that_works(
+        w, node, tmp_path):
+    """An unhealthy reboot holds its slot; the fix is an in-place image (the kernel the
+    node now runs). If that update fails first, the debt must survive it: the slot
+    goes back when an update to the fix succeeds, not never."""
+    conf, member = slot_group(tmp_path, "node_id = node-1\n")
+    group = member("observer")
+    m = meta(tmp_path, "img-R", w.rebuilt)
+    assert agent(node.root, "apply", metadata=m, config=conf).returncode == 0
+    open(os.path.join(node.root, "run/fail-health"), "w").close()
+    r = agent(node.root, "apply", "--json", metadata=m, config=conf)
+    assert json.loads(r.stdout)["result"] == "unhealthy", r.stderr
+    os.unlink(os.path.join(node.root, "run/fail-health"))
+
+    fix_tree = w.tree("img-R-fix", image_id="img-R-fix", release=K, variant="B", kernel_build=2)
+    with open(os.path.join(fix_tree, "usr/share/doc/app/FIXED"), "w") as f:
+        f.write("the fix\n")
+    fix = meta(tmp_path, "img-R-fix", w.ext4(fix_tree, "R-fix"))
+    assert plan_json(node.root, fix)["action"] == "in-place"
+    open(os.path.join(node.root, "run/fail-configure"), "w").close()
+    r = agent(node.root, "apply", "--json", metadata=fix, config=conf)
+    assert json.loads(r.stdout)["result"] == "failed", r.stderr
+    assert list(group.state()["holders"]) == ["node-1"], "held while the node is not right"
+    os.unlink(os.path.join(node.root, "run/fail-configure"))
+    r = agent(node.root, "apply", "--json", metadata=fix, config=conf)
+    assert json.loads(r.stdout)["result"] == "success", r.stderr
+    assert group.state()["holders"] == {}, "given back"
+    world.assert_matches_image(node.root, fix_tree)
+
+
 def test_reboot_method_kexec_loads_the_new_kernel_where_this_kernel_can(w, node, tmp_path):
     """With reboot_method = kexec and kexec-tools on the node, the plan says whether the
     running kernel (this machine's) can kexec; the recorded reboot is what it would run."""
