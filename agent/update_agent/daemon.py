@@ -239,6 +239,8 @@ class Daemon:
         error = ": " + outcome.error if outcome.error else ""
         if outcome.ok:
             LOG.info("image %s: %s%s", want.image_id, outcome.result, error, extra=fields)
+        elif outcome.result == "interrupted":  # a stop asked for, not a fault: the next start resumes
+            LOG.warning("image %s: %s%s", want.image_id, outcome.result, error, extra=fields)
         else:
             self._log_failure((want.image_id, outcome.result, outcome.error), "image %s: %s%s",
                               want.image_id, outcome.result, error, extra=fields)

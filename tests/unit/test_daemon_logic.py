@@ -228,6 +228,14 @@ def test_the_same_failure_is_an_error_once_then_quiet_until_it_changes(env, capl
     assert env.agent.calls == ["img-2"] * 6
 
 
+def test_a_stop_asked_for_is_a_warning_not_an_error(env, caplog):
+    env.agent.result, env.agent.error = "interrupted", "stopped before step sync, as asked"
+    env.watch.results = [{"image_id": "img-2"}]
+    env.daemon.tick()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if "img-2" in r.getMessage()] == [
+        ("WARNING", "image img-2: interrupted: stopped before step sync, as asked")]
+
+
 # --- the start splay ----------------------------------------------------------
 
 class TimedUrlWatch(daemon.UrlWatch):
