@@ -269,16 +269,23 @@ def test_an_unhealthy_node_keeps_its_slot_and_its_fallback_until_healthy(w, node
     assert [h["result"] for h in history(node)] == ["rebooting", "unhealthy", "unhealthy", "success"]
 
 
+def unhealthy_after_its_reboot(w, node, tmp_path, extra=""):
+    """Node node-1 rebooted into img-R, and its health check fails (run/fail-health
+    stays): it holds its reboot slot. Returns the config and an observer of the group."""
+    conf, member = slot_group(tmp_path, "node_id = node-1\n" + extra)
+    m = meta(tmp_path, "img-R", w.rebuilt)
+    assert agent(node.root, "apply", metadata=m, config=conf).returncode == 0
+    open(os.path.join(node.root, "run/fail-health"), "w").close()
+    r = agent(node.root, "apply", "--json", metadata=m, config=conf)
+    assert json.loads(r.stdout)["result"] == "unhealthy", r.stderr
+    assert list(member("observer").state()["holders"]) == ["node-1"]
+    return conf, member("observer")
+
+
 def test_new_metadata_gets_an_unhealthy_node_out_with_the_slot_it_holds(w, node, tmp_path):
     """An image that never passes its health check must not pin the node: the way back
     (the metadata names the old image again) is planned, and reuses the slot."""
-    conf, member = slot_group(tmp_path, "failure_threshold = 1\nnode_id = node-1\n")
-    group = member("observer")
-    bad = meta(tmp_path, "img-R", w.rebuilt)
-    assert agent(node.root, "apply", metadata=bad, config=conf).returncode == 0
-    open(os.path.join(node.root, "run/fail-health"), "w").close()
-    r = agent(node.root, "apply", "--json", metadata=bad, config=conf)
-    assert json.loads(r.stdout)["result"] == "unhealthy", r.stderr
+    conf, group = unhealthy_after_its_reboot(w, node, tmp_path, "failure_threshold = 1\n")
     assert group.state()["frozen"], "one failure stops this group"
 
     back = meta(tmp_path, "img-A", w.ext4(w.tree_a, "A"))
@@ -300,13 +307,7 @@ def test_the_slot_of_an_unhealthy_reboot_is_given_back_by_the_in_place_update_th
     """An unhealthy reboot holds its slot; the fix is an in-place image (the kernel the
     node now runs). If that update fails first, the debt must survive it: the slot
     goes back when an update to the fix succeeds, not never."""
-    conf, member = slot_group(tmp_path, "node_id = node-1\n")
-    group = member("observer")
-    m = meta(tmp_path, "img-R", w.rebuilt)
-    assert agent(node.root, "apply", metadata=m, config=conf).returncode == 0
-    open(os.path.join(node.root, "run/fail-health"), "w").close()
-    r = agent(node.root, "apply", "--json", metadata=m, config=conf)
-    assert json.loads(r.stdout)["result"] == "unhealthy", r.stderr
+    conf, group = unhealthy_after_its_reboot(w, node, tmp_path)
     os.unlink(os.path.join(node.root, "run/fail-health"))
 
     fix_tree = w.tree("img-R-fix", image_id="img-R-fix", release=K, variant="B", kernel_build=2)
