@@ -15,7 +15,7 @@ import os
 import shutil
 import stat
 
-from update_agent import accounts, manifest, statefile
+from update_agent import accounts, changes, manifest, statefile
 from update_agent.errors import AgentError, CommandFailed
 
 LOG = logging.getLogger(__name__)
@@ -115,11 +115,12 @@ def sync(system, plan, image_tree, image_entries, root, excluded, work_dir, stat
         statefile.write_atomic(os.path.join(root, rel), text.encode("utf-8", "surrogateescape"),
                                mode=e.mode, uid=e.uid, gid=e.gid,
                                xattrs=_xattrs(os.path.join(image_tree, rel)))
+    # the directories holding one, as changes.diff guards them (a mount made since the
+    # plan is not in its guard: deleting around it would empty the volume)
+    holding = {a: p for p in sorted(left_alone.exact) for a in changes.ancestors(p)}
     for rel in plan.changes.deleted_top:
-        inside = [p for p in left_alone.exact if p.startswith(rel + "/")]
-        if inside:
-            # a mount made since the plan: deleting around it would empty the volume
-            LOG.warning("/%s is not deleted: /%s below it is left alone", rel, inside[0])
+        if rel in holding:
+            LOG.warning("/%s is not deleted: /%s below it is left alone", rel, holding[rel])
         elif not left_alone.covers(rel):
             remove(root, rel)
     # on disk before the step is journalled done, and before /etc/image_id names the image

@@ -27,4 +27,4 @@ def test_the_timeout_names_the_group_and_the_holder():
     clock = iter([0, 10, 20, 31])
     with pytest.raises(AgentError, match="no slot in group web after 30s: held by node-2"):
         with fleetlock.held(busy_client([]), 30, sleep=lambda s: None, monotonic=lambda: next(clock)):
-            pass
+            pytest.fail("the body ran without a slot")
