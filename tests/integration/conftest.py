@@ -29,13 +29,16 @@ def http_dir(tmp_path):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_leaked_loop_devices():
-    """Mounts never leak: whatever loop device the tests attach is gone at the end."""
-    before = set(world.loop_devices())
+def no_leaked_loop_devices(tmp_path_factory):
+    """Mounts never leak: whatever loop device the tests attach is gone at the end.
+
+    Only devices backed by this run's own files count: another process on the
+    machine may attach and detach loop devices of its own at any time."""
+    ours = os.path.realpath(str(tmp_path_factory.getbasetemp()))
     yield
     import time
     for _ in range(20):  # lazily unmounted filesystems release their device shortly after
-        leaked = {k: v for k, v in world.loop_devices().items() if k not in before}
+        leaked = world.loop_devices_under(ours)
         if not leaked:
             return
         time.sleep(0.25)

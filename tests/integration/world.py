@@ -140,6 +140,17 @@ def loop_devices():
     return {line.split()[0]: line for line in out.splitlines() if line.strip()}
 
 
+def loop_devices_under(directory):
+    """{device: losetup's line} of the loop devices whose backing file lies below directory."""
+    prefix = directory.rstrip("/") + "/"
+    found = {}
+    for dev, line in loop_devices().items():
+        back = line.split(None, 1)[1] if len(line.split(None, 1)) > 1 else ""
+        if back.startswith(prefix):
+            found[dev] = line
+    return found
+
+
 def loops_for(path):
     return subprocess.run(["losetup", "-j", path], capture_output=True, text=True).stdout.strip()
 
