@@ -15,7 +15,11 @@ from update_agent.images.fetch import Digest
 
 LOG = logging.getLogger(__name__)
 
-IMAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,254}")
+# File names are built from an image_id, and a name holds at most 255 bytes: the
+# longest is the temporary of a change list, ".<time>-<image_id>.json.XXXXXXXX", 27
+# bytes besides the id until the year 5138. 200 leaves room for a longer suffix.
+MAX_IMAGE_ID = 200
+IMAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]*")
 REBOOT_POLICIES = ("auto", "never", "manual")
 URL_SCHEMES = ("http", "https", "file")
 KNOWN_KEYS = ("image_url", "image_digest", "reboot", "image_signature")
@@ -45,9 +49,13 @@ def validate_image_id(value, key="image_id"):
     if not isinstance(value, str):
         raise BadInput("metadata key %r must be a string, got %s %s"
                        % (key, type(value).__name__, _show(value)))
+    if len(value) > MAX_IMAGE_ID:
+        raise BadInput("metadata key %r is too long: %s is %d chars, the limit is %d (file "
+                       "names are made from it)" % (key, _show(value, 40), len(value),
+                                                    MAX_IMAGE_ID))
     if not IMAGE_ID.fullmatch(value) or ".." in value:
         raise BadInput("metadata key %r has invalid value %s (allowed: letters, digits, "
-                       "'._:+-', no '..', at most 255 chars)" % (key, _show(value)))
+                       "'._:+-', no '..', at most %d chars)" % (key, _show(value), MAX_IMAGE_ID))
     return value
 
 

@@ -107,3 +107,26 @@ def test_template_with_unknown_placeholder_is_bad_input(tmp_path):
     with pytest.raises(BadInput):
         template = config.load(str(path)).image_url_template
         from_metadata({"image_id": "a"}, template)
+
+
+def test_an_image_id_at_the_length_limit_is_accepted():
+    from update_agent.desired import MAX_IMAGE_ID
+    image_id = "i" * MAX_IMAGE_ID
+    assert from_metadata(md(image_url="https://a") | {"image_id": image_id}).image_id == image_id
+
+
+@pytest.mark.parametrize("length", [201, 228, 250, 255])
+def test_an_image_id_too_long_for_the_file_names_made_from_it_is_refused(length):
+    # the change list's temporary file is named from it: 27 more bytes, 255 at most
+    with pytest.raises(BadInput) as err:
+        from_metadata(md(image_url="https://a") | {"image_id": "i" * length})
+    msg = str(err.value)
+    assert "'image_id'" in msg and "%d chars" % length in msg and "limit is 200" in msg
+    assert len(msg) < 200 and "\n" not in msg
+
+
+def test_the_longest_name_made_from_an_image_id_fits_the_filesystem():
+    from update_agent.desired import MAX_IMAGE_ID
+    change_list = "%d-%s.json" % (99999999999, "i" * MAX_IMAGE_ID)   # journal.save_change_list
+    temporary = "." + change_list + "." + "x" * 8                     # statefile.write_atomic
+    assert len(temporary.encode()) <= 255
