@@ -140,7 +140,8 @@ def node_manifest(facts, cache_path):
     """Walk the node's root (never across mounts), reusing cached hashes.
 
     Returns (entries, sigs, protected, cached): protected are the preserved paths
-    and mount points that exist on the node, which the sync must leave standing;
+    and mount points that exist on the node, {rel: kind}, which the sync must leave
+    standing, as they are;
     cached is True when the cache already holds exactly this manifest.
     """
     excluder = manifest.Excluder(facts.excluded)
@@ -148,10 +149,10 @@ def node_manifest(facts, cache_path):
     cache = {rel: (sig, old_entries[rel].digest) for rel, sig in old_sigs.items()
              if rel in old_entries and old_entries[rel].kind == "f"}
     trusted_before = _mtime_ns(cache_path) - manifest.RACY_NS if cache else None
-    skipped = []
+    skipped = {}
     entries, sigs = manifest.build(facts.root, excluder, cache=cache,
                                    trusted_before_ns=trusted_before, skipped=skipped)
-    return entries, sigs, tuple(skipped), (sigs == old_sigs and entries == old_entries)
+    return entries, sigs, skipped, (sigs == old_sigs and entries == old_entries)
 
 
 def _mtime_ns(path):

@@ -22,16 +22,27 @@ import os
 import re
 import stat
 
+from update_agent.errors import BadInput
+
 LOG = logging.getLogger(__name__)
 
-Entry = collections.namedtuple("Entry", "kind mode uid gid size digest xattrs link")
+# mtime (ns) is recorded so the sync can give the node the image's times; it never
+# makes an entry "changed" (see changes.py)
+Entry = collections.namedtuple("Entry", "kind mode uid gid size digest xattrs link mtime",
+                               defaults=(0,))
 Sig = collections.namedtuple("Sig", "ino size mtime_ns ctime_ns")
 
 KINDS = {stat.S_IFREG: "f", stat.S_IFDIR: "d", stat.S_IFLNK: "l", stat.S_IFCHR: "c",
          stat.S_IFBLK: "b", stat.S_IFIFO: "p", stat.S_IFSOCK: "s"}
 HASH = "sha256"
 RACY_NS = 2 * 10**9  # ctime this close to the recording time is not trusted
-FORMAT_LINE = "# update-agent manifest v1"
+FORMAT_LINE = "# update-agent manifest v2"  # v2: with mtimes; a v1 cache is rebuilt
+PATH_MAX = 4096   # bytes of a path, its NUL included (Linux)
+NAME_MAX = 255    # bytes of one component
+
+
+class PathTooLong(BadInput):
+    """A tree holds a path the system cannot name (too long for PATH_MAX)."""
 
 
 class Excluder:
@@ -109,27 +120,59 @@ def hash_file(path):
         return hashlib.file_digest(f, HASH).hexdigest()
 
 
+def _kind_of(de):
+    try:
+        return KINDS.get(stat.S_IFMT(de.stat(follow_symlinks=False).st_mode), "?")
+    except OSError:
+        return "?"
+
+
+def _check_length(host, rel):
+    # scandir, open and readlink of a longer path fail with ENAMETOOLONG: name the path
+    if len(os.fsencode(host)) >= PATH_MAX:
+        raise PathTooLong("the path %s cannot be handled: with its root it is %d bytes, "
+                          "the system's limit is %d" % (show(rel, 120), len(os.fsencode(host)),
+                                                        PATH_MAX - 1))
+
+
+def show(rel, limit=160):
+    """A node path for a one-line message: control characters and undecodable bytes
+    escaped, a long one cut."""
+    text = "/" + "".join(c if c.isprintable() else _escape(c) for c in rel)
+    return text if len(text) <= limit else text[:limit] + "...(%d chars)" % (len(rel) + 1)
+
+
+def _escape(c):
+    if 0xdc80 <= ord(c) <= 0xdcff:  # a byte that was not UTF-8 (surrogateescape)
+        return "\\x%02x" % (ord(c) - 0xdc00)
+    return c.encode("unicode_escape").decode("ascii")
+
+
 def walk(top, excluder, skip_devices=True, skipped=None):
     """Yield (rel, st) for every entry below top, not crossing filesystems.
 
-    skipped (a list) receives the excluded paths and mount points met on the way.
+    skipped (a dict) receives {rel: kind} of the excluded paths and mount points
+    met on the way: the node keeps them, and keeps their type.
     """
     top_dev = os.lstat(top).st_dev
     stack = [""]
     while stack:
         rel_dir = stack.pop()
         host_dir = os.path.join(top, rel_dir) if rel_dir else top
+        dir_bytes = len(os.fsencode(host_dir))
         with os.scandir(host_dir) as it:
             for de in it:
                 rel = rel_dir + "/" + de.name if rel_dir else de.name
+                if dir_bytes + 1 + 4 * len(de.name) >= PATH_MAX:  # may be too long: count
+                    _check_length(de.path, rel)
                 if rel in excluder:
                     if skipped is not None:
-                        skipped.append(rel)
+                        skipped[rel] = _kind_of(de)
                     continue
                 st = de.stat(follow_symlinks=False)
                 if skip_devices and st.st_dev != top_dev:
                     if skipped is not None:
-                        skipped.append(rel)
+                        skipped[rel] = KINDS.get(stat.S_IFMT(st.st_mode), "?")
                     continue  # a mount point inside the tree: not ours to walk
                 yield rel, st
                 if stat.S_ISDIR(st.st_mode):
@@ -141,7 +184,7 @@ def build(top, excluder, cache=None, trusted_before_ns=None, workers=None, skip_
     """Return (entries, sigs) for the tree at top.
 
     cache: {rel: (Sig, digest)} from an earlier manifest of the same tree.
-    skipped: a list that receives the excluded paths present in the tree.
+    skipped: a dict that receives {rel: kind} of the excluded paths present in the tree.
     """
     cache = cache or {}
     entries, sigs, to_hash = {}, {}, []
@@ -166,7 +209,7 @@ def build(top, excluder, cache=None, trusted_before_ns=None, workers=None, skip_
         elif kind in "cb":
             digest = "%d,%d" % (os.major(st.st_rdev), os.minor(st.st_rdev))
         entries[rel] = Entry(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, size,
-                             digest, _xattrs(host), "")
+                             digest, _xattrs(host), "", st.st_mtime_ns)
         sigs[rel] = sig
     if to_hash:
         LOG.debug("hashing %d files under %s", len(to_hash), top)
@@ -201,10 +244,10 @@ def dumps(entries, sigs=None):
     for rel in sorted(entries):
         e = entries[rel]
         row = [_esc(rel), e.kind, "%o" % e.mode, str(e.uid), str(e.gid), str(e.size),
-               _esc(e.digest), e.xattrs, _esc(e.link)]
+               _esc(e.digest), e.xattrs, _esc(e.link), str(e.mtime)]
         if sigs is not None and rel in sigs:
             s = sigs[rel]
-            row += [str(s.ino), str(s.mtime_ns), str(s.ctime_ns)]
+            row += [str(s.ino), str(s.ctime_ns)]
         lines.append("\t".join(row))
     return "\n".join(lines) + "\n"
 
@@ -213,18 +256,33 @@ def loads(text):
     """Parse a manifest; returns (entries, sigs). Raises ValueError if malformed."""
     lines = text.split("\n")
     if not lines or lines[0] != FORMAT_LINE:
-        raise ValueError("not an update-agent manifest")
+        raise ValueError("not an update-agent manifest in format %r (first line %r)"
+                         % (FORMAT_LINE, lines[0][:60]))
     entries, sigs = {}, {}
-    for line in lines[1:]:
+    for number, line in enumerate(lines[1:], 2):
         if not line:
             continue
-        f = line.split("\t")
-        rel = _unesc(f[0])
-        e = Entry(f[1], int(f[2], 8), int(f[3]), int(f[4]), int(f[5]), _unesc(f[6]), f[7], _unesc(f[8]))
+        rel, e, sig = _row(line, number)
         entries[rel] = e
-        if len(f) >= 12:
-            sigs[rel] = Sig(int(f[9]), e.size, int(f[10]), int(f[11]))
+        if sig is not None:
+            sigs[rel] = sig
     return entries, sigs
+
+
+def _row(line, number):
+    f = line.split("\t")
+    if len(f) not in (10, 12) or f[1] not in _KIND_LETTERS or not f[0]:
+        raise ValueError("line %d: not a manifest row (%d fields)" % (number, len(f)))
+    try:
+        e = Entry(f[1], int(f[2], 8), int(f[3]), int(f[4]), int(f[5]), _unesc(f[6]), f[7],
+                  _unesc(f[8]), int(f[9]))
+        sig = Sig(int(f[10]), e.size, e.mtime, int(f[11])) if len(f) == 12 else None
+    except ValueError:
+        raise ValueError("line %d: a number field is not a number" % number)
+    return _unesc(f[0]), e, sig
+
+
+_KIND_LETTERS = set(KINDS.values()) | {"?"}
 
 
 def digest_of(entries):
@@ -244,6 +302,6 @@ def load(path):
             return loads(f.read().decode("utf-8", "surrogateescape"))
     except FileNotFoundError:
         return {}, {}
-    except (ValueError, IndexError) as e:
-        LOG.warning("ignoring unreadable manifest %s: %s", path, e)
+    except (OSError, ValueError) as e:  # a cache: rebuilt, never trusted when damaged
+        LOG.warning("ignoring unreadable manifest %s (it is rebuilt): %s", path, e)
         return {}, {}

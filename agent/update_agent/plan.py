@@ -45,6 +45,7 @@ class Plan:
             "changed": ["/" + p for p in ch.changed[:SAMPLE]] + ["/" + r for r, _ in self.accounts],
             "added": ["/" + p for p in ch.added[:SAMPLE]],
             "deleted": ["/" + p for p in ch.deleted[:SAMPLE]],
+            "touched": ["/" + p for p in ch.touched[:SAMPLE]],
         }
         summary["kept"] = ["/" + p for p in ch.kept]
         return {
@@ -137,6 +138,27 @@ def policy(config):
                              leave_to_hooks=tuple(config.leave_to_hooks))
 
 
+def _kept_kinds(protected, node_entries, preserved, excluded):
+    """({rel: kind} of the paths the node keeps as its own and that keep their type,
+    the account files merged rather than copied).
+
+    protected: {rel: kind} (or just the paths) the walk left out."""
+    kinds = dict(protected) if isinstance(protected, dict) else dict.fromkeys(protected)
+    # the preserved paths: not the mount points, the state dir or the pin dir, the
+    # agent's own places, which may well be a symlink on the node
+    kept = {rel: kind for rel, kind in kinds.items() if rel in preserved}
+    merged = tuple(rel for rel in accounts.FILES if not excluded.covers(rel))
+    kept.update((rel, node_entries[rel].kind) for rel in merged if rel in node_entries)
+    return kept, merged
+
+
+def _absent_preserved(image, kept, preserved):
+    """Preserved paths the image has and the node lacks (outermost only): left absent."""
+    out = [rel for rel in image if rel in preserved and rel not in kept
+           and not any(a in preserved for a in changeset.ancestors(rel))]
+    return sorted(out)
+
+
 def decide(desired, facts, journal, config, digest, node_entries, image_entries,
            account_texts, adopt=False, protected=None, running_vmlinuz=None,
            node_sigs=None, procs=(), imports=None, agent_pid=None, rejected=None,
@@ -161,15 +183,23 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     preserved = manifest.Excluder(config.preserved)
     skipped = tuple(sorted(r for r in set(facts.mount_points) & set(image_entries)
                            if not preserved.covers(r)))
-    image_entries = manifest.Excluder(facts.excluded).filter(image_entries)
+    full_image = image_entries
+    excluded = manifest.Excluder(facts.excluded)
+    image_entries = excluded.filter(image_entries)
     same_kernel, kernel_reasons = kernel.compare(running, image_k)
     if protected is None:
         protected = [p.strip("/") for p in facts.excluded if not any(c in p for c in "*?[")]
+    kept, merged_files = _kept_kinds(protected, node_entries, preserved, excluded)
     # a reboot keeps the running kernel's files until the new kernel has booted
     keep = () if same_kernel else kernel.kernel_files(node_entries, facts.release)
-    change_set = changeset.diff(node_entries, image_entries, protected=protected,
+    # the directories above the account files are guarded like those above preserved paths
+    change_set = changeset.diff(node_entries, image_entries,
+                                protected=set(protected) | (set(kept) & set(node_entries)),
                                 skip=accounts.FILES, keep=keep)
-    merged, refusals = [], list(change_set.conflicts)
+    refusals = changeset.too_long(full_image)
+    refusals += changeset.type_conflicts(kept, full_image, merged_files)
+    refusals += change_set.conflicts
+    merged = []
     for rel, texts in sorted(account_texts.items()):
         node_text, image_text = texts[0], texts[1]
         base_text = texts[2] if len(texts) > 2 else None
@@ -202,6 +232,11 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     if change_set.kept:
         reasons.append("%d directories the image drops are kept: they hold preserved paths "
                        "or mount points" % len(change_set.kept))
+    absent = _absent_preserved(full_image, kept, preserved)
+    if absent:
+        reasons.append("%d preserved paths the image has are absent on the node and are not "
+                       "created from the image (they are the node's own): %s"
+                       % (len(absent), ", ".join(manifest.show(r) for r in absent[:5])))
     if not same_kernel:
         if keep:
             kernel_reasons.append("the running kernel's files are kept until the new kernel "
@@ -226,8 +261,9 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     if rp.daemon_reload:
         reasons.append("unit files change: systemctl daemon-reload")
     reasons.append("%d changed (%d of them account files, merged), %d added, %d deleted, "
-                   "%d bytes to write" % (s["changed"] + len(merged), len(merged), s["added"],
-                                          s["deleted"], s["bytes"]))
+                   "%d bytes to write; %d touched (the image's mtime, no bytes)"
+                   % (s["changed"] + len(merged), len(merged), s["added"], s["deleted"],
+                      s["bytes"], s["touched"]))
     if rollback:
         reasons.insert(0, "rolling back to the previous image %s" % desired.image_id)
     return Plan(ROLLBACK if rollback else IN_PLACE, tuple(reasons + kernel_reasons), **plan)

@@ -6,7 +6,10 @@ rsync rewrite files whose size and mtime did not change, and nothing else is
 walked. rsync writes each file as a temporary and renames it, so running
 programs keep their old inode. Deletions come last (as in swupd), done here
 through directory file descriptors opened with O_NOFOLLOW, so no symlink on
-the node, old or new, can redirect them.
+the node, old or new, can redirect them. Last, the image's mtimes: on the paths
+whose content was already the image's (the plan's touched), and on every
+directory the sync wrote into, so that tools trusting mtimes (Python's caches,
+make, rsync's quick check) see the image.
 """
 
 import errno
@@ -32,7 +35,9 @@ def rsync_argv(rsync, list_file, excluded, image_tree, root):
     # out what is below an excluded directory (a volume mounted since the plan).
     for pattern in excluded:
         argv += ["--exclude=/" + pattern.strip("/"), "--exclude=/" + pattern.strip("/") + "/**"]
-    argv += ["--exclude=/" + rel for rel in accounts.FILES]
+    # the account files are merged, never copied: nor is anything an image puts below one
+    for rel in accounts.FILES:
+        argv += ["--exclude=/" + rel, "--exclude=/" + rel + "/**"]
     argv += [image_tree.rstrip("/") + "/", root.rstrip("/") + "/"]
     return argv
 
@@ -51,20 +56,30 @@ def write_list(path, rels):
             f.write(os.fsencode(rel) + b"\0")
 
 
+def _open_dir(root, parts):
+    """A descriptor of root/parts..., never following a symlink; None if one of them
+    is gone or is not a directory."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for comp in parts:
+        try:
+            nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        except OSError as e:
+            os.close(fd)
+            if isinstance(e, (FileNotFoundError, NotADirectoryError)) or e.errno == errno.ELOOP:
+                return None
+            raise
+        os.close(fd)
+        fd = nfd
+    return fd
+
+
 def remove(root, rel):
     """Delete root/rel (recursively), never following a symlink on the way."""
     parts = rel.split("/")
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    fd = _open_dir(root, parts[:-1])
+    if fd is None:
+        return False  # the parent is gone or is no longer a directory
     try:
-        for comp in parts[:-1]:
-            try:
-                nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            except (FileNotFoundError, NotADirectoryError, OSError) as e:
-                if isinstance(e, (FileNotFoundError, NotADirectoryError)) or e.errno == errno.ELOOP:
-                    return False  # the parent is gone or is no longer a directory
-                raise
-            os.close(fd)
-            fd = nfd
         try:
             st = os.lstat(parts[-1], dir_fd=fd)
         except FileNotFoundError:
@@ -76,6 +91,64 @@ def remove(root, rel):
         return True
     finally:
         os.close(fd)
+
+
+def mtime_targets(plan, image_entries):
+    """{rel: mtime_ns} the sync gives the node after everything else: the touched
+    paths, and the image's directories it wrote into ("" is the root), whose mtimes
+    each write, merge and deletion moved."""
+    ch = plan.changes
+    out = {rel: image_entries[rel].mtime for rel in ch.touched if rel in image_entries}
+    written = list(ch.transfer) + list(ch.deleted_top) + [rel for rel, _ in plan.accounts]
+    for rel in written + list(ch.touched):
+        for d in [rel] + changes.ancestors(rel)[-1:]:
+            e = image_entries.get(d)
+            if e is not None and e.kind == "d":
+                out[d] = e.mtime
+        if "/" not in rel:
+            out.setdefault("", None)  # the root: the image tree's own mtime
+    return out
+
+
+def set_mtimes(root, targets, image_tree, left_alone):
+    """Set each path's mtime (its atime kept), never following a symlink, a parent
+    directory opened once for all its entries."""
+    by_parent = {}
+    for rel, mtime in targets.items():
+        if rel and left_alone.covers(rel):
+            continue
+        if rel == "":
+            try:
+                mtime = os.lstat(image_tree).st_mtime_ns
+            except FileNotFoundError:
+                continue
+        parent, _, name = rel.rpartition("/")
+        by_parent.setdefault(parent, []).append((name, mtime))
+    done = 0
+    for parent, items in sorted(by_parent.items()):
+        fd = _open_dir(root, parent.split("/") if parent else [])
+        if fd is None:
+            continue
+        try:
+            for name, mtime in items:
+                done += _utime(fd, name, mtime)
+        finally:
+            os.close(fd)
+    return done
+
+
+def _utime(fd, name, mtime):
+    try:
+        if name == "":
+            st = os.fstat(fd)
+            os.utime(fd, ns=(st.st_atime_ns, mtime))
+        else:
+            st = os.lstat(name, dir_fd=fd)
+            if st.st_mtime_ns != mtime:
+                os.utime(name, ns=(st.st_atime_ns, mtime), dir_fd=fd, follow_symlinks=False)
+        return 1
+    except FileNotFoundError:
+        return 0
 
 
 def _xattrs(path):
@@ -123,7 +196,10 @@ def sync(system, plan, image_tree, image_entries, root, excluded, work_dir, stat
             LOG.warning("/%s is not deleted: /%s below it is left alone", rel, holding[rel])
         elif not left_alone.covers(rel):
             remove(root, rel)
+    # last: every write above moved the mtime of the directory it was in
+    touched = set_mtimes(root, mtime_targets(plan, image_entries), image_tree, left_alone)
     # on disk before the step is journalled done, and before /etc/image_id names the image
     system.run([system.which("sync"), "--file-system", root])
-    LOG.info("synced %d paths, merged %d account files and deleted %d paths on %s",
-             len(transfer), len(plan.accounts), len(plan.changes.deleted_top), root)
+    LOG.info("synced %d paths, merged %d account files, deleted %d paths and set %d mtimes "
+             "on %s", len(transfer), len(plan.accounts), len(plan.changes.deleted_top),
+             touched, root)

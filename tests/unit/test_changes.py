@@ -101,3 +101,39 @@ def test_skip_paths_are_ignored_everywhere():
     image = {"etc": D(), "etc/passwd": F("i"), "etc/shadow": F()}
     cs = diff(node, image, skip=["etc/passwd", "etc/group", "etc/shadow"])
     assert cs.empty and cs.transfer == () and cs.bytes == 0
+
+
+# --- mtimes: touched, never changed ---------------------------------------------
+
+def T(entry, mtime):
+    return entry._replace(mtime=mtime)
+
+
+def test_a_content_identical_path_with_another_mtime_is_touched_not_changed():
+    node = {"usr": T(D(), 1), "usr/a.py": T(F("a"), 1), "usr/lib": T(L("x"), 1), "usr/same": T(F("s"), 5)}
+    image = {"usr": T(D(), 2), "usr/a.py": T(F("a"), 2), "usr/lib": T(L("x"), 2), "usr/same": T(F("s"), 5)}
+    cs = diff(node, image)
+    assert cs.touched == ("usr", "usr/a.py", "usr/lib")
+    assert cs.changed == () and cs.transfer == () and cs.bytes == 0
+    assert cs.summary()["touched"] == 3
+    assert cs.empty, "giving mtimes needs no quiet services"
+
+
+def test_a_changed_path_is_not_also_touched():
+    cs = diff({"f": T(F("old"), 1)}, {"f": T(F("new"), 2)})
+    assert cs.changed == ("f",) and cs.touched == ()
+
+
+def test_a_hard_link_member_transferred_with_its_group_is_not_touched():
+    node = {"a": T(F("x", link="a"), 1), "b": T(F("x", link="a"), 1)}
+    image = {"a": T(F("y", link="a"), 2), "b": T(F("x", link="a"), 2)}
+    image["b"] = image["b"]._replace(digest="y")
+    node["b"] = node["b"]._replace(digest="y")  # b's content is already the image's
+    cs = diff(node, image)
+    assert "b" in cs.transfer and cs.touched == ()
+
+
+def test_skipped_and_added_paths_are_never_touched():
+    cs = diff({"etc/passwd": T(F("p"), 1)}, {"etc/passwd": T(F("p"), 2), "new": T(F("n"), 2)},
+              skip=["etc/passwd"])
+    assert cs.touched == () and cs.added == ("new",)

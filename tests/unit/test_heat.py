@@ -76,7 +76,8 @@ def test_payload_of_success():
     assert body["deploy_stdout"] == "img-2: success (files differ)"
     assert (body["image_id"], body["action"], body["reasons"], body["duration_s"]) == (
         "img-2", "in-place", ["files differ"], 1.235)
-    assert body["changes"] == {"changed": 1, "added": 2, "deleted": 0, "bytes": 42, "kept": []}
+    assert body["changes"] == {"changed": 1, "added": 2, "deleted": 0, "touched": 0, "bytes": 42,
+                               "kept": []}
     json.dumps(body)
 
 

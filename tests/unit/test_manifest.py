@@ -55,7 +55,8 @@ WEIRD = ["a\tb", "new\nline", "back\\slash", "ends\\", "\\t literal", os.fsdecod
 
 def test_dumps_loads_round_trip_with_awkward_names():
     entries = {name: Entry("f", 0o640, 1, 2, 3, sha(name.encode("utf-8", "surrogateescape")),
-                           "", "") for name in WEIRD}
+                           "", "", 1_600_000_000_000000007 + i) for i, name in enumerate(WEIRD)}
+    entries["a\tb"] = entries["a\tb"]._replace(mtime=1_700_000_000_123456789)
     entries["link\ttab"] = Entry("l", 0o777, 0, 0, 0, "tar\nget\\" + os.fsdecode(b"\xff"), "", "")
     entries["hard\nb"] = Entry("f", 0o644, 0, 0, 3, sha(b"x"), "ab" * 16, "hard\\a")
     sigs = {"a\tb": Sig(42, 3, 1_700_000_000_123456789, 1_700_000_001_000000001)}
@@ -148,3 +149,77 @@ def test_rewrite_at_same_size_and_mtime_is_detected_by_ctime(root):
     cache = {"etc/motd": (sigs["etc/motd"], sha(b"hello\n"))}
     entries, _ = manifest.build(str(root), Excluder([]), cache=cache, trusted_before_ns=None)
     assert entries["etc/motd"].digest == sha(b"HELLO\n")
+
+
+# --- mtimes and damaged caches --------------------------------------------------
+
+def test_build_records_every_kind_of_entry_with_its_mtime(root):
+    os.utime(root / "etc/motd", ns=(1, 1_500_000_000_000000123))
+    os.utime(root / "bin/motd", ns=(1, 1_400_000_000_000000000), follow_symlinks=False)
+    os.utime(root / "etc", ns=(1, 1_300_000_000_000000000))
+    entries, _ = manifest.build(str(root), Excluder([]))
+    assert entries["etc/motd"].mtime == 1_500_000_000_000000123
+    assert entries["bin/motd"].mtime == 1_400_000_000_000000000  # the link's own, not its target's
+    assert entries["etc"].mtime == 1_300_000_000_000000000
+
+
+def test_a_cache_in_the_old_format_is_rebuilt_never_misread(tmp_path, caplog):
+    old = "# update-agent manifest v1\netc/motd\tf\t644\t0\t0\t6\t%s\t\t\t5\t1\t2\n" % sha(b"x")
+    (tmp_path / "m").write_text(old)
+    assert manifest.load(str(tmp_path / "m")) == ({}, {})
+    assert "rebuilt" in caplog.text and str(tmp_path / "m") in caplog.text
+
+
+ROW = "etc/motd\tf\t644\t0\t0\t6\t%s\t\t\t1700000000000000000" % sha(b"x")
+DAMAGED = [
+    ("garbage", os.urandom(3000)),
+    ("empty", b""),
+    ("a JSON object", b'{"etc/motd": "f"}\n'),
+    ("a row with a field missing", (manifest.FORMAT_LINE + "\n" + ROW.rsplit("\t", 1)[0] + "\n").encode()),
+    ("a row with a field too many", (manifest.FORMAT_LINE + "\n" + ROW + "\tx\n").encode()),
+    ("a mode that is not octal", (manifest.FORMAT_LINE + "\n" + ROW.replace("\t644\t", "\t9z\t") + "\n").encode()),
+    ("an mtime that is not a number", (manifest.FORMAT_LINE + "\n" + ROW[:-3] + "abc\n").encode()),
+    ("an unknown kind", (manifest.FORMAT_LINE + "\n" + ROW.replace("\tf\t", "\tq\t") + "\n").encode()),
+    ("a sig of the wrong size", (manifest.FORMAT_LINE + "\n" + ROW + "\t5\n").encode()),
+    ("an empty path", (manifest.FORMAT_LINE + "\n" + ROW.replace("etc/motd", "") + "\n").encode()),
+]
+
+
+@pytest.mark.parametrize("name, data", DAMAGED, ids=[d[0] for d in DAMAGED])
+def test_a_damaged_cache_is_rebuilt_with_a_one_line_warning(tmp_path, caplog, name, data):
+    path = tmp_path / "node-manifest.tsv"
+    path.write_bytes(data)
+    assert manifest.load(str(path)) == ({}, {})
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    if data:
+        assert len(warnings) == 1 and str(path) in warnings[0].getMessage()
+        assert "\n" not in warnings[0].getMessage() and "rebuilt" in warnings[0].getMessage()
+
+
+def test_a_cache_that_is_a_directory_is_rebuilt(tmp_path, caplog):
+    (tmp_path / "m").mkdir()
+    assert manifest.load(str(tmp_path / "m")) == ({}, {})
+    assert "rebuilt" in caplog.text
+
+
+def test_a_good_row_loads_with_its_mtime():
+    entries, _ = manifest.loads(manifest.FORMAT_LINE + "\n" + ROW + "\n")
+    assert entries["etc/motd"].mtime == 1700000000000000000
+
+
+def test_a_path_longer_than_the_system_allows_is_named(tmp_path):
+    # built with descriptors: no single path call could name it
+    fd = os.open(str(tmp_path), os.O_RDONLY)
+    try:
+        for _ in range(20):
+            os.mkdir("d" * 250, dir_fd=fd)
+            nfd = os.open("d" * 250, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    finally:
+        os.close(fd)
+    with pytest.raises(manifest.PathTooLong) as err:
+        manifest.build(str(tmp_path), Excluder([]))
+    msg = str(err.value)
+    assert "/dddd" in msg and "4095" in msg and "\n" not in msg and len(msg) < 400
+    assert err.value.exit_code == 2

@@ -186,3 +186,14 @@ def test_root_was_ro_without_journal_comes_from_facts():
     f = facts(root_read_only=True)
     assert decide(f=f).root_was_ro
     assert not decide(f=dataclasses.replace(f, root_read_only=False)).root_was_ro
+
+
+def test_touched_paths_are_counted_apart_from_the_bytes_written():
+    node = tree()
+    image = dict(tree(motd="bye"), usr=D()._replace(mtime=7), lib=L("usr/lib")._replace(mtime=7))
+    p = decide(node=node, image=image)
+    assert p.action == plan.IN_PLACE
+    d = p.to_dict()["changes"]
+    assert d["touched"] == 2 and d["sample"]["touched"] == ["/lib", "/usr"]
+    assert d["bytes"] == 6 and d["changed"] == 1, "a touch writes no bytes"
+    assert any("2 touched" in r for r in p.reasons)

@@ -29,8 +29,9 @@ def test_anchored_excludes_for_preserved_paths_and_account_files():
         "--exclude=/etc/ssh/ssh_host_*", "--exclude=/etc/ssh/ssh_host_*/**",
         "--exclude=/var/lib/update-agent", "--exclude=/var/lib/update-agent/**",
         "--exclude=/srv/data", "--exclude=/srv/data/**",
-        "--exclude=/etc/passwd", "--exclude=/etc/group", "--exclude=/etc/shadow",
-        "--exclude=/etc/gshadow"]
+        "--exclude=/etc/passwd", "--exclude=/etc/passwd/**", "--exclude=/etc/group",
+        "--exclude=/etc/group/**", "--exclude=/etc/shadow", "--exclude=/etc/shadow/**",
+        "--exclude=/etc/gshadow", "--exclude=/etc/gshadow/**"]
 
 
 def test_source_and_destination_end_in_one_slash():
@@ -74,7 +75,8 @@ def test_a_deletion_around_what_is_left_alone_is_skipped(tmp_path):
         (tmp_path / "root" / d / "data").write_text("x")
     ran = []
     system = types.SimpleNamespace(which=lambda name: name, run=ran.append)
-    plan = types.SimpleNamespace(accounts=(), changes=types.SimpleNamespace(transfer=[], deleted_top=["d", "e"]))
+    plan = types.SimpleNamespace(accounts=(), changes=types.SimpleNamespace(
+        transfer=[], deleted_top=["d", "e"], touched=[]))
     sync.sync(system, plan, str(tmp_path / "image"), {}, str(tmp_path / "root"), ("/d/vol",),
               str(tmp_path / "work"))
     assert (tmp_path / "root" / "d" / "vol" / "data").exists()
