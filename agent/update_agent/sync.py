@@ -98,15 +98,15 @@ def mtime_targets(plan, image_entries):
     paths, and the image's directories it wrote into ("" is the root), whose mtimes
     each write, merge and deletion moved."""
     ch = plan.changes
-    out = {rel: image_entries[rel].mtime for rel in ch.touched if rel in image_entries}
+    # the root too: the image filesystem's root mtime (a pin dir made in it moves it)
+    out = {"": None}
+    out.update((rel, image_entries[rel].mtime) for rel in ch.touched if rel in image_entries)
     written = list(ch.transfer) + list(ch.deleted_top) + [rel for rel, _ in plan.accounts]
     for rel in written + list(ch.touched):
         for d in [rel] + changes.ancestors(rel)[-1:]:
             e = image_entries.get(d)
             if e is not None and e.kind == "d":
                 out[d] = e.mtime
-        if "/" not in rel:
-            out.setdefault("", None)  # the root: the image tree's own mtime
     return out
 
 
