@@ -41,6 +41,10 @@ PATH_MAX = 4096   # bytes of a path, its NUL included (Linux)
 NAME_MAX = 255    # bytes of one component
 
 
+class OldFormat(ValueError):
+    """A manifest written in another format version: rebuilt, never read."""
+
+
 class PathTooLong(BadInput):
     """A tree holds a path the system cannot name (too long for PATH_MAX)."""
 
@@ -255,7 +259,9 @@ def dumps(entries, sigs=None):
 def loads(text):
     """Parse a manifest; returns (entries, sigs). Raises ValueError if malformed."""
     lines = text.split("\n")
-    if not lines or lines[0] != FORMAT_LINE:
+    if lines[0].startswith(FORMAT_LINE[:-1]) and lines[0] != FORMAT_LINE:
+        raise OldFormat("in format %r, not %r" % (lines[0][2:40], FORMAT_LINE[2:]))
+    if lines[0] != FORMAT_LINE:
         raise ValueError("not an update-agent manifest in format %r (first line %r)"
                          % (FORMAT_LINE, lines[0][:60]))
     entries, sigs = {}, {}
@@ -301,6 +307,9 @@ def load(path):
         with open(path, "rb") as f:
             return loads(f.read().decode("utf-8", "surrogateescape"))
     except FileNotFoundError:
+        return {}, {}
+    except OldFormat as e:  # written by another version of the agent: expected, not damage
+        LOG.info("manifest %s is rebuilt: %s", path, e)
         return {}, {}
     except (OSError, ValueError) as e:  # a cache: rebuilt, never trusted when damaged
         LOG.warning("ignoring unreadable manifest %s (it is rebuilt): %s", path, e)
