@@ -111,7 +111,6 @@ def kind_name(kind):
     return _KIND_NAMES.get(kind, "file of unknown type")
 
 
-
 def type_conflicts(kept, image, files=()):
     """Pure: why the image cannot be applied over the node's own paths.
 

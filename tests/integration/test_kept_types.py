@@ -125,8 +125,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("name, edit, path, words", CASES, ids=[c[0] for c in CASES])
-def test_an_image_changing_the_type_of_a_kept_path_is_refused(w, node, tmp_path, name, edit,
-                                                               path, words):
+def test_an_image_changing_the_type_of_a_kept_path_is_refused(
+        w, node, tmp_path, name, edit, path, words):
     meta = variant(w, tmp_path, name, edit)
     refused_untouched(node, meta, path, words)
 
