@@ -98,3 +98,26 @@ def test_rsync_refuses_a_listed_path_below_an_excluded_directory(tmp_path):
                    check=True)
     assert not (root / "srv" / "data" / "f").exists()
     assert (root / "srv" / "g").read_text() == "synced"
+
+
+def test_mtimes_are_set_without_following_a_symlink_on_the_way(tmp_path):
+    from update_agent.manifest import Entry, Excluder
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "usr").mkdir(parents=True)
+    (root / "usr" / "a").write_text("a")
+    os.symlink("a", root / "usr" / "link")
+    outside.mkdir()
+    (outside / "f").write_text("f")
+    os.symlink(str(outside), root / "etc")   # a link where the image has a directory
+    before = os.stat(outside / "f").st_mtime_ns
+    e = Entry("f", 0o644, 0, 0, 1, "", "", "", 10**18)
+    plan = types.SimpleNamespace(accounts=(), changes=types.SimpleNamespace(
+        transfer=(), deleted_top=(), touched=("usr/a", "usr/link", "etc/f")))
+    image = {"usr": e._replace(kind="d", mtime=2 * 10**18), "usr/a": e,
+             "usr/link": e._replace(kind="l"), "etc/f": e}
+    targets = sync.mtime_targets(plan, image)
+    sync.set_mtimes(str(root), targets, str(tmp_path / "no-image"), Excluder(()))
+    assert os.lstat(root / "usr" / "a").st_mtime_ns == 10**18
+    assert os.lstat(root / "usr" / "link").st_mtime_ns == 10**18, "the link's own time"
+    assert os.stat(root / "usr").st_mtime_ns == 2 * 10**18, "the directory holding them"
+    assert os.stat(outside / "f").st_mtime_ns == before, "never through a symlink"
