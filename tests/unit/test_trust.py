@@ -134,3 +134,19 @@ def test_node_path_of_a_host_path():
     assert trust.node_path("/r", "/r2/etc") is None
     assert trust.node_path("/r", "/tmp/x") is None
     assert trust.node_path("/", "/tmp/x") == "/tmp/x"
+
+
+def test_config_refuses_an_untrusted_drop_in_instead_of_skipping_it(tmp_path):
+    from update_agent import config
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "a.conf").write_text("[agent]\nhook_timeout = 7\n")
+    drop = tmp_path / "conf.d" / "50-x.conf"
+    drop.write_text("[agent]\npreserve = /etc/image_id\n")
+    os.chmod(drop, 0o646)
+    with pytest.raises(Untrusted) as e:
+        config.load(str(tmp_path / "a.conf"))
+    assert str(e.value) == ("refusing config drop-in %s: it is writable by others (mode 0646)"
+                            % drop)
+    os.chmod(drop, 0o644)
+    c = config.load(str(tmp_path / "a.conf"))
+    assert c.hook_timeout == 7 and c.preserve == ("/etc/image_id",)
