@@ -261,6 +261,8 @@ def main(argv=None, out=None):
     logs.setup(max(args.verbose, 1) if command == "run" else args.verbose, journal=command == "run")
     try:
         agent = _agent(args)
+        if command in ("status", "history", "hold", "unhold"):
+            agent.check_state_trust()  # the updating commands check all they rely on
         commands = {"check": cmd_check, "apply": cmd_apply, "reboot": cmd_apply, "rollback": cmd_apply, "status": cmd_status,
                     "config": cmd_config, "run": cmd_run, "deploy": cmd_deploy,
                     "history": cmd_history, "hold": cmd_hold, "unhold": cmd_unhold}

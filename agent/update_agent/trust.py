@@ -47,7 +47,7 @@ def check(root, node_path, what, missing_ok=False, lstat=os.lstat, readlink=os.r
     missing_ok: a path that does not exist (yet) is judged as far as it exists.
     """
     root = os.path.abspath(root)
-    shown = os.path.join(root, *_components(node_path))
+    shown = os.path.join(root, *_components(posixpath.normpath("/" + node_path)))
 
     def refuse(component, reason):
         subject = "it" if component == shown else component
