@@ -161,3 +161,34 @@ def test_daemon_logs_the_refusal_and_keeps_its_state_untouched(w, node, tmp_path
     assert r.stderr.count("refusing signature key") == 1, r.stderr
     assert "Traceback" not in r.stderr
     assert world.snapshot(node.root) == before
+
+
+def test_daemon_keeps_going_past_an_untrusted_state_dir_and_updates_once_it_is_fixed(w, tmp_path):
+    from daemon_helpers import NotifySocket, start_daemon, stop_daemon
+    meta = json.load(open(w.metadata_for_b(str(tmp_path))))
+    n = w.node(str(tmp_path), occ_mount=True, occ_cache={"heat_local.json": meta})
+    state = os.path.join(n.root, "var/lib/update-agent")
+    os.chmod(state, 0o777)
+    conf = tmp_path / "agent.conf"
+    conf.write_text("[daemon]\npoll_interval = 2\nsplay = 0\n")
+    notify = NotifySocket(str(tmp_path / "notify"))
+    proc = None
+    try:
+        before = world.snapshot(n.root)
+        proc = start_daemon(n.root, str(conf), notify.path)
+        notify.wait_for(lambda m: "img-B refused: refusing state dir %s" % state
+                        in m.get("STATUS", ""))
+        assert proc.poll() is None, "the daemon keeps running"
+        assert world.snapshot(n.root) == before
+        os.chmod(state, 0o755)
+        notify.wait_for(lambda m: m.get("STATUS", "").startswith("img-B success"), timeout=120)
+        assert world.read(n, "etc/image_id") == b"img-B\n"
+        _, _, err = stop_daemon(proc)
+        # logged as an error once, however many retries saw it
+        errors = [ln for ln in err.splitlines() if "refusing state dir" in ln and "ERROR" in ln]
+        assert len(errors) == 1, err
+    finally:
+        if proc is not None:
+            stop_daemon(proc)
+        notify.close()
+        n.stop()
