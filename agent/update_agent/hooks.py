@@ -47,7 +47,8 @@ def check_phase_dir(paths, phase):
     env_dir = trust.check(paths.root, env_node, "hook environment", missing_ok=True)
     for node, host, what in ((node_dir, directory, "hook"), (env_node, env_dir, "hook environment")):
         for name in sorted(os.listdir(host)) if os.path.isdir(host) else ():
-            trust.check(paths.root, posixpath.join(node, name), what)
+            judged = trust.check(paths.root, posixpath.join(node, name), what)
+            trust.same_on_host(os.path.join(host, name), judged, what)
     return directory
 
 

@@ -93,6 +93,17 @@ def _judge(host, lstat, refuse):
     return st
 
 
+def same_on_host(host_path, judged, what):
+    """Refuse host_path if this machine would follow it elsewhere than to what was judged.
+
+    Under a sandbox --root an absolute link resolves inside the root for the check
+    but on the host for a tool that opens it (dib-run-parts, say)."""
+    if os.path.realpath(host_path) != os.path.realpath(judged):
+        raise Untrusted("refusing %s %s: on this host it leads to %s, not to %s inside the "
+                        "node's root" % (what, host_path, os.path.realpath(host_path), judged))
+    return judged
+
+
 def node_path(root, host_path):
     """The node path of a host path below root (not resolved); None if outside it."""
     root, host_path = os.path.abspath(root), os.path.abspath(host_path)

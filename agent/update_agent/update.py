@@ -89,8 +89,9 @@ class Agent:
         self.check_state_trust()
         keys = trust.check(self.paths.root, KEYS_DIR, "signature keys", missing_ok=True)
         for name in sorted(os.listdir(keys)) if os.path.isdir(keys) else ():
-            if name.endswith(".pub"):  # what signature.load_keys reads
-                trust.check(self.paths.root, posixpath.join(KEYS_DIR, name), "signature key")
+            if name.endswith(".pub"):  # what signature.load_keys reads, through the host's links
+                judged = trust.check(self.paths.root, posixpath.join(KEYS_DIR, name), "signature key")
+                trust.same_on_host(os.path.join(keys, name), judged, "signature key")
         for phase in hooks.PHASES + (rebooting.BOOTLOADER, health.PHASE):
             hooks.check_phase_dir(self.paths, phase)
 

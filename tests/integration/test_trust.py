@@ -192,3 +192,14 @@ def test_daemon_keeps_going_past_an_untrusted_state_dir_and_updates_once_it_is_f
             stop_daemon(proc)
         notify.close()
         n.stop()
+
+
+def test_hook_that_would_run_the_hosts_file_instead_of_the_nodes(w, node, tmp_path):
+    # inside the root the link leads to a trusted hook; dib-run-parts, on this host,
+    # would follow it to the host's own file of that name
+    with writable(node) as r:
+        put(r, "bin/true-hook", "#!/bin/sh\ntrue\n", 0o755)
+        hook = os.path.join(r, ORC, "configure.d/20-host")
+        os.symlink("/bin/true-hook", hook)
+    refused(w, node, tmp_path, "refusing hook %s: on this host it leads to" % hook,
+            "not to %s inside the node's root" % os.path.join(node.root, "bin/true-hook"))

@@ -150,3 +150,13 @@ def test_config_refuses_an_untrusted_drop_in_instead_of_skipping_it(tmp_path):
     os.chmod(drop, 0o644)
     c = config.load(str(tmp_path / "a.conf"))
     assert c.hook_timeout == 7 and c.preserve == ("/etc/image_id",)
+
+
+def test_same_on_host_refuses_a_link_the_host_follows_elsewhere(tmp_path):
+    (tmp_path / "node/bin").mkdir(parents=True)
+    (tmp_path / "node/bin/hook").write_text("#!/bin/sh\n")
+    os.symlink("/nonexistent-on-this-host/hook", tmp_path / "node/link")
+    judged = str(tmp_path / "node/bin/hook")
+    assert trust.same_on_host(judged, judged, "hook") == judged
+    with pytest.raises(Untrusted, match="on this host it leads to /nonexistent-on-this-host/hook"):
+        trust.same_on_host(str(tmp_path / "node/link"), judged, "hook")
