@@ -14,7 +14,7 @@ from update_agent.notify import Notifier
 from update_agent.sources.metadata_url import UrlSource
 from update_agent.watch import CacheWatcher
 from update_agent.errors import AgentError
-from update_agent.paths import NodePaths
+from update_agent.paths import CONFIG_FILE, NodePaths
 from update_agent.system import System
 from update_agent.update import Agent
 
@@ -59,8 +59,9 @@ def _agent(args):
         raise BadInput("--root %s is not a directory" % args.root)
     if args.config and not os.path.isfile(args.config):
         raise BadInput("--config %s is not a file" % args.config)
-    probe = NodePaths(args.root)
-    config = config_mod.load(args.config or probe.config_file)
+    # the default file by its node path: trust judges every link on the way to it
+    default = os.path.join(os.path.abspath(args.root), CONFIG_FILE.lstrip("/"))
+    config = config_mod.load(args.config or default, root=args.root)
     paths = NodePaths(args.root, state_dir=config.state_dir)
     return Agent(paths, config, System())
 
@@ -260,6 +261,8 @@ def main(argv=None, out=None):
     logs.setup(max(args.verbose, 1) if command == "run" else args.verbose, journal=command == "run")
     try:
         agent = _agent(args)
+        if command in ("status", "history", "hold", "unhold"):
+            agent.check_state_trust()  # the updating commands check all they rely on
         commands = {"check": cmd_check, "apply": cmd_apply, "reboot": cmd_apply, "rollback": cmd_apply, "status": cmd_status,
                     "config": cmd_config, "run": cmd_run, "deploy": cmd_deploy,
                     "history": cmd_history, "hold": cmd_hold, "unhold": cmd_unhold}

@@ -2,7 +2,8 @@
 
 The base file is /etc/update-agent/update-agent.conf on the node (under
 --root), or the file given with --config; then the drop-ins conf.d/*.conf
-beside it, in name order, the later file winning. Every key is in KEYS, with
+beside it, in name order, the later file winning; each must be trusted (trust.py:
+root-owned, written by nobody else) or it is refused. Every key is in KEYS, with
 its section and documentation (docs/configuration.md lists them all; a test
 keeps the two in step), and the Config remembers where each value came from.
 """
@@ -12,9 +13,11 @@ import configparser
 import dataclasses
 import logging
 import os
+import posixpath
 import re
 import string
 
+from update_agent import trust
 from update_agent.errors import BadInput
 from update_agent.paths import DEFAULT_STATE_DIR
 
@@ -318,14 +321,30 @@ _BY_SECTION = {(k.section, k.name): k for k in KEYS}
 SECTIONS = tuple(dict.fromkeys(k.section for k in KEYS))
 
 
-def dropins(path):
-    """The conf.d/*.conf drop-ins beside a base config file, in name order."""
-    directory = os.path.join(os.path.dirname(path), "conf.d")
+def _conf_files(directory):
+    """The *.conf drop-ins in directory, in name order."""
     try:
         names = sorted(n for n in os.listdir(directory) if n.endswith(".conf"))
     except (FileNotFoundError, NotADirectoryError):
         return []
     return [os.path.join(directory, n) for n in names]
+
+
+def _trusted_sources(path, root):
+    """The base file and its drop-ins as host paths to read, each judged by trust.check.
+
+    root: where the walk starts, the node's root; a file outside it (an operator's
+    --config beside a sandbox) is judged from its own directory down."""
+    path = os.path.abspath(path)
+    node = trust.node_path(root, path) if root is not None else None
+    if node is None:
+        root, node = os.path.dirname(path), "/" + os.path.basename(path)
+    sources = [trust.check(root, node, "config file", missing_ok=True)]
+    conf_d = posixpath.join(posixpath.dirname(node), "conf.d")
+    listed = _conf_files(trust.check(root, conf_d, "config drop-in directory", missing_ok=True))
+    for name in (os.path.basename(p) for p in listed):
+        sources.append(trust.check(root, posixpath.join(conf_d, name), "config drop-in"))
+    return sources
 
 
 def _read(path):
@@ -356,15 +375,17 @@ def _read(path):
     return values
 
 
-def load(path=None):
+def load(path=None, root=None):
     """Read the base file at path (a host path) and its conf.d drop-ins.
 
-    A missing base file means the defaults (drop-ins still apply).
+    A missing base file means the defaults (drop-ins still apply). Each file
+    read must be trusted from root (the node's) down: an untrusted one is
+    refused (trust.Untrusted, exit 2), never skipped.
     """
     if path is None:
         return Config()
     values, origins, read = {}, {}, []
-    for source in [path] + dropins(path):
+    for source in _trusted_sources(path, root):
         got = _read(source)
         if got is None:
             continue

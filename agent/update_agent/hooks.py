@@ -3,13 +3,15 @@
 The phase directories are the node's own (<root>/usr/libexec/os-refresh-config
 or OS_REFRESH_CONFIG_BASE_DIR). Hooks run on this machine with the environment
 documented in docs/hooks.md; they find the node under UPDATE_AGENT_ROOT.
-Hooks are run only from root-owned directories that nobody else can write to.
+Hooks are run only if trust.py trusts them: root-owned, from the root down,
+and written by nobody else.
 """
 
 import logging
 import os
-import stat
+import posixpath
 
+from update_agent import trust
 from update_agent.errors import AgentError, CommandFailed
 
 LOG = logging.getLogger(__name__)
@@ -29,42 +31,25 @@ class HookRefused(HookFailed):
     """The phase was not run at all: its files could be written by others."""
 
 
-def _check_trusted(path):
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        # a link's own mode is always 777: judge its owner, then what it points to
-        if st.st_uid != 0:
-            raise HookRefused("refusing hooks: symlink %s is owned by uid %d, not root"
-                              % (path, st.st_uid))
-        st = os.stat(path)
-    if st.st_uid != 0:
-        raise HookRefused("refusing hooks: %s is owned by uid %d, not root" % (path, st.st_uid))
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise HookRefused("refusing hooks: %s is writable by group or others (mode %o)"
-                         % (path, stat.S_IMODE(st.st_mode)))
+PHASES = (PRE_CONFIGURE, CONFIGURE, POST_CONFIGURE, MIGRATION, ERROR)
 
 
-def check_phase_dir(directory, root="/"):
-    """Refuse hooks that anyone but root could have changed: every directory from
-    the root down to the phase dir, the phase dir's scripts, and the
-    environment.d files dib-run-parts sources before running them."""
-    root = os.path.realpath(root)
-    path = os.path.realpath(directory)
-    chain = []
-    while True:
-        chain.append(path)
-        if path == root or path == "/":
-            break
-        path = os.path.dirname(path)
-    for d in reversed(chain):
-        _check_trusted(d)
-    for name in sorted(os.listdir(directory)):
-        _check_trusted(os.path.join(directory, name))
-    env_dir = os.path.join(os.path.dirname(directory), "environment.d")
-    if os.path.isdir(env_dir):
-        _check_trusted(env_dir)
-        for name in sorted(os.listdir(env_dir)):
-            _check_trusted(os.path.join(env_dir, name))
+def check_phase_dir(paths, phase):
+    """Refuse hooks that anyone but root could have changed (trust.Untrusted): the
+    phase dir and every directory above it, each of its scripts (a link's target
+    too), and the environment.d files dib-run-parts sources before running them.
+    Return the phase dir's host path, None if the node has no such dir."""
+    node_dir = posixpath.join(paths.orc_base_node, phase + ".d")
+    directory = trust.check(paths.root, node_dir, "%s hooks" % phase, missing_ok=True)
+    if not os.path.isdir(directory):
+        return None
+    env_node = posixpath.join(node_dir, "..", "environment.d")
+    env_dir = trust.check(paths.root, env_node, "hook environment", missing_ok=True)
+    for node, host, what in ((node_dir, directory, "hook"), (env_node, env_dir, "hook environment")):
+        for name in sorted(os.listdir(host)) if os.path.isdir(host) else ():
+            judged = trust.check(paths.root, posixpath.join(node, name), what)
+            trust.same_on_host(os.path.join(host, name), judged, what)
+    return directory
 
 
 def hook_env(paths, image_id, previous_image_id, action, extra=None):
@@ -84,11 +69,13 @@ def hook_env(paths, image_id, previous_image_id, action, extra=None):
 
 def run_phase(system, paths, phase, env, timeout):
     """Run one phase; return True if it ran, False if the node has no such dir."""
-    directory = paths.orc_phase_dir(phase)
-    if not os.path.isdir(directory):
+    try:
+        directory = check_phase_dir(paths, phase)
+    except trust.Untrusted as e:
+        raise HookRefused(str(e))
+    if directory is None:
         LOG.info("hooks: no %s.d on the node, skipped", phase)
         return False
-    check_phase_dir(directory, paths.root)
     LOG.info("hooks: running %s", directory)
     try:
         result = system.run([system.which("dib-run-parts"), directory], env=env, timeout=timeout,

@@ -11,6 +11,8 @@ import posixpath
 MAX_SYMLINKS = 40
 
 DEFAULT_STATE_DIR = "/var/lib/update-agent"
+CONFIG_FILE = "/etc/update-agent/update-agent.conf"
+KEYS_DIR = "/etc/update-agent/keys"
 
 
 def resolve_in_root(root, node_path):
@@ -104,7 +106,7 @@ class NodePaths:
 
     @property
     def config_file(self):
-        return self.node("/etc/update-agent/update-agent.conf")
+        return self.node(CONFIG_FILE)
 
     @property
     def occ_cache_dir(self):

@@ -10,15 +10,17 @@ import contextlib
 import dataclasses
 import logging
 import os
+import posixpath
 
 from update_agent import apply as applying
 from update_agent import desired as desired_mod
 from update_agent import facts as facts_mod
 from update_agent import coordination, health, hooks, journal, live, locks, manifest, mounts, \
-    plan as planning, processes, rebooting, slotcli, sources
+    plan as planning, processes, rebooting, slotcli, sources, trust
 from update_agent.errors import AgentError, Interrupted
 from update_agent.images import formats
 from update_agent.images.store import ImageStore
+from update_agent.paths import KEYS_DIR
 
 LOG = logging.getLogger(__name__)
 
@@ -68,11 +70,30 @@ class Agent:
         self.read_mounts = read_mounts
         self.state = journal.Store(paths.state_dir)
         self.images = ImageStore(paths.images_dir, config, system, opener=opener,
-                                 keys_dir=paths.node("/etc/update-agent/keys"))
+                                 keys_dir=paths.node(KEYS_DIR))
         self._open_images = 0
 
     def _closed_image(self):
         self._open_images -= 1
+
+    def check_state_trust(self):
+        """Refuse (trust.Untrusted) a state dir that anyone but root could write: its
+        journal, cached images and work dir steer what the agent does as root."""
+        state = self.paths.state_dir_node
+        for node in (state, posixpath.join(state, "work"), posixpath.join(state, "images")):
+            trust.check(self.paths.root, node, "state dir", missing_ok=True)
+
+    def check_trust(self):
+        """Before an update reads or changes anything: the state dir, the signature
+        keys and every hook phase it may run must be trusted (trust.Untrusted)."""
+        self.check_state_trust()
+        keys = trust.check(self.paths.root, KEYS_DIR, "signature keys", missing_ok=True)
+        for name in sorted(os.listdir(keys)) if os.path.isdir(keys) else ():
+            if name.endswith(".pub"):  # what signature.load_keys reads, through the host's links
+                judged = trust.check(self.paths.root, posixpath.join(KEYS_DIR, name), "signature key")
+                trust.same_on_host(os.path.join(keys, name), judged, "signature key")
+        for phase in hooks.PHASES + (rebooting.BOOTLOADER, health.PHASE):
+            hooks.check_phase_dir(self.paths, phase)
 
     def desired(self, metadata_files=()):
         metadata = sources.read_metadata(self.paths, metadata_files)
@@ -87,6 +108,7 @@ class Agent:
 
         rollback: plan the return to the previous image (action rollback);
         force: apply an image even though it was rolled back from before."""
+        self.check_trust()
         facts = self.facts()
         j = self.state.load_journal()
         rejected = {} if force or rollback else self.state.rejected()
@@ -189,6 +211,7 @@ class Agent:
         try:
             # an operator's --dry-run or status holds the lock briefly: wait for it
             with self.lock(timeout=LOCK_WAIT), self.orc_lock():
+                self.check_trust()
                 if force_reboot:
                     self._forget_failed_boot()
                 with self.planned(want, adopt=adopt, rollback=rollback, force=force) as planned:
@@ -219,6 +242,8 @@ class Agent:
                                       "; " + note if note else ""), 1)
         except Interrupted as e:
             return outcome("interrupted", str(e), 1)
+        except trust.Untrusted as e:
+            return outcome("refused", str(e), e.exit_code)
         except AgentError as e:
             return outcome("failed", str(e), e.exit_code)
 
@@ -254,9 +279,10 @@ class Agent:
         """`update-agent rollback`: back to the previous image; the current one is
         rejected, so the daemon does not apply it again."""
         try:
+            self.check_trust()
             want = self.previous()
         except AgentError as e:
-            return Outcome("", "refused", None, str(e), 1)
+            return Outcome("", "refused", None, str(e), e.exit_code)
         current = self.state.load_state().get("current") or {}
         if current.get("image_id"):
             self.state.reject(current["image_id"], current.get("digest", ""),

@@ -64,8 +64,9 @@ def conf(tmp_path, backend, **extra):
 
 def run_agent(config, *args, **kw):
     env = dict(os.environ, PYTHONPATH=os.path.join(world.PROJECT, "agent"))
-    return subprocess.Popen(AGENT + ["--root", "/tmp", "--config", config] + list(args), env=env,
-                            start_new_session=True, **kw)
+    # the config sits in the test's own directory: that is the node's root, not the host's /tmp
+    return subprocess.Popen(AGENT + ["--root", os.path.dirname(config), "--config", config]
+                            + list(args), env=env, start_new_session=True, **kw)
 
 
 def max_overlap(intervals):

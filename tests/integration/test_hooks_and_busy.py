@@ -49,8 +49,8 @@ def test_group_writable_hook_dir_is_refused(w, node, tmp_path):
     subprocess.run(["mount", "-o", "remount,ro", node.root], check=True)
     before = world.snapshot(node.root)
     r = agent(node.root, "apply", metadata=w.metadata_for_b(str(tmp_path)))
-    assert r.returncode == 1
-    assert "writable by group or others" in r.stderr and "pre-configure.d" in r.stderr
+    assert r.returncode == 2, r.stderr
+    assert "pre-configure.d: it is writable by group (mode 0775)" in r.stderr
     assert world.snapshot(node.root) == before
     assert not os.path.exists(os.path.join(node.root, "run/hooks.log")), "no hook may run"
 
@@ -90,5 +90,5 @@ def test_writable_environment_d_is_refused(w, node, tmp_path):
     os.chmod(os.path.join(env_dir, "10-env"), 0o666)
     subprocess.run(["mount", "-o", "remount,ro", node.root], check=True)
     r = agent(node.root, "apply", metadata=w.metadata_for_b(str(tmp_path)))
-    assert r.returncode == 1 and "environment.d/10-env" in r.stderr
+    assert r.returncode == 2 and "environment.d/10-env: it is writable" in r.stderr, r.stderr
     assert not os.path.exists(os.path.join(node.root, "run/hooks.log"))
