@@ -28,6 +28,16 @@ def plan_text(plan):
     return "\n".join(lines)
 
 
+def mixed_root(j):
+    """What the root holds when an update stopped between its sync and its commit
+    (journal j), else ""."""
+    if not j.mixed:
+        return ""
+    return ("mixed: holds part of image %s over %s; step %s failed: %s"
+            % (j.image_id, j.previous_image_id or "(none)", j.failed_step or j.stopped_at(),
+               j.error or "stopped"))
+
+
 def emit(out, as_json, obj, text):
     if as_json:
         out.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
