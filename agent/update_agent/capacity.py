@@ -72,9 +72,13 @@ def shortfalls(room, need):
     return out
 
 
-def check(facts, change_set, accounts, restart_plan, margin_bytes):
-    """Refusals (empty: the apply fits)."""
-    pinned_paths = [rel for _, rel in restart_plan.targets]
+def check(facts, change_set, accounts, restart_plan, margin_bytes, procs=()):
+    """Refusals (empty: the apply fits). procs: the running processes, whose
+    inodes the pin step keeps."""
+    in_use = set()
+    for proc in procs:
+        in_use |= proc.inodes
+    pinned_paths = [rel for ino, rel in restart_plan.targets if ino in in_use]
     root = root_need(change_set, len(pinned_paths), margin_bytes)
     state = state_need(change_set, accounts, pinned_paths)
     root_room = Room("the root %s" % facts.root, facts.free_bytes, facts.root_free_inodes)

@@ -192,7 +192,8 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
                          % (desired.image_id, facts.current_image_id or "(none)")]
     if not image_k.version:
         return Plan(REFUSE, tuple(reasons + kernel_reasons), **plan)
-    refusals += capacity.check(facts, change_set, merged, restart_plan, config.free_space_margin)
+    refusals += capacity.check(facts, change_set, merged, restart_plan, config.free_space_margin,
+                               procs)
     if refusals:
         return Plan(REFUSE, tuple(reasons + refusals), **plan)
     if change_set.kept:

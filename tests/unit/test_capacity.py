@@ -1,5 +1,7 @@
 """capacity.check and plan.decide: room on the root and in the state dir, bytes and inodes."""
 
+import types
+
 import test_plan
 from test_plan import D, F, decide, facts
 
@@ -53,9 +55,11 @@ def test_a_state_dir_on_the_root_adds_its_needs_to_the_root():
 
 def test_files_kept_alive_by_the_pin_need_inodes_of_their_own():
     ch = ChangeSet(changed=("usr/bin/x",), transfer=("usr/bin/x",), bytes=1)
-    pins = RestartPlan(targets=tuple((i, "usr/lib/l%d" % i) for i in range(10)))
+    # 20 files replaced, 10 of them mapped by a process: those keep their old inode
+    pins = RestartPlan(targets=tuple((i, "usr/lib/l%d" % i) for i in range(20)))
+    procs = [types.SimpleNamespace(inodes=frozenset(range(10)))]
     need = capacity.ROOT_INODE_MARGIN + 10
     f = facts(root_free_inodes=need - 1)
-    out = capacity.check(f, ch, (), pins, 0)
+    out = capacity.check(f, ch, (), pins, 0, procs)
     assert out and "need %d inodes" % need in out[0] and "10 replaced files kept" in out[0]
-    assert capacity.check(facts(root_free_inodes=need), ch, (), pins, 0) == []
+    assert capacity.check(facts(root_free_inodes=need), ch, (), pins, 0, procs) == []
