@@ -129,3 +129,53 @@ def assert_verify_fails_then_converges(w, node, tmp_path, env, named):
     world.assert_matches_image(node.root, w.tree_b)
     st = json.loads(agent(node.root, "status", "--json").stdout)
     assert st["current_image_id"] == "img-B" and "verify" in st["history"][-1]["step_s"]
+
+
+def test_a_file_that_vanishes_from_the_image_during_the_sync_fails_it_then_converges(w, node,
+                                                                                    tmp_path):
+    # a directory image loses a file between the plan and the copy: rsync's exit 23 (a listed
+    # file it cannot stat; 24 when it goes while rsync reads it), never a silent success
+    tree = str(tmp_path / "dir-image")
+    shutil.copytree(w.tree_b, tree, symlinks=True)
+    conf = tmp_path / "dir.conf"
+    conf.write_text("[agent]\nrequire_digest = false\ndirectory_images = %s\n" % tmp_path)
+    meta = write_metadata(str(tmp_path / "m.json"), "img-B", "file://" + tree)
+    gone = os.path.join(tree, "usr/share/app-new/data.txt")
+    shutil.copy2(gone, str(tmp_path / "kept"))
+    env = dict(wrapped(tmp_path, "rsync", ""))
+    (tmp_path / "bin" / "rsync").write_text(
+        '#!/bin/sh\nrm -f "%s"\nexec %s "$@"\n' % (gone, shutil.which("rsync")))
+    r = agent(node.root, "apply", metadata=meta, config=str(conf), env=env)
+    assert r.returncode == 1 and "step sync failed" in r.stderr and "exit 23" in r.stderr, r.stderr
+    assert "usr/share/app-new/data.txt\" failed: No such file" in r.stderr, r.stderr
+    assert read(node, "etc/image_id") == b"img-A\n"
+    assert "ro" in world.root_mount_options(node.root)
+    status = agent(node.root, "status").stdout
+    assert "content:  mixed: holds part of image img-B over img-A; step sync failed" in status
+    # the image is whole again: the next run converges on it
+    shutil.copy2(str(tmp_path / "kept"), gone)
+    r = agent(node.root, "apply", metadata=meta, config=str(conf))
+    assert r.returncode == 0, r.stderr
+    world.assert_matches_image(node.root, tree)
+
+
+def test_the_reboot_path_verifies_before_its_commit_too(w, node, tmp_path):
+    # another kernel: a reboot, whose sync is checked like an in-place one
+    tree = w.tree("img-R", image_id="img-R", release="9.9.9-test", variant="B")
+    image = w.ext4(tree, "R")
+    meta = write_metadata(str(tmp_path / "r.json"), "img-R", "file://" + image, world.sha256(image))
+    assert world.plan_json(node.root, meta)["action"] == "reboot"
+    env = wrapped(tmp_path, "rsync", 'chown 1234:1234 "$R/usr/bin/app"')
+    r = agent(node.root, "apply", metadata=meta, env=env)
+    assert r.returncode == 1 and "step verify failed" in r.stderr, r.stderr
+    assert "/usr/bin/app (owner 1234:1234, image has 0:0)" in r.stderr
+    assert read(node, "etc/image_id") == b"img-A\n", "not committed"
+    assert "ro" in world.root_mount_options(node.root)
+    status = agent(node.root, "status").stdout
+    assert "content:  mixed: holds part of image img-R over img-A; step verify failed" in status
+    # the next run syncs again (its sync was done, its verification not) and goes on
+    r = agent(node.root, "apply", "--json", metadata=meta)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["result"] == "rebooting"
+    assert read(node, "etc/image_id") == b"img-R\n"
+    assert os.stat(os.path.join(node.root, "usr/bin/app")).st_uid == 0
