@@ -33,9 +33,10 @@ def mixed_root(j):
     (journal j), else ""."""
     if not j.mixed:
         return ""
-    return ("mixed: holds part of image %s over %s; step %s failed: %s"
-            % (j.image_id, j.previous_image_id or "(none)", j.failed_step or j.stopped_at(),
-               j.error or "stopped"))
+    over = "mixed: holds part of image %s over %s" % (j.image_id, j.previous_image_id or "(none)")
+    if j.failed_step:
+        return "%s; step %s failed: %s" % (over, j.failed_step, j.error or "?")
+    return "%s; stopped at step %s" % (over, j.stopped_at())  # killed: nothing recorded why
 
 
 def emit(out, as_json, obj, text):
