@@ -14,14 +14,15 @@ import logging
 import time
 
 from update_agent import busy, facts as facts_mod, health, hooks, live, journal as journaling, mounts, statefile, sync
+from update_agent import report, verify
 from update_agent.errors import AgentError, Interrupted
 from update_agent.logs import log_fields
 
 LOG = logging.getLogger(__name__)
 
 STEPS = journaling.STEPS
-(PRE_CONFIGURE, REMOUNT_RW, PIN, SYNC, COMMIT, CONFIGURE, POST_CONFIGURE, MIGRATION, RESTART,
- REMOUNT_RO) = STEPS
+(PRE_CONFIGURE, REMOUNT_RW, PIN, SYNC, VERIFY, COMMIT, CONFIGURE, POST_CONFIGURE, MIGRATION,
+ RESTART, REMOUNT_RO) = STEPS
 
 
 class StepFailed(AgentError):
@@ -138,6 +139,7 @@ class Executor:
             REMOUNT_RW: self.remount_rw,
             PIN: lambda: live.pin(self.paths.root, self._plan.restarts, self.paths.work_dir),
             SYNC: lambda: self._sync(self._plan, facts, image_tree, image_entries),
+            VERIFY: lambda: self._verify(self._plan, facts, image_entries),
             COMMIT: lambda: self.commit(self._plan, j, image_tree),
             CONFIGURE: lambda: self._phase(hooks.CONFIGURE, env),
             POST_CONFIGURE: lambda: self._phase(hooks.POST_CONFIGURE, env),
@@ -159,6 +161,13 @@ class Executor:
         now = facts_mod.with_current_mounts(facts, self.read_mounts())
         sync.sync(self.system, plan, image_tree, image_entries, self.paths.root, now.excluded,
                   self.paths.work_dir, status=self.status)
+
+    def _verify(self, plan, facts, image_entries):
+        # left alone as the sync left it: the mounts as they are now
+        now = facts_mod.with_current_mounts(facts, self.read_mounts())
+        verify.check(self.paths.root, plan, image_entries, now.excluded)
+        LOG.info("verified %d paths against the image", len(plan.changes.transfer)
+                 + len(plan.accounts) + len(plan.changes.deleted_top))
 
     def _phase(self, phase, env):
         hooks.run_phase(self.system, self.paths, phase, env, self.config.hook_timeout)
@@ -208,9 +217,10 @@ class Executor:
 
     @staticmethod
     def _skip(j, step, plan):
-        if step in (REMOUNT_RW, REMOUNT_RO, SYNC, PIN):
+        if step in (REMOUNT_RW, REMOUNT_RO, SYNC, VERIFY, PIN):
             # remounts check the real state; the sync is driven by a fresh plan (empty
-            # when done) and ends with a flush: always run them
+            # when done) and ends with a flush, and its verification reads only that
+            # plan's change set: always run them
             return False
         if step == PRE_CONFIGURE:
             # services must be quiet for a sync that still has work to do
@@ -250,6 +260,8 @@ class Executor:
                   "action": j.action, "result": result, "step": j.failed_step, "error": error,
                   "started_at": j.started_at, "ended_at": ended, "restarts": j.restarted,
                   "duration_s": round(ended - j.started_at, 3), "step_s": dict(j.step_s)}
+        if result != "success" and j.mixed:
+            record["root"] = report.mixed_root(j)
         if plan is not None and plan.changes is not None:
             record["changes"] = plan.to_dict()["changes"]
             record["changes"].pop("sample", None)

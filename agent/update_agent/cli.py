@@ -119,7 +119,8 @@ def cmd_status(args, agent, out):
         "root_read_only": bool(root_mount and root_mount.read_only),
         "unfinished_update": None if j is None or not j.unfinished else {
             "image_id": j.image_id, "status": j.status,
-            "step": j.failed_step or j.stopped_at(), "error": j.error},
+            "step": j.failed_step or j.stopped_at(), "error": j.error,
+            "mixed": report.mixed_root(j)},
         "held": state.hold(),
         "last_result": daemon_status.get("last_result") or (history[-1] if history else None),
         "last_error": daemon_status.get("last_error", ""),
@@ -133,6 +134,8 @@ def cmd_status(args, agent, out):
     u = obj["unfinished_update"]
     lines.append("update:   " + ("none in progress" if u is None else
                                  "%s to %s at step %s %s" % (u["status"], u["image_id"], u["step"], u["error"])))
+    if u is not None and u["mixed"]:
+        lines.append("content:  " + u["mixed"])
     if obj["held"]:
         lines.append("held:     %s (since %s)" % (obj["held"].get("reason") or "no reason given",
                                                   _when(obj["held"].get("since"))))
@@ -143,7 +146,8 @@ def cmd_status(args, agent, out):
     for rec in obj["history"]:
         lines.append("history:  %s %s -> %s%s" % (rec.get("result"), rec.get("previous_image_id"),
                                                   rec.get("image_id"),
-                                                  " (%s)" % rec["error"] if rec.get("error") else ""))
+                                                  " (%s)" % (rec.get("root") or rec["error"])
+                                                  if rec.get("error") else ""))
     report.emit(out, args.json, obj, "\n".join(lines))
     return 0
 

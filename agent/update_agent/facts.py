@@ -30,6 +30,11 @@ class Facts:
     excluded: tuple              # what neither manifest covers: preserved, state, mounts
     root_errors: int = 0         # errors the root filesystem recorded (ext4)
     kexec: tuple = (False, "")   # (the running kernel can kexec, the node's kexec tool)
+    # None where the filesystem does not count them (capacity.py skips the check)
+    root_free_inodes: int = None
+    state_fs: str = ""           # the mount point of the state dir's filesystem
+    state_free_bytes: int = None
+    state_free_inodes: int = None
 
 
 def read_image_id(path):
@@ -58,6 +63,7 @@ def gather(paths, config, mountinfo=None):
     state_mount = mounts.mount_of(mountinfo, state_probe)
     below = tuple(mounts.below(mountinfo, root))
     vfs = os.statvfs(root)
+    state_vfs = os.statvfs(state_probe)
     # the state dir is excluded under its configured name and where it really lives
     # (it may be reached through a symlink into the root's own filesystem)
     state_real = os.path.realpath(paths.state_dir)
@@ -79,7 +85,17 @@ def gather(paths, config, mountinfo=None):
         excluded=excluded,
         root_errors=fs_errors(root_mount),
         kexec=kexec.facts(paths),
+        root_free_inodes=free_inodes(vfs),
+        state_fs=state_mount.mount_point if state_mount else "",
+        state_free_bytes=state_vfs.f_bavail * state_vfs.f_frsize,
+        state_free_inodes=free_inodes(state_vfs),
     )
+
+
+def free_inodes(vfs):
+    """The inodes the agent (root) may still make; None when the filesystem has no
+    fixed inode table (btrfs, some FUSE) and reports none."""
+    return vfs.f_ffree if vfs.f_files else None
 
 
 def _exclusions(fixed, mount_points):

@@ -20,10 +20,11 @@ LOG = logging.getLogger(__name__)
 FORMAT = 1
 STATE_FILE = "images.json"
 # The steps of an in-place apply, in order (apply.py runs them).
-STEPS = ("pre-configure", "remount-rw", "pin", "sync", "commit", "configure", "post-configure",
+# verify: the change set matches the image before the commit names it
+STEPS = ("pre-configure", "remount-rw", "pin", "sync", "verify", "commit", "configure", "post-configure",
          "migration", "restart", "remount-ro")
 # The reboot path (rebooting.py): up to the reboot, then after it.
-BEFORE_REBOOT = ("slot", "pre-configure", "remount-rw", "pin", "sync", "commit", "bootloader",
+BEFORE_REBOOT = ("slot", "pre-configure", "remount-rw", "pin", "sync", "verify", "commit", "bootloader",
                  "remount-ro", "reboot")
 # health before the old kernel goes and the new one becomes the default: an unhealthy
 # node keeps its fallback; the old kernel goes before boot-default, whose update-grub
@@ -87,6 +88,13 @@ class Journal:
         if self.action != "reboot":
             return bool(self.slot_node)  # inherited; cleared once given back
         return bool(self.slot_node) and not self.done("release") and self.failed_step != "boot-check"
+
+    @property
+    def mixed(self):
+        """The sync began and the commit has not happened: the root holds part of
+        the image over the previous one."""
+        return (self.unfinished and self.steps.get("sync", "pending") != "pending"
+                and not self.done("commit"))
 
     def stopped_at(self):
         """The first step not done, in run order (the saved dict is sorted by name)."""

@@ -7,7 +7,7 @@ their arguments, so --dry-run prints exactly what apply would do.
 
 import dataclasses
 
-from update_agent import accounts, kernel, kexec, manifest, restarts as restarting
+from update_agent import accounts, capacity, kernel, kexec, manifest, restarts as restarting
 from update_agent import changes as changeset
 
 NOOP = "noop"
@@ -222,11 +222,8 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
                          % (desired.image_id, facts.current_image_id or "(none)")]
     if not image_k.version:
         return Plan(REFUSE, tuple(reasons + kernel_reasons), **plan)
-    needed = change_set.bytes + config.free_space_margin
-    if needed > facts.free_bytes:
-        refusals.append("not enough free space on the root: need %d bytes (changes plus a "
-                        "%d byte margin), have %d" % (needed, config.free_space_margin,
-                                                       facts.free_bytes))
+    refusals += capacity.check(facts, change_set, merged, restart_plan, config.free_space_margin,
+                               procs)
     if refusals:
         return Plan(REFUSE, tuple(reasons + refusals), **plan)
     if change_set.kept:

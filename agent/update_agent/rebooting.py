@@ -72,6 +72,7 @@ class RebootExecutor(Executor):
             # replaced inodes still in use, linked: else remount,ro before the reboot is refused
             "pin": lambda: live.pin(self.paths.root, plan.restarts, self.paths.work_dir),
             "sync": lambda: self._sync(plan, facts, image_tree, image_entries),
+            "verify": lambda: self._verify(plan, facts, image_entries),
             "commit": lambda: self.commit(plan, j, image_tree),
             "bootloader": lambda: self._phase(BOOTLOADER, dict(env, UPDATE_AGENT_BOOT="once")),
             "remount-ro": self.remount_ro if j.root_was_ro else (lambda: None),
@@ -184,7 +185,9 @@ class RebootExecutor(Executor):
         remounts = ("remount-rw", "remount-ro", "remount-rw-after", "remount-ro-after", "pin")
         try:
             self.run_steps(j, steps, actions, env,
-                           lambda step: j.done(step) and step not in remounts)
+                           lambda step: j.done(step) and step not in remounts
+                           # a sync whose verification failed is done again
+                           and not (step == "sync" and not j.done("verify")))
         except WaitingForSlot:
             j.steps["slot"] = "pending"
             j.status = "waiting"

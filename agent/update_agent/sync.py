@@ -50,10 +50,16 @@ def first_error(stderr):
     return line if len(line) <= 300 else line[:300] + "..."
 
 
+def list_entry(rel):
+    """rel as a --files-from line: rsync drops lines that begin with '#' or ';' as
+    comments, even with --from0, so such a name is given as ./#name."""
+    return ("./" + rel) if rel[:1] in ("#", ";") else rel
+
+
 def write_list(path, rels):
     with open(path, "wb") as f:
         for rel in rels:
-            f.write(os.fsencode(rel) + b"\0")
+            f.write(os.fsencode(list_entry(rel)) + b"\0")
 
 
 def _open_dir(root, parts):

@@ -72,7 +72,7 @@ def test_in_place_update_end_to_end(w, node, tmp_path):
     assert status["history"][-1]["result"] == "success"
     # where the time went, step by step, within the update's own duration
     took = status["history"][-1]["step_s"]
-    assert set(took) == {"pre-configure", "remount-rw", "pin", "sync", "commit", "configure",
+    assert set(took) == {"pre-configure", "remount-rw", "pin", "sync", "verify", "commit", "configure",
                          "post-configure", "migration", "restart", "remount-ro"}
     assert took["sync"] > 0 and sum(took.values()) <= status["history"][-1]["duration_s"]
 
