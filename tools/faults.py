@@ -72,7 +72,6 @@ class Trials:
         work = tempfile.mkdtemp(prefix="trial-%d-" % n, dir=self.base)
         root_img = os.path.join(work, "root.ext4")
         subprocess.run(["cp", "--sparse=always", self.root_a, root_img], check=True)
-        loops_before = set(world.loop_devices())
         node = sandbox.SandboxNode(os.path.join(work, "node"), root_img).start()
         try:
             preserved = {rel: _read(node.root, rel) for rel in world.PRESERVED_FILES}
@@ -106,7 +105,8 @@ class Trials:
         finally:
             node.stop()
             subprocess.run(["rm", "-rf", work])
-        leaked = set(world.loop_devices()) - loops_before
+        # only devices backed by this trial's files: other processes attach their own
+        leaked = world.loop_devices_under(os.path.realpath(work))
         assert not leaked, "%s: loop devices leaked: %s" % (how, leaked)
         return how
 
