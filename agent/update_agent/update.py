@@ -68,7 +68,7 @@ class Agent:
         self.read_mounts = read_mounts
         self.state = journal.Store(paths.state_dir)
         self.images = ImageStore(paths.images_dir, config, system, opener=opener,
-                                 keys_dir=paths.node("/etc/update-agent/keys"))
+                                 keys_dir=paths.node("/etc/update-agent/keys"), node=paths.node)
         self._open_images = 0
 
     def _closed_image(self):
@@ -81,20 +81,33 @@ class Agent:
     def facts(self):
         return facts_mod.gather(self.paths, self.config, self.read_mounts())
 
-    @contextlib.contextmanager
-    def planned(self, want, adopt=False, rollback=False, force=False):
-        """Yield a Planned; the image stays open (mounted) inside the block.
-
-        rollback: plan the return to the previous image (action rollback);
-        force: apply an image even though it was rolled back from before."""
+    def _early(self, want, adopt=False, rollback=False, force=False):
+        """(facts, journal, rejected, the Plan if it needs no image, else None)."""
         facts = self.facts()
         j = self.state.load_journal()
         rejected = {} if force or rollback else self.state.rejected()
-        early = planning.preflight(want, facts, j, adopt, rejected)
+        return facts, j, rejected, planning.preflight(want, facts, j, adopt, rejected)
+
+    def stage(self, want, adopt=False, rollback=False, force=False):
+        """Download and verify the image, unless the plan needs none (None then).
+
+        Called under the agent's lock only: a download may take long, and
+        os-refresh-config must be free to run meanwhile."""
+        *_, early = self._early(want, adopt, rollback, force)
+        return None if early is not None else self.images.stage(want)
+
+    @contextlib.contextmanager
+    def planned(self, want, adopt=False, rollback=False, force=False, staged=None):
+        """Yield a Planned; the image stays open (mounted) inside the block.
+
+        rollback: plan the return to the previous image (action rollback);
+        force: apply an image even though it was rolled back from before;
+        staged: the image stage() already fetched for want."""
+        facts, j, rejected, early = self._early(want, adopt, rollback, force)
         if early is not None:
             yield Planned(early, facts)
             return
-        staged = self.images.stage(want)
+        staged = staged or self.images.stage(want)
         os.makedirs(self.paths.work_dir, mode=0o700, exist_ok=True)
         if not self._open_images:
             # what a killed run left; never what this run has open (a rollback plans
@@ -188,10 +201,14 @@ class Agent:
                            self.system.clock() - started)
         try:
             # an operator's --dry-run or status holds the lock briefly: wait for it
-            with self.lock(timeout=LOCK_WAIT), self.orc_lock():
+            with self.lock(timeout=LOCK_WAIT):
                 if force_reboot:
                     self._forget_failed_boot()
-                with self.planned(want, adopt=adopt, rollback=rollback, force=force) as planned:
+                # the download is bounded by download_timeout and runs without
+                # os-refresh-config's lock; plan and apply take it
+                staged = self.stage(want, adopt=adopt, rollback=rollback, force=force)
+                with self.orc_lock(), self.planned(want, adopt=adopt, rollback=rollback,
+                                                   force=force, staged=staged) as planned:
                     plan = planned.plan
                     if on_plan:
                         on_plan(plan)
