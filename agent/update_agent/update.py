@@ -239,6 +239,17 @@ class Agent:
         except AgentError as e:
             return outcome("failed", str(e), e.exit_code)
 
+    def remember(self, outcome):
+        """Keep an outcome for `status` (the daemon keeps its own the same way): a
+        failed download then shows, not the no-op or success before it."""
+        status = self.state.load_status()
+        status.update(last_result=outcome.to_dict(), updated_at=self.system.clock())
+        status.pop("last_error", None)  # that error came before this outcome
+        try:
+            self.state.save_status(status)
+        except OSError as e:
+            LOG.warning("cannot write status: %s", e)
+
     # --- health and rollback -------------------------------------------
     def _health(self, plan, before):
         env = hooks.hook_env(self.paths, plan.image_id, plan.current_image_id, plan.action)

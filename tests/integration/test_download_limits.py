@@ -192,3 +192,104 @@ def test_a_download_that_fills_the_state_dir_removes_its_part(small_state, serve
     line = one_line(r.stderr)
     assert "No space left" in line and "partial download was removed" in line, line
     assert not [f for f in _state_files(small_state) if f.endswith(".part")]
+
+
+# --- file:// scope ------------------------------------------------------------
+SCOPED = "file_image_dirs = /var/lib/os-collect-config, /var/lib/update-agent/images-in\n"
+
+
+def _images_in(node):
+    d = NodePaths(root=node.root).node("/var/lib/update-agent/images-in")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def test_a_file_url_inside_file_image_dirs_is_applied(w, node, tmp_path):
+    import shutil
+    image = os.path.join(_images_in(node), "b.img")
+    shutil.copyfile(w.image_b, image)
+    meta = write_metadata(str(tmp_path / "m.json"), "img-B", "file://" + image,
+                          world.sha256(image))
+    r = agent(node.root, "apply", metadata=meta, config=_config(tmp_path, SCOPED))
+    assert r.returncode == 0, r.stderr
+    assert open(os.path.join(node.root, "etc/image_id")).read().strip() == "img-B"
+
+
+def _outside(tmp_path, kind, node):
+    if kind == "fifo":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)
+        return path
+    if kind == "link":  # a link in an allowed directory to a file outside it
+        secret = tmp_path / "secret"
+        secret.write_text("not for the metadata\n")
+        link = os.path.join(_images_in(node), "img")
+        os.symlink(str(secret), link)
+        return link
+    return kind
+
+
+# (a directory, file:///, is directory_images' business: test_hostile.py)
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "/etc/shadow", "link"])
+def test_a_file_url_outside_file_image_dirs_is_refused_by_name(node, tmp_path, kind):
+    path = _outside(tmp_path, kind, node)
+    url = "file://" + path
+    meta = write_metadata(str(tmp_path / "m.json"), "img-x", url, "sha256:" + "0" * 64)
+    before = world.snapshot(node.root)
+    r = agent(node.root, "apply", metadata=meta, config=_config(tmp_path, SCOPED))
+    assert r.returncode == 2, r.stderr
+    line = one_line(r.stderr)
+    assert url in line and "outside file_image_dirs" in line, line
+    assert world.snapshot(node.root) == before
+
+
+def test_a_file_url_outside_file_image_dirs_is_never_read(node, tmp_path, need_mounts):
+    import subprocess
+    atimes = tmp_path / "atimes"
+    atimes.mkdir()
+    # strictatime: every read moves the atime, so a read would show
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "strictatime,size=1m", "tmpfs", str(atimes)],
+                   check=True)
+    try:
+        image = atimes / "image.raw"
+        image.write_bytes(b"x" * 4096)
+        os.utime(image, (1000000, 1000000))
+        meta = write_metadata(str(tmp_path / "m.json"), "img-x", "file://%s" % image,
+                              "sha256:" + "0" * 64)
+        r = agent(node.root, "apply", metadata=meta, config=_config(tmp_path, SCOPED))
+        assert r.returncode == 2 and "outside file_image_dirs" in r.stderr, r.stderr
+        assert os.stat(image).st_atime == 1000000
+        image.read_bytes()
+        assert os.stat(image).st_atime != 1000000  # the check above could see a read
+    finally:
+        subprocess.run(["umount", str(atimes)], check=True)
+
+
+def test_a_digest_mismatch_of_a_file_url_does_not_show_its_digest(w, node, tmp_path):
+    import shutil
+    image = os.path.join(_images_in(node), "b.img")
+    shutil.copyfile(w.image_b, image)
+    meta = write_metadata(str(tmp_path / "m.json"), "img-B", "file://" + image,
+                          "sha256:" + "0" * 64)
+    r = agent(node.root, "apply", metadata=meta, config=_config(tmp_path, SCOPED))
+    assert r.returncode == 1, r.stderr
+    line = one_line(r.stderr)
+    assert "digest mismatch" in line and world.sha256(image).partition(":")[2] not in line
+
+
+# --- status -------------------------------------------------------------------
+def test_status_shows_a_failed_download_not_the_success_before_it(w, node, server, tmp_path):
+    r = agent(node.root, "apply", metadata=w.metadata_for_b(str(tmp_path)))
+    assert r.returncode == 0, r.stderr
+    url = server.url + "/trickle"
+    meta = write_metadata(str(tmp_path / "c.json"), "img-C", url, "sha256:" + "0" * 64)
+    conf = _config(tmp_path, "download_min_rate = 1K\ndownload_rate_window = 1\n"
+                             "stage_space_margin = 0\n")
+    r = agent(node.root, "apply", metadata=meta, config=conf)
+    assert r.returncode == 1, r.stderr
+    r = agent(node.root, "status", "--json")
+    assert r.returncode == 0, r.stderr
+    import json
+    last = json.loads(r.stdout)["last_result"]
+    assert last["image_id"] == "img-C" and last["result"] == "failed", last
+    assert url in last["error"]
