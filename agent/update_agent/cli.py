@@ -94,6 +94,7 @@ def cmd_apply(args, agent, out):
         result = agent.update(want, adopt=args.adopt, on_plan=show_plan,
                               should_stop=lambda: bool(stop), force_reboot=args.command == "reboot",
                               force=args.force)
+    agent.remember(result)
     if result.plan is not None:
         report.emit(out, args.json, result.to_dict(), "result: %s" % result.result)
     if result.error:
@@ -143,6 +144,8 @@ def cmd_status(args, agent, out):
     if last:
         lines.append("last:     %s %s%s" % (last.get("image_id"), last.get("result"),
                                             " (%s)" % last["error"] if last.get("error") else ""))
+    if obj["last_error"]:
+        lines.append("error:    %s" % obj["last_error"])
     for rec in obj["history"]:
         lines.append("history:  %s %s -> %s%s" % (rec.get("result"), rec.get("previous_image_id"),
                                                   rec.get("image_id"),

@@ -74,6 +74,12 @@ class Config:
     hook_timeout: int = 1800
     orc_lock_timeout: int = 600
     remount_retries: int = 3
+    download_timeout: int = 10800
+    download_min_rate: int = 10 << 10
+    download_rate_window: int = 60
+    file_image_dirs: tuple = ()
+    stage_space_margin: int = 64 << 20
+    stage_inode_margin: int = 1000
     # [daemon]
     metadata_url: str = ""
     poll_interval: int = 30
@@ -270,6 +276,21 @@ KEYS = (
     Key("agent", "orc_lock_timeout", _parse_int, "seconds to wait for os-refresh-config's lock"),
     Key("agent", "remount_retries", _parse_positive,
         "attempts to remount the root read-only before naming who keeps it busy"),
+    Key("agent", "download_timeout", _parse_int,
+        "seconds one image download may take in all before it is abandoned (0: no limit)"),
+    Key("agent", "download_min_rate", _parse_size,
+        "bytes/s a download must average over every download_rate_window, or it is "
+        "abandoned (0: no limit)"),
+    Key("agent", "download_rate_window", _parse_positive,
+        "seconds over which download_min_rate is measured"),
+    Key("agent", "file_image_dirs", _parse_paths,
+        "node directories a file:// image URL may point into (resolved under --root); "
+        "any other file:// URL is refused before it is opened (none set: anywhere; the "
+        "element's config sets os-collect-config's cache and /var/lib/update-agent/images-in)"),
+    Key("agent", "stage_space_margin", _parse_size,
+        "free bytes kept in the state dir beyond the image a download stages"),
+    Key("agent", "stage_inode_margin", _parse_int,
+        "free inodes kept in the state dir when a download stages an image"),
     Key("daemon", "metadata_url", _parse_url,
         "poll this URL for metadata (JSON) instead of watching os-collect-config's cache"),
     Key("daemon", "poll_interval", _parse_positive,

@@ -281,6 +281,7 @@ class Daemon:
             status["desired"] = desired.to_dict()
         if outcome is not None:
             status["last_result"] = outcome.to_dict()
+            status.pop("last_error", None)  # an older error: this outcome is the news
             self.notifier.status("%s %s%s" % (outcome.image_id, outcome.result,
                                               ": " + outcome.error[:200] if outcome.error else ""))
         else:

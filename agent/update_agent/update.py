@@ -70,7 +70,7 @@ class Agent:
         self.read_mounts = read_mounts
         self.state = journal.Store(paths.state_dir)
         self.images = ImageStore(paths.images_dir, config, system, opener=opener,
-                                 keys_dir=paths.node(KEYS_DIR))
+                                 keys_dir=paths.node(KEYS_DIR), node=paths.node)
         self._open_images = 0
 
     def _closed_image(self):
@@ -102,21 +102,34 @@ class Agent:
     def facts(self):
         return facts_mod.gather(self.paths, self.config, self.read_mounts())
 
-    @contextlib.contextmanager
-    def planned(self, want, adopt=False, rollback=False, force=False):
-        """Yield a Planned; the image stays open (mounted) inside the block.
-
-        rollback: plan the return to the previous image (action rollback);
-        force: apply an image even though it was rolled back from before."""
-        self.check_trust()
+    def _early(self, want, adopt=False, rollback=False, force=False):
+        """(facts, journal, rejected, the Plan if it needs no image, else None)."""
         facts = self.facts()
         j = self.state.load_journal()
         rejected = {} if force or rollback else self.state.rejected()
-        early = planning.preflight(want, facts, j, adopt, rejected)
+        return facts, j, rejected, planning.preflight(want, facts, j, adopt, rejected)
+
+    def stage(self, want, adopt=False, rollback=False, force=False):
+        """Download and verify the image, unless the plan needs none (None then).
+
+        Called under the agent's lock only: a download may take long, and
+        os-refresh-config must be free to run meanwhile."""
+        *_, early = self._early(want, adopt, rollback, force)
+        return None if early is not None else self.images.stage(want)
+
+    @contextlib.contextmanager
+    def planned(self, want, adopt=False, rollback=False, force=False, staged=None):
+        """Yield a Planned; the image stays open (mounted) inside the block.
+
+        rollback: plan the return to the previous image (action rollback);
+        force: apply an image even though it was rolled back from before;
+        staged: the image stage() already fetched for want."""
+        self.check_trust()
+        facts, j, rejected, early = self._early(want, adopt, rollback, force)
         if early is not None:
             yield Planned(early, facts)
             return
-        staged = self.images.stage(want)
+        staged = staged or self.images.stage(want)
         os.makedirs(self.paths.work_dir, mode=0o700, exist_ok=True)
         if not self._open_images:
             # what a killed run left; never what this run has open (a rollback plans
@@ -210,11 +223,15 @@ class Agent:
                            self.system.clock() - started)
         try:
             # an operator's --dry-run or status holds the lock briefly: wait for it
-            with self.lock(timeout=LOCK_WAIT), self.orc_lock():
+            with self.lock(timeout=LOCK_WAIT):
                 self.check_trust()
                 if force_reboot:
                     self._forget_failed_boot()
-                with self.planned(want, adopt=adopt, rollback=rollback, force=force) as planned:
+                # the download is bounded by download_timeout and runs without
+                # os-refresh-config's lock; plan and apply take it
+                staged = self.stage(want, adopt=adopt, rollback=rollback, force=force)
+                with self.orc_lock(), self.planned(want, adopt=adopt, rollback=rollback,
+                                                   force=force, staged=staged) as planned:
                     plan = planned.plan
                     if on_plan:
                         on_plan(plan)
@@ -246,6 +263,22 @@ class Agent:
             return outcome("refused", str(e), e.exit_code)
         except AgentError as e:
             return outcome("failed", str(e), e.exit_code)
+
+    def remember(self, outcome):
+        """Keep an outcome for `status` (the daemon keeps its own the same way): a
+        failed download then shows, not the no-op or success before it. Never into
+        a state dir that is not trusted: the refusal said so, on stderr."""
+        try:
+            self.check_state_trust()
+        except trust.Untrusted:
+            return
+        status = self.state.load_status()
+        status.update(last_result=outcome.to_dict(), updated_at=self.system.clock())
+        status.pop("last_error", None)  # that error came before this outcome
+        try:
+            self.state.save_status(status)
+        except OSError as e:
+            LOG.warning("cannot write status: %s", e)
 
     # --- health and rollback -------------------------------------------
     def _health(self, plan, before):

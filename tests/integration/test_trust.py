@@ -43,8 +43,10 @@ def put(root, rel, body, mode=0o644, uid=0):
     return path
 
 
-def refused(w, node, tmp_path, *words, command="apply"):
-    """Exit 2, one line with every word, the node byte-identical and read-only, no hook run."""
+def refused(w, node, tmp_path, *words, command="apply", state_trusted=True):
+    """Exit 2, one line with every word, the node byte-identical and read-only, no hook run.
+
+    The state dir gains nothing but, if it is trusted, the status file that shows the refusal."""
     before = world.snapshot(node.root)
     state = sorted(os.listdir(os.path.join(node.root, "var/lib/update-agent")))
     r = agent(node.root, command, metadata=w.metadata_for_b(str(tmp_path)))
@@ -54,7 +56,14 @@ def refused(w, node, tmp_path, *words, command="apply"):
     for word in words:
         assert word in lines[0], r.stderr
     assert world.snapshot(node.root) == before, "the root changed"
-    assert sorted(os.listdir(os.path.join(node.root, "var/lib/update-agent"))) == state
+    state_dir = os.path.join(node.root, "var/lib/update-agent")
+    gained = set(os.listdir(state_dir)) - set(state)
+    if state_trusted and gained:
+        assert gained == {"status.json"}, gained
+        with open(os.path.join(state_dir, "status.json")) as f:
+            assert json.load(f)["last_result"]["result"] == "refused"
+    else:
+        assert not gained, gained
     assert "ro" in world.root_mount_options(node.root)
     assert not os.path.exists(os.path.join(node.root, "run/hooks.log")), "a hook ran"
     return lines[0]
@@ -125,14 +134,16 @@ def test_world_writable_state_dir(w, node, tmp_path):
     state = os.path.join(node.root, "var/lib/update-agent")
     os.chmod(state, 0o777)
     refused(w, node, tmp_path, "refusing state dir %s: it is writable by group and others "
-            "(mode 0777)" % state)
-    refused(w, node, tmp_path, "refusing state dir %s" % state, command="check")
+            "(mode 0777)" % state, state_trusted=False)
+    refused(w, node, tmp_path, "refusing state dir %s" % state, command="check",
+            state_trusted=False)
 
 
 def test_state_dir_owned_by_another_user(w, node, tmp_path):
     state = os.path.join(node.root, "var/lib/update-agent")
     os.chown(state, 1000, 1000)
-    refused(w, node, tmp_path, "refusing state dir %s: it is owned by uid 1000" % state)
+    refused(w, node, tmp_path, "refusing state dir %s: it is owned by uid 1000" % state,
+            state_trusted=False)
     r = agent(node.root, "status")
     assert r.returncode == 2 and "refusing state dir %s" % state in r.stderr, r.stderr
 

@@ -1,9 +1,10 @@
-"""Download an image into a .part file: resumable, size-limited and hashed.
+"""Download an image into a .part file: resumable, size-limited, paced and hashed.
 
 Only file://, http:// and https:// are fetched; TLS is always verified and a
 redirect may only lead to http(s). The caller renames the .part when done.
 """
 
+import errno
 import hashlib
 import http.client
 import logging
@@ -11,6 +12,7 @@ import os
 import re
 import ssl
 import stat
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -51,14 +53,33 @@ class Digest:
         return hashlib.new(self.algorithm)
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How long a download may take in all, and how slow it may get: at least
+    min_rate bytes/s over every window_s seconds (curl's --speed-limit and
+    --speed-time). 0 turns a limit off. monotonic: the system's clock seam."""
+
+    deadline_s: float = 0
+    min_rate: int = 0
+    window_s: float = 60
+    monotonic: object = time.monotonic
+
+
 def fetch(url, dest, *, max_bytes, digest=None, opener=None, timeout=30, progress=None,
-          max_redirects=5, cafile=None):
+          max_redirects=5, cafile=None, pace=Pace(), room=None, file_dirs=None):
     """Stream url into dest (a .part file, resumed if present); return its digest.
 
     cafile (a CA bundle trusted instead of the system's) only shapes the
     default opener; an injected opener brings its own TLS settings.
+    room(bytes, show): called once the size still to come is known, before a
+    byte is written; it raises to refuse (a new, empty .part is then removed);
+    show is False for a local file, whose size the refusal must not tell.
+    file_dirs: host directories a file:// URL must lie in (None: anywhere);
+    outside them the file is refused without being opened.
     """
     scheme, path = _check_url(url)
+    if scheme == "file" and file_dirs is not None:
+        path = _within(url, path, file_dirs)
     dest = os.fspath(dest)
     if not dest.endswith(".part"):
         # On a digest mismatch dest is deleted: never let that be a real image.
@@ -68,17 +89,23 @@ def fetch(url, dest, *, max_bytes, digest=None, opener=None, timeout=30, progres
     # O_NOFOLLOW: a link planted at dest must not lead the download elsewhere
     fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "r+b") as out:
-        sink = _Sink(shown, dest, out, algorithm, max_bytes, progress)
+        sink = _Sink(shown, dest, out, algorithm, max_bytes, progress, pace, room)
         if scheme == "file":
             _from_file(sink, path)
         else:
             _from_http(sink, url, opener or build_opener(max_redirects, cafile), timeout)
         got = Digest(algorithm, sink.hasher.hexdigest())
-        out.flush()
-        os.fsync(out.fileno())  # a cached image must never be torn by a crash
+        try:
+            out.flush()
+            os.fsync(out.fileno())  # a cached image must never be torn by a crash
+        except OSError as e:
+            sink.write_failed(e)
     if digest is not None and got != digest:
         _unlink(dest)
-        raise AgentError("image digest mismatch for %s: expected %s, got %s" % (shown, digest, got))
+        # a local file's digest is never shown: the metadata may have pointed at
+        # a file it has no business learning anything about
+        actual = "the file's own digest is not shown" if scheme == "file" else "got %s" % got
+        raise AgentError("image digest mismatch for %s: expected %s, %s" % (shown, digest, actual))
     LOG.info("fetched %s (%d bytes, %s)", shown, sink.done, got)
     return got
 
@@ -127,10 +154,14 @@ class _RedirectLimiter(urllib.request.HTTPRedirectHandler):
 class _Sink:
     """The open .part file with its running hash, size and limit."""
 
-    def __init__(self, url, dest, out, algorithm, max_bytes, progress):
+    def __init__(self, url, dest, out, algorithm, max_bytes, progress, pace=Pace(), room=None):
         self.url, self.dest, self.out = url, dest, out
         self.algorithm, self.max_bytes, self.progress = algorithm, max_bytes, progress
         self.done, self.hasher = 0, hashlib.new(algorithm)
+        self.pace, self.room = pace, room
+        self.local = False  # a local file's size is not told either (see fetch)
+        self.started = pace.monotonic()
+        self.window = (self.started, 0)  # (when, bytes done then)
 
     def restart(self):
         """Forget what the .part held and write it from the start."""
@@ -152,10 +183,62 @@ class _Sink:
     def check_total(self, total):
         if total is not None and total > self.max_bytes:
             self.discard()
-            raise AgentError("%s is %d bytes, over the limit of %d bytes"
-                             % (self.url, total, self.max_bytes))
+            size = "over" if self.local else "%d bytes, over" % total
+            raise AgentError("%s is %s the limit of %d bytes" % (self.url, size, self.max_bytes))
+        if total is not None and self.room is not None:
+            try:
+                self.room(max(total - self.done, 0), not self.local)
+            except AgentError:
+                if not self.done:
+                    self.discard()  # refused before a byte was written: leave nothing
+                raise
+
+    def check_pace(self, done):
+        """Abandon a download past its deadline or slower than the minimum rate."""
+        now, pace = self.pace.monotonic(), self.pace
+        if pace.deadline_s and now - self.started > pace.deadline_s:
+            raise AgentError("download of %s abandoned: not done after %ds (download_timeout "
+                             "= %d), %d bytes so far" % (self.url, now - self.started,
+                                                         pace.deadline_s, done))
+        since, then = self.window
+        if now - since < pace.window_s:
+            return
+        rate = (done - then) / (now - since)
+        if pace.min_rate and rate < pace.min_rate:
+            raise AgentError("download of %s abandoned: %.0f bytes/s over the last %ds, below "
+                             "download_min_rate = %d bytes/s" % (self.url, rate, now - since,
+                                                                 pace.min_rate))
+        self.window = (now, done)
+
+    def paced(self, read1):
+        """A read(n) that returns n bytes (fewer at the end) like read, but looks
+        at the clock after every piece the source hands over, however small."""
+        def read(n):
+            buf = bytearray()
+            self.check_pace(self.done)
+            while len(buf) < n:
+                piece = read1(n - len(buf))
+                buf += piece
+                if not piece:
+                    break
+                try:
+                    self.check_pace(self.done + len(buf))
+                except AgentError:
+                    if not buf:
+                        raise
+                    break  # write what came; the next read raises again, for the resume
+            return bytes(buf)
+        return read
+
+    def write_failed(self, e):
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            self.discard()  # a full state dir must not stay full of a partial image
+            raise AgentError("cannot write %s: %s; the partial download was removed"
+                             % (self.dest, _one_line(e.strerror or e)))
+        raise AgentError("cannot write %s: %s" % (self.dest, _one_line(e)))
 
     def copy(self, read, total):
+        read = self.paced(read)
         while True:
             try:
                 chunk = read(CHUNK)
@@ -177,14 +260,14 @@ class _Sink:
                 else:
                     self.out.write(chunk)
             except OSError as e:
-                raise AgentError("cannot write %s: %s" % (self.dest, _one_line(e)))
+                self.write_failed(e)
             self.hasher.update(chunk)
             if self.progress:
                 self.progress(self.done, total)
         try:
             self.out.truncate(self.out.tell())  # a trailing hole still counts as file size
         except OSError as e:
-            raise AgentError("cannot write %s: %s" % (self.dest, _one_line(e)))
+            self.write_failed(e)
         if total is not None and self.done < total:
             raise AgentError("download of %s stopped after %d of %d bytes"
                              % (self.url, self.done, total))
@@ -208,11 +291,26 @@ def _from_file(sink, path):
         os.close(fd)
         raise
     with src:
+        sink.local = True
         sink.check_total(size)
         if sink.resume() > size:
             sink.restart()
         src.seek(sink.done)
-        sink.copy(src.read, size)
+        sink.copy(getattr(src, "read1", src.read), size)
+
+
+def _within(url, path, dirs):
+    """The real path of a file:// URL's file, if it lies in one of dirs.
+
+    realpath only reads links, never opens the file: a FIFO or a device
+    outside the directories is refused before anything could block or act."""
+    real = os.path.realpath(path)
+    for d in dirs:
+        d = os.path.realpath(d)
+        if real == d or real.startswith(d.rstrip("/") + "/"):
+            return real
+    raise BadInput("image URL %s is outside file_image_dirs (%s): it was not opened"
+                   % (_show(url), ", ".join(dirs) or "none set"))
 
 
 def _require_regular(sink, st):
@@ -258,7 +356,8 @@ def _from_http(sink, url, opener, timeout):
         else:
             raise AgentError("download of %s failed: unexpected HTTP %s" % (sink.url, resp.status))
         sink.check_total(total)
-        sink.copy(resp.read, total)
+        # read1: one recv at a time, so a trickling server cannot hold read(CHUNK) for hours
+        sink.copy(getattr(resp, "read1", resp.read), total)
 
 
 def _range_not_satisfiable(sink, url, opener, timeout, headers):

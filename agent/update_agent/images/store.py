@@ -31,9 +31,34 @@ def _name(digest):
     return digest.replace(":", "-")
 
 
+def room_shortfall(need_bytes, free_bytes, free_inodes, config, where, show=True):
+    """Why an image of need_bytes cannot be staged in `where` (None if it fits).
+
+    show: False for a local file, whose size the message must not tell.
+    Pure: the numbers come from the caller's statvfs (free_inodes None: the
+    filesystem has no fixed inode count, as btrfs). A few inodes are the
+    image, its record and its manifest; the margins keep the node room to work."""
+    want_bytes = need_bytes + config.stage_space_margin
+    want_inodes = 4 + config.stage_inode_margin
+    if free_bytes < want_bytes:
+        if not show:  # a local file: its size stays untold
+            return ("not enough room to stage the image in %s: %d bytes are free"
+                    % (where, free_bytes))
+        return ("not enough room to stage the image in %s: it needs %d bytes (%d for the "
+                "image + stage_space_margin %d), %d are free"
+                % (where, want_bytes, need_bytes, config.stage_space_margin, free_bytes))
+    if free_inodes is not None and free_inodes < want_inodes:
+        return ("not enough inodes to stage the image in %s: it needs %d (4 + "
+                "stage_inode_margin %d), %d are free"
+                % (where, want_inodes, config.stage_inode_margin, free_inodes))
+    return None
+
+
 class ImageStore:
-    def __init__(self, images_dir, config, system, opener=None, progress=None, keys_dir=""):
+    def __init__(self, images_dir, config, system, opener=None, progress=None, keys_dir="",
+                 node=None):
         self.dir = images_dir
+        self.node = node or (lambda path: path)  # node path -> host path (under --root)
         self.keys_dir = keys_dir
         self.config = config
         self.system = system
@@ -85,9 +110,13 @@ class ImageStore:
             part = os.path.join(self.dir, "url-%s.part" % key)
             expected = None
         LOG.info("fetching image %s from %s", desired.image_id, desired.image_url)
-        got = fetching.fetch(desired.image_url, part, max_bytes=self.config.max_image_size,
+        c = self.config
+        pace = fetching.Pace(c.download_timeout, c.download_min_rate, c.download_rate_window,
+                             self.system.monotonic)
+        got = fetching.fetch(desired.image_url, part, max_bytes=c.max_image_size,
                              digest=expected, opener=self.opener, progress=self.progress,
-                             cafile=self.config.ca_file or None)
+                             cafile=c.ca_file or None, pace=pace, room=self._check_room,
+                             file_dirs=self._file_dirs())
         digest = str(got)
         path = os.path.join(self.dir, _name(digest) + ".img")
         try:
@@ -99,6 +128,25 @@ class ImageStore:
         staged = StagedImage(desired.image_id, digest, path, fmt)
         self._write_meta(staged, desired.image_url)
         return staged
+
+    def _file_dirs(self):
+        """Host directories a file:// image may come from (None: anywhere).
+
+        The cache itself is always among them: a rollback stages from it."""
+        if not self.config.file_image_dirs:
+            return None
+        return [self.node(d) for d in self.config.file_image_dirs] + [self.dir]
+
+    def _check_room(self, need_bytes, show=True):
+        try:
+            st = os.statvfs(self.dir)
+        except OSError as e:
+            raise AgentError("cannot check the free space of %s: %s" % (self.dir, e.strerror))
+        inodes = st.f_favail if st.f_files else None
+        why = room_shortfall(need_bytes, st.f_bavail * st.f_frsize, inodes, self.config, self.dir,
+                             show)
+        if why:
+            raise AgentError(why)
 
     def _stage_directory(self, desired, path):
         real = os.path.realpath(path)
