@@ -11,6 +11,7 @@ os-refresh-config's lock for the whole plan-and-apply.
 """
 
 import logging
+import os
 import time
 
 from update_agent import busy, facts as facts_mod, health, hooks, live, journal as journaling, mounts, statefile, sync
@@ -80,8 +81,19 @@ class Executor:
         path = self.paths.image_id_file
         facts_mod.save_account_base(image_tree, self.paths.accounts_base)
         statefile.write_atomic(path, (plan.image_id + "\n").encode(), mode=0o644, uid=0, gid=0)
+        self._keep_image_time(os.path.dirname(path), image_tree)
         self.state.commit_state(plan.image_id, plan.digest, j.previous_image_id, j.previous_digest)
         LOG.info("committed image_id %s", plan.image_id)
+
+    def _keep_image_time(self, node_dir, image_tree):
+        """The commit's rename wrote into /etc after the sync set its time: set it back
+        to the image's, so that tools trusting mtimes see the image."""
+        rel = os.path.relpath(node_dir, self.paths.root)
+        try:
+            st = os.lstat(os.path.join(image_tree, rel))
+            os.utime(node_dir, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        except OSError as e:
+            LOG.debug("the time of %s is not the image's: %s", node_dir, e)
 
     # --- the run ---------------------------------------------------------
     def _journal_for(self, plan, facts):
