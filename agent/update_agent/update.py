@@ -130,7 +130,10 @@ class Agent:
             yield Planned(early, facts)
             return
         staged = staged or self.images.stage(want)
-        os.makedirs(self.paths.work_dir, mode=0o700, exist_ok=True)
+        try:
+            os.makedirs(self.paths.work_dir, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise AgentError("cannot make the work dir %s: %s" % (self.paths.work_dir, e.strerror))
         if not self._open_images:
             # what a killed run left; never what this run has open (a rollback plans
             # the previous image while the new one is still mounted)

@@ -15,11 +15,19 @@ from update_agent.errors import AgentError, CommandFailed
 LOG = logging.getLogger(__name__)
 
 
+def _fresh_dir(work_dir, prefix):
+    # a full state dir (bytes or inodes) is the operator's to fix: say which
+    try:
+        os.makedirs(work_dir, exist_ok=True)
+        return tempfile.mkdtemp(prefix=prefix, dir=work_dir)
+    except OSError as e:
+        raise AgentError("cannot make a directory in the work dir %s: %s" % (work_dir, e.strerror))
+
+
 @contextlib.contextmanager
 def temp_dir(work_dir, prefix):
     """A fresh directory under work_dir, removed with its contents on exit."""
-    os.makedirs(work_dir, exist_ok=True)
-    path = tempfile.mkdtemp(prefix=prefix, dir=work_dir)
+    path = _fresh_dir(work_dir, prefix)
     try:
         yield path
     finally:
@@ -60,8 +68,7 @@ def mount(system, source, fstype, options, work_dir, what):
     what names the image in errors, as the device name means nothing to an
     operator.
     """
-    os.makedirs(work_dir, exist_ok=True)
-    target = tempfile.mkdtemp(prefix="mnt-", dir=work_dir)
+    target = _fresh_dir(work_dir, "mnt-")
     try:
         argv = ["mount", "-t", fstype, "-o", ",".join(options), source, target]
         try:
