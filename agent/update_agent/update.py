@@ -116,16 +116,24 @@ class Agent:
             image_entries = self.images.manifest(staged, tree)
             planned = Planned(None, facts, tree, image_entries)
             walked = {}
-            planned.replan = lambda: self._decide(want, facts, j, staged, tree, image_entries, adopt,
-                                                  rejected, rollback, walked)
-            planned.plan = planned.replan()
+
+            def replan():
+                # planned.facts become those the plan saw: the executor leaves the same
+                # mounts alone, and a mount is reported once, when first seen
+                planned.plan, planned.facts = self._decide(
+                    want, planned.facts, j, staged, tree, image_entries, adopt, rejected,
+                    rollback, walked)
+                return planned
+            planned.replan = replan
+            replan()
             yield planned
 
     def _decide(self, want, facts, j, staged, tree, image_entries, adopt, rejected=None,
                 rollback=False, walked=None):
         """walked: the node's side of an earlier plan in this run, reused (and filled in)
         while the root provably has not changed since: the replan after pre-configure
-        then costs a process scan, not a second walk of the whole root."""
+        then costs a process scan, not a second walk of the whole root.
+        Returns the plan and the facts, with the mounts as they are now."""
         walked = {} if walked is None else walked
         mountinfo = self.read_mounts()
         # a pre-configure hook may have mounted a volume under the root: walk around it
@@ -144,11 +152,12 @@ class Agent:
         running_vmlinuz = facts_mod.running_vmlinuz(self.paths, facts.release)
         procs = processes.scan(facts.root)
         imports = {p.pid: processes.python_imports(p, self.paths.node) for p in procs}
-        return planning.decide(want, facts, j, self.config, staged.digest, walked["entries"],
+        plan = planning.decide(want, facts, j, self.config, staged.digest, walked["entries"],
                                image_entries, walked["accounts"], adopt, walked["protected"],
                                running_vmlinuz=running_vmlinuz, node_sigs=walked["sigs"], procs=procs,
                                imports=imports, agent_pid=os.getpid(), rejected=rejected,
                                rollback=rollback)
+        return plan, facts
 
     def _save_node_cache(self, entries, sigs, unchanged=False):
         try:
