@@ -80,24 +80,41 @@ def cmd_apply(args, agent, out):
         if not args.json:
             out.write(report.plan_text(plan) + "\n")
             out.flush()
-    stop = []
-
-    def on_signal(signum, _frame):
-        sys.stderr.write("update-agent: signal %d: stopping after the current step\n" % signum)
-        stop.append(signum)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = _stop_on_signals()
     if args.command == "rollback":
-        result = agent.rollback(should_stop=lambda: bool(stop), on_plan=show_plan)
+        result = agent.rollback(should_stop=stop, on_plan=show_plan)
     else:
         result = agent.update(want, adopt=args.adopt, on_plan=show_plan,
-                              should_stop=lambda: bool(stop), force_reboot=args.command == "reboot",
+                              should_stop=stop, force_reboot=args.command == "reboot",
                               force=args.force)
     if result.plan is not None:
         report.emit(out, args.json, result.to_dict(), "result: %s" % result.result)
     if result.error:
         sys.stderr.write("update-agent: error: %s\n" % result.error)
     return result.exit_code
+
+
+def _stop_on_signals():
+    """Install SIGTERM/SIGINT handlers; return should_stop().
+
+    The handler only records the signal: a write from inside it could land while
+    the main flow is writing the same stream, raise there and lose the stop.
+    should_stop(), called from the main flow, says so once."""
+    signals = []
+
+    def on_signal(signum, _frame):
+        signals.append(signum)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    told = []
+
+    def should_stop():
+        if signals and not told:
+            told.append(True)
+            sys.stderr.write("update-agent: signal %d: stopping after the current step\n"
+                             % signals[0])
+        return bool(signals)
+    return should_stop
 
 
 def cmd_status(args, agent, out):
