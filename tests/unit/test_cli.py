@@ -33,3 +33,13 @@ def test_a_stop_signal_is_recorded_even_while_stderr_is_busy(monkeypatch):
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler)
+
+
+def test_config_shows_each_section_once(tmp_path):
+    from types import SimpleNamespace
+    from update_agent import config
+    out = io.StringIO()
+    agent = SimpleNamespace(config=config.load(str(tmp_path / "absent.conf")))
+    assert cli.cmd_config(SimpleNamespace(json=False), agent, out) == 0
+    headers = [line for line in out.getvalue().splitlines() if line.startswith("[")]
+    assert "[agent]" in headers and len(headers) == len(set(headers)), headers
