@@ -141,9 +141,8 @@ def cmd_status(args, agent, out):
         "last_error": daemon_status.get("last_error", ""),
         "history": state.history(5),
     }
-    lines = ["image:    %s (previous: %s)" % (obj["current_image_id"] or "none",
-                                              obj["previous_image_id"] or "none"),
-             "desired:  %s" % (obj["desired_image_id"] or "(the daemon has not seen metadata)"),
+    lines = ["image:    %s" % _image_line(obj),
+             "desired:  %s" % (obj["desired_image_id"] or _no_desired(daemon_status)),
              "staged:   %s" % (", ".join(s["image_id"] for s in obj["staged"]) or "nothing"),
              "root:     %s (%s)" % (obj["root"], "read-only" if obj["root_read_only"] else "read-write")]
     u = obj["unfinished_update"]
@@ -162,6 +161,21 @@ def cmd_status(args, agent, out):
                                                   " (%s)" % rec["error"] if rec.get("error") else ""))
     report.emit(out, args.json, obj, "\n".join(lines))
     return 0
+
+
+def _image_line(obj):
+    if not obj["current_image_id"]:
+        return ("none: this root was not deployed from an image (it has no /etc/image_id; "
+                "`update-agent --adopt apply` takes it over)")
+    return "%s (previous: %s)" % (obj["current_image_id"], obj["previous_image_id"] or "none")
+
+
+def _no_desired(daemon_status):
+    # only the daemon records what the metadata asks for; `apply --metadata` does not
+    if not daemon_status:
+        return ("unknown: the daemon has not run on this root "
+                "(`update-agent --dry-run` reads the metadata and shows the plan)")
+    return "(the daemon has not seen metadata)"
 
 
 def _when(ts):
