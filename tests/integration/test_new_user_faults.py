@@ -67,3 +67,29 @@ def test_status_json_is_unchanged_by_the_wording(w, node):
     assert r.returncode == 0, r.stderr
     obj = json.loads(r.stdout)
     assert obj["current_image_id"] == "img-A" and obj["desired_image_id"] == ""
+
+
+@pytest.mark.parametrize("tool", ["test", "demo"])
+def test_the_tools_say_what_is_wrong_where_root_is_not_a_mount_point(tool, tmp_path):
+    # a container whose / is a plain directory: a chroot into one, with /usr bound in
+    import os
+    import subprocess
+    jail = tmp_path / "jail"
+    for d in ("usr", "wt/tools", "tmp", "dev"):
+        (jail / d).mkdir(parents=True)
+    for d in ("bin", "lib", "lib64", "sbin"):
+        if os.path.islink("/" + d):
+            os.symlink(os.readlink("/" + d), str(jail / d))
+    binds = [("/usr", jail / "usr"), (os.path.join(world.PROJECT, "tools"), jail / "wt/tools")]
+    for src, dst in binds:
+        subprocess.run(["mount", "--bind", src, str(dst)], check=True)
+    try:
+        r = subprocess.run(["chroot", str(jail), "/bin/sh", "/wt/tools/" + tool],
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        for _, dst in reversed(binds):
+            subprocess.run(["umount", str(dst)], check=True)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+    assert "needs a private mount namespace, and here / is not a mount point" in r.stderr
+    assert "cannot change root filesystem propagation" not in r.stderr
