@@ -43,3 +43,33 @@ def test_config_shows_each_section_once(tmp_path):
     assert cli.cmd_config(SimpleNamespace(json=False), agent, out) == 0
     headers = [line for line in out.getvalue().splitlines() if line.startswith("[")]
     assert "[agent]" in headers and len(headers) == len(set(headers)), headers
+
+
+def _help(*argv):
+    out = io.StringIO()
+    assert cli.main(list(argv), out=out) == 0
+    return out.getvalue()
+
+
+def test_help_lists_every_command_and_only_the_global_options():
+    text = _help("--help")
+    for command in cli.COMMANDS + ("slot",):
+        assert "\n  %-10s " % command in text, command
+    for option in ("--root", "--config", "--metadata", "--json", "--verbose", "--dry-run"):
+        assert option in text
+    for option in ("--adopt", "--force", "--reason", "--once", "--changes"):
+        assert option not in text, option
+
+
+def test_a_commands_help_shows_its_own_options():
+    assert "--reason" in _help("hold", "--help") and "--once" not in _help("hold", "--help")
+    text = _help("--root", "/nonexistent", "apply", "-h")
+    assert "--adopt" in text and "--force" in text and "--changes" not in text
+
+
+def test_command_options_still_parse_before_or_after_the_command():
+    args = cli.parser().parse_args(["--root", "R", "--metadata", "F", "apply", "--force", "-v"])
+    assert (args.command, args.root, args.metadata, args.force, args.verbose) == \
+        ("apply", "R", ["F"], True, 1)
+    args = cli.parser().parse_args(["--adopt", "--dry-run", "--json"])
+    assert args.adopt and args.dry_run and args.json and args.command is None
