@@ -36,7 +36,7 @@ SUMMARIES = (
     ("history", "past updates"),
     ("hold", "stop automatic updates"),
     ("unhold", "resume automatic updates"),
-    ("slot", "the coordination group's slots: status, hold, release (see slot --help)"),
+    ("slot", "the coordination group's slots: status, hold, release, clear"),
 )
 
 USAGE = "update-agent [global options] COMMAND [options]  (--help lists the commands)"
