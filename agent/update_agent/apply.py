@@ -45,6 +45,7 @@ class Executor:
         self.should_stop = should_stop or (lambda: False)
         self.status = status or (lambda text: None)
         self._plan = None           # the plan being applied (a replan may replace it)
+        self._facts = None          # the facts it was made on (with the mounts it saw)
         self.journal = None         # the journal of the update being applied
 
     # --- the steps -------------------------------------------------------
@@ -128,10 +129,10 @@ class Executor:
     def apply(self, plan, facts, image_tree, image_entries, replan=None):
         """Run the plan; return the history record. Raises StepFailed or Interrupted.
 
-        replan() gives a fresh plan once the services are quiet, so that what
-        they wrote while stopping is in the change set.
+        replan() gives a fresh update.Planned once the services are quiet, so that
+        what they wrote while stopping is in the change set.
         """
-        self._plan = plan
+        self._plan, self._facts = plan, facts
         j = self.journal = self._journal_for(plan, facts)
         self._note_failed_units(j)
         j.status, j.failed_step, j.error = "running", "", ""
@@ -142,16 +143,16 @@ class Executor:
             self._phase(hooks.PRE_CONFIGURE, env)
             if replan is not None:
                 fresh = replan()
-                if fresh.action != plan.action:
+                if fresh.plan.action != plan.action:
                     raise AgentError("after the pre-configure hooks the plan became %s: %s"
-                                     % (fresh.action, "; ".join(fresh.reasons)))
-                self._plan = fresh
+                                     % (fresh.plan.action, "; ".join(fresh.plan.reasons)))
+                self._plan, self._facts = fresh.plan, fresh.facts
         actions = {
             PRE_CONFIGURE: quiesce,
             REMOUNT_RW: self.remount_rw,
             PIN: lambda: live.pin(self.paths.root, self._plan.restarts, self.paths.work_dir),
-            SYNC: lambda: self._sync(self._plan, facts, image_tree, image_entries),
-            VERIFY: lambda: self._verify(self._plan, facts, image_entries),
+            SYNC: lambda: self._sync(self._plan, self._facts, image_tree, image_entries),
+            VERIFY: lambda: self._verify(self._plan, self._facts, image_entries),
             COMMIT: lambda: self.commit(self._plan, j, image_tree),
             CONFIGURE: lambda: self._phase(hooks.CONFIGURE, env),
             POST_CONFIGURE: lambda: self._phase(hooks.POST_CONFIGURE, env),

@@ -24,33 +24,76 @@ COMMANDS = ("check", "apply", "reboot", "rollback", "status", "config", "run", "
             "hold", "unhold")
 
 
-def parser():
-    p = argparse.ArgumentParser(
-        prog="update-agent",
-        description="Keep this node's root in step with its golden image, in place.")
-    p.add_argument("command", nargs="?", choices=COMMANDS,
-                   help="check: print the plan; apply: carry it out; status: what is current; "
-                        "config: the effective configuration and where each value came from; "
-                        "run: the daemon; deploy: apply one Heat deployment read from stdin; "
-                        "history: past updates; hold/unhold: stop/resume automatic updates; "
-                        "reboot: take the reboot path for an image with another kernel now; "
-                        "rollback: back to the previous image")
+SUMMARIES = (
+    ("check", "print the plan and change nothing (= --dry-run)"),
+    ("apply", "carry the plan out"),
+    ("reboot", "take the reboot path now, for an image with another kernel"),
+    ("rollback", "go back to the previous image"),
+    ("status", "what is current, desired, staged and held"),
+    ("config", "the effective configuration and where each value came from"),
+    ("run", "the daemon"),
+    ("deploy", "apply one Heat deployment read from stdin"),
+    ("history", "past updates"),
+    ("hold", "stop automatic updates"),
+    ("unhold", "resume automatic updates"),
+    ("slot", "the coordination group's slots: status, hold, release, clear"),
+)
+
+USAGE = "update-agent [global options] COMMAND [options]  (--help lists the commands)"
+
+# (flags, argparse keywords, the commands that use it)
+COMMAND_OPTIONS = (
+    (("--adopt",), dict(action="store_true", help="take over a root that has no /etc/image_id"),
+     ("check", "apply", "reboot")),
+    (("--force",), dict(action="store_true",
+                        help="an image even though it was rolled back from before"), ("apply",)),
+    (("--reason",), dict(default="", help="why updates are held (status shows it)"), ("hold",)),
+    (("--once",), dict(action="store_true", help="handle the metadata once and exit"), ("run",)),
+    (("--changes",), dict(action="store_true", help="include each update's change list"),
+     ("history",)),
+    (("-n",), dict(type=int, default=20, metavar="N", help="the last N updates"), ("history",)),
+)
+
+
+def _global_options(p):
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing (= check)")
     p.add_argument("--root", default="/", help="the node's root (default /); tests use a sandbox")
     p.add_argument("--config", help="config file (default: <root>/etc/update-agent/update-agent.conf)")
     p.add_argument("--metadata", action="append", default=[], metavar="FILE",
                    help="read metadata from FILE instead of the os-collect-config cache (repeatable)")
-    p.add_argument("--adopt", action="store_true",
-                   help="take over a root that has no /etc/image_id")
-    p.add_argument("--force", action="store_true",
-                   help="apply: an image even though it was rolled back from before")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
-    p.add_argument("--reason", default="", help="hold: why updates are held (status shows it)")
-    p.add_argument("--once", action="store_true", help="run: handle the metadata once and exit")
-    p.add_argument("--changes", action="store_true", help="history: include each update's change list")
-    p.add_argument("-n", type=int, default=20, metavar="N", help="history: the last N updates")
     p.add_argument("--version", action="version", version="update-agent " + __version__)
+
+
+def parser():
+    """Parses every invocation: global and command options go before or after the command."""
+    p = argparse.ArgumentParser(prog="update-agent", add_help=False, usage=USAGE)
+    p.add_argument("-h", "--help", action="store_true")
+    p.add_argument("command", nargs="?", choices=COMMANDS)
+    _global_options(p)
+    for flags, kw, _ in COMMAND_OPTIONS:
+        p.add_argument(*flags, **kw)
+    return p
+
+
+def help_parser(command=None):
+    """What --help shows: the commands and the global options, or one command's own."""
+    if command is None:
+        p = argparse.ArgumentParser(
+            prog="update-agent", usage=USAGE,
+            description="Keep this node's root in step with its golden image, in place.",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog="commands:\n" + "\n".join("  %-10s %s" % c for c in SUMMARIES)
+                   + "\n\n`update-agent COMMAND --help` shows a command's own options.")
+        _global_options(p)
+        return p
+    p = argparse.ArgumentParser(prog="update-agent [global options] " + command,
+                                description=dict(SUMMARIES)[command],
+                                epilog="global options: see `update-agent --help`")
+    for flags, kw, commands in COMMAND_OPTIONS:
+        if command in commands:
+            p.add_argument(*flags, **kw)
     return p
 
 
@@ -81,25 +124,42 @@ def cmd_apply(args, agent, out):
         if not args.json:
             out.write(report.plan_text(plan) + "\n")
             out.flush()
-    stop = []
-
-    def on_signal(signum, _frame):
-        sys.stderr.write("update-agent: signal %d: stopping after the current step\n" % signum)
-        stop.append(signum)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = _stop_on_signals()
     if args.command == "rollback":
-        result = agent.rollback(should_stop=lambda: bool(stop), on_plan=show_plan)
+        result = agent.rollback(should_stop=stop, on_plan=show_plan)
     else:
         result = agent.update(want, adopt=args.adopt, on_plan=show_plan,
-                              should_stop=lambda: bool(stop), force_reboot=args.command == "reboot",
+                              should_stop=stop, force_reboot=args.command == "reboot",
                               force=args.force)
-    agent.remember(result)
+    agent.remember(result, want)
     if result.plan is not None:
         report.emit(out, args.json, result.to_dict(), "result: %s" % result.result)
     if result.error:
         sys.stderr.write("update-agent: error: %s\n" % result.error)
     return result.exit_code
+
+
+def _stop_on_signals():
+    """Install SIGTERM/SIGINT handlers; return should_stop().
+
+    The handler only records the signal: a write from inside it could land while
+    the main flow is writing the same stream, raise there and lose the stop.
+    should_stop(), called from the main flow, says so once."""
+    signals = []
+
+    def on_signal(signum, _frame):
+        signals.append(signum)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    told = []
+
+    def should_stop():
+        if signals and not told:
+            told.append(True)
+            sys.stderr.write("update-agent: signal %d: stopping after the current step\n"
+                             % signals[0])
+        return bool(signals)
+    return should_stop
 
 
 def cmd_status(args, agent, out):
@@ -127,9 +187,8 @@ def cmd_status(args, agent, out):
         "last_error": daemon_status.get("last_error", ""),
         "history": state.history(5),
     }
-    lines = ["image:    %s (previous: %s)" % (obj["current_image_id"] or "none",
-                                              obj["previous_image_id"] or "none"),
-             "desired:  %s" % (obj["desired_image_id"] or "(the daemon has not seen metadata)"),
+    lines = ["image:    %s" % _image_line(obj),
+             "desired:  %s" % (obj["desired_image_id"] or _no_desired(daemon_status)),
              "staged:   %s" % (", ".join(s["image_id"] for s in obj["staged"]) or "nothing"),
              "root:     %s (%s)" % (obj["root"], "read-only" if obj["root_read_only"] else "read-write")]
     u = obj["unfinished_update"]
@@ -153,6 +212,21 @@ def cmd_status(args, agent, out):
                                                   if rec.get("error") else ""))
     report.emit(out, args.json, obj, "\n".join(lines))
     return 0
+
+
+def _image_line(obj):
+    if not obj["current_image_id"]:
+        return ("none: this root was not deployed from an image (it has no /etc/image_id; "
+                "`update-agent --adopt apply` takes it over)")
+    return "%s (previous: %s)" % (obj["current_image_id"], obj["previous_image_id"] or "none")
+
+
+def _no_desired(daemon_status):
+    # the daemon and `apply` record what the metadata asks for
+    if not daemon_status:
+        return ("unknown: the daemon has not run on this root "
+                "(`update-agent --dry-run` reads the metadata and shows the plan)")
+    return "(the daemon has not seen metadata)"
 
 
 def _when(ts):
@@ -260,6 +334,9 @@ def main(argv=None, out=None):
         return _slot(argv, out)
     p = parser()
     args = p.parse_args(argv)
+    if args.help:
+        help_parser(args.command).print_help(out)
+        return 0
     if args.dry_run and args.command not in (None, "check"):
         p.error("--dry-run cannot be combined with %s" % args.command)
     command = "check" if args.dry_run else args.command

@@ -420,6 +420,9 @@ def load(path=None, root=None):
 
 
 def describe(config):
-    """[(section, key, value, origin)] for every key, as `update-agent config` shows."""
+    """[(section, key, value, origin)] for every key, as `update-agent config` shows:
+    grouped by section (in the order sections first appear), so each is shown once."""
+    sections = list(dict.fromkeys(k.section for k in KEYS))
+    keys = sorted(KEYS, key=lambda k: sections.index(k.section))
     return [(k.section, k.name, getattr(config, k.field or k.name), config.origin(k.field or k.name))
-            for k in KEYS]
+            for k in keys]

@@ -108,13 +108,21 @@ def with_current_mounts(facts, mountinfo):
     first: a pre-configure hook may mount a volume under the root, and the sync
     must not write into it. One it unmounted stays excluded too: its contents
     come back with it."""
-    below = tuple(sorted(set(facts.mount_points) | set(mounts.below(mountinfo, facts.root))))
+    now = [m for m in mounts.below(mountinfo, facts.root) if not _agents_own(facts, m)]
+    below = tuple(sorted(set(facts.mount_points) | set(now)))
     if below == facts.mount_points:
         return facts
     LOG.warning("mounted under the root since the plan began: %s; left alone, as every mount is",
                 ", ".join("/" + m for m in below if m not in facts.mount_points))
     fixed = facts.excluded[:len(facts.excluded) - len(facts.mount_points)]
     return dataclasses.replace(facts, mount_points=below, excluded=_exclusions(fixed, below))
+
+
+def _agents_own(facts, rel):
+    """A mount below the state dir is the agent's own (the staged image, opened in
+    the work dir): excluded with the state dir already, and not news to report."""
+    state = os.path.relpath(os.path.realpath(facts.state_dir), os.path.realpath(facts.root))
+    return not state.startswith("..") and state != "." and rel.startswith(state + "/")
 
 
 def _ext4_counter(path, name):

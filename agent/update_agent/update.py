@@ -154,16 +154,24 @@ class Agent:
             image_entries = self.images.manifest(staged, tree)
             planned = Planned(None, facts, tree, image_entries)
             walked = {}
-            planned.replan = lambda: self._decide(want, facts, j, staged, tree, image_entries, adopt,
-                                                  rejected, rollback, walked)
-            planned.plan = planned.replan()
+
+            def replan():
+                # planned.facts become those the plan saw: the executor leaves the same
+                # mounts alone, and a mount is reported once, when first seen
+                planned.plan, planned.facts = self._decide(
+                    want, planned.facts, j, staged, tree, image_entries, adopt, rejected,
+                    rollback, walked)
+                return planned
+            planned.replan = replan
+            replan()
             yield planned
 
     def _decide(self, want, facts, j, staged, tree, image_entries, adopt, rejected=None,
                 rollback=False, walked=None):
         """walked: the node's side of an earlier plan in this run, reused (and filled in)
         while the root provably has not changed since: the replan after pre-configure
-        then costs a process scan, not a second walk of the whole root."""
+        then costs a process scan, not a second walk of the whole root.
+        Returns the plan and the facts, with the mounts as they are now."""
         walked = {} if walked is None else walked
         mountinfo = self.read_mounts()
         # a pre-configure hook may have mounted a volume under the root: walk around it
@@ -182,11 +190,12 @@ class Agent:
         running_vmlinuz = facts_mod.running_vmlinuz(self.paths, facts.release)
         procs = processes.scan(facts.root)
         imports = {p.pid: processes.python_imports(p, self.paths.node) for p in procs}
-        return planning.decide(want, facts, j, self.config, staged.digest, walked["entries"],
+        plan = planning.decide(want, facts, j, self.config, staged.digest, walked["entries"],
                                image_entries, walked["accounts"], adopt, walked["protected"],
                                running_vmlinuz=running_vmlinuz, node_sigs=walked["sigs"], procs=procs,
                                imports=imports, agent_pid=os.getpid(), rejected=rejected,
                                rollback=rollback)
+        return plan, facts
 
     def _save_node_cache(self, entries, sigs, unchanged=False):
         try:
@@ -267,7 +276,7 @@ class Agent:
         except AgentError as e:
             return outcome("failed", str(e), e.exit_code)
 
-    def remember(self, outcome):
+    def remember(self, outcome, want=None):
         """Keep an outcome for `status` (the daemon keeps its own the same way): a
         failed download then shows, not the no-op or success before it. Never into
         a state dir that is not trusted: the refusal said so, on stderr."""
@@ -277,6 +286,8 @@ class Agent:
             return
         status = self.state.load_status()
         status.update(last_result=outcome.to_dict(), updated_at=self.system.clock())
+        if want is not None:  # what the metadata asked for, as the daemon records it
+            status["desired"] = want.to_dict()
         status.pop("last_error", None)  # that error came before this outcome
         try:
             self.state.save_status(status)

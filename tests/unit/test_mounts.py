@@ -1,5 +1,8 @@
 """mounts: parsing mountinfo, the mount holding a path, the mounts below a root."""
 
+import logging
+import os
+
 from update_agent import mounts
 
 MOUNTINFO = r"""22 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw,errors=remount-ro
@@ -95,3 +98,26 @@ def test_mounts_made_since_the_facts_are_added_and_none_is_forgotten(tmp_path):
     after = facts.with_current_mounts(before, mountinfo("var/lib/app"))
     assert after.mount_points == ("srv/old", "var/lib/app")
     assert after.excluded == ("/srv/old", "/var/lib/update-agent", "/srv/old", "/var/lib/app")
+
+
+def test_the_agents_own_mount_of_the_staged_image_is_not_reported(tmp_path, caplog):
+    # the image is opened in the work dir, inside the state dir, under the root: that
+    # mount is the agent's own, left alone with the state dir, and no news to anyone
+    from update_agent import facts
+    root = str(tmp_path)
+    state = os.path.join(root, "var/lib/update-agent")
+    before = facts.Facts(root=root, release="6.1", root_is_mount_point=True, root_read_only=True,
+                         root_fstype="ext4", state_dir=state, state_on_root_fs=False,
+                         state_read_only=False, free_bytes=0, mount_points=("var/lib/update-agent",),
+                         current_image_id="img-1", excluded=("/var/lib/update-agent",) * 2)
+    mountinfo = mounts.parse("40 30 0:40 / %s rw - ext4 /dev/loop1 rw\n"
+                             "41 40 0:41 / %s/work/img-B ro - ext4 /dev/loop2 ro\n" % (state, state))
+    with caplog.at_level(logging.WARNING):
+        assert facts.with_current_mounts(before, mountinfo) is before
+    assert "since the plan began" not in caplog.text
+    # a volume a hook mounts beside it is still news
+    mountinfo += mounts.parse("42 30 0:42 / %s/srv/data rw - tmpfs vol rw\n" % root)
+    with caplog.at_level(logging.WARNING):
+        after = facts.with_current_mounts(before, mountinfo)
+    assert after.mount_points == ("srv/data", "var/lib/update-agent")
+    assert "since the plan began: /srv/data;" in caplog.text
