@@ -124,8 +124,8 @@ class Daemon:
         signal.set_wakeup_fd(w)
 
         def stop(signum, _frame):
-            LOG.info("signal %d: stopping after the current step", signum)
-            self.stopping = True
+            # no I/O here: a signal landing inside a log write would raise in it
+            self.stopping = self.stopping or signum
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
 
@@ -140,6 +140,8 @@ class Daemon:
             try:
                 self._loop(once)
             finally:
+                if self.stopping:
+                    LOG.info("signal %d: stopped after the current step", self.stopping)
                 self.notifier.stopping()
                 self.notifier.stop_watchdog()
                 LOG.info("daemon stopped")
