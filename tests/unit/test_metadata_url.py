@@ -109,3 +109,10 @@ def test_oversized_document(server, monkeypatch):
     publish(server, {"image_id": "x" * 49})
     with pytest.raises(BadInput, match="larger than 64 bytes"):
         src.poll()
+
+
+def test_deeply_nested_document_is_bad_input_naming_the_url(server):
+    src = metadata_url.UrlSource(server.url, timeout=5)
+    publish(server, b'{"a": ' + b"[" * 100000 + b"]" * 100000 + b"}")
+    with pytest.raises(BadInput, match="metadata_url %s: metadata nests deeper" % server.url):
+        src.poll()

@@ -4,13 +4,13 @@ Merged with os-apply-config's own rules (dicts deep-merged, later file wins,
 lists replaced), by calling it as a library.
 """
 
-import json
 import logging
 import os
 
 from os_apply_config import collect_config
 
 from update_agent.errors import BadInput
+from update_agent.sources import nesting
 
 LOG = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def _check_object(path):
     # os-apply-config merges a file that is not an object as if it were empty: say so
     try:
         with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+            data = nesting.loads(f.read(), "metadata file %s" % path)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadInput("metadata file %s is not valid JSON: %s" % (path, str(e).splitlines()[0]))
     if not isinstance(data, dict):

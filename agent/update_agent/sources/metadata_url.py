@@ -5,12 +5,12 @@ server a 304 and no body.
 """
 
 import http.client
-import json
 import logging
 import urllib.error
 import urllib.request
 
 from update_agent.errors import AgentError, BadInput
+from update_agent.sources import nesting
 
 LOG = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class UrlSource:
         if len(body) > MAX_BYTES:
             raise BadInput("metadata_url %s: document larger than %d bytes" % (self.url, MAX_BYTES))
         try:
-            metadata = json.loads(body)
+            metadata = nesting.loads(body, "metadata_url %s" % self.url)
         except ValueError as e:
             raise BadInput("metadata_url %s: not valid JSON: %s" % (self.url, e))
         # remembered only once the document parsed, so a bad one is fetched again

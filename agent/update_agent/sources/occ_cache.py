@@ -4,12 +4,11 @@ os_config_files.json lists the cache files in merge order; the paths it
 names are node paths, so they are resolved inside the root as well.
 """
 
-import json
 import logging
 import os
 
 from update_agent.errors import BadInput
-from update_agent.sources import metadata_files
+from update_agent.sources import metadata_files, nesting
 
 LOG = logging.getLogger(__name__)
 
@@ -20,7 +19,7 @@ def cache_files(paths):
     index = paths.occ_config_files
     try:
         with open(index, encoding="utf-8") as f:
-            listed = json.load(f)
+            listed = nesting.loads(f.read(), "metadata index %s" % index)
     except FileNotFoundError:
         raise BadInput("no metadata: %s does not exist (is os-collect-config running? "
                        "or pass --metadata FILE)" % index)
