@@ -115,10 +115,65 @@ tmpfs                  /tmp                  tmpfs  defaults              0 0
 tmpfs                  /var/log              tmpfs  defaults              0 0
 tmpfs                  /var/lib/nginx        tmpfs  defaults              0 0
 """
-# QEMU's user-mode network: the guest is 10.0.2.15 and reaches this machine's
-# 127.0.0.1 at 10.0.2.2
+# QEMU's user-mode network, restricted: the guest is 10.0.2.15 and reaches
+# nothing but the ports the test forwards, at HOST, each to the same port on
+# this machine's 127.0.0.1 (guestfwd's command form: one socat per connection,
+# as etcd's clients open several)
 NETWORK = "[Match]\nName=en*\n\n[Network]\nAddress=10.0.2.15/24\nGateway=10.0.2.2\n"
-HOST = "10.0.2.2"
+HOST = "10.0.2.100"
+# where an unrestricted user network takes the guest: this machine's loopback
+# (10.0.2.2) and QEMU's DNS proxy (10.0.2.3)
+LOOPBACK_ALIAS, DNS_PROXY = "10.0.2.2", "10.0.2.3"
+# the guest tries what must be unreachable once a forwarded port answers (so its
+# network is up), and says so on the console
+PROBE = """\
+#!/usr/bin/python3
+import socket, sys, time
+up, *others = [(h, int(p)) for h, p in (a.rsplit(":", 1) for a in sys.argv[1:])]
+for _ in range(120):
+    try:
+        socket.create_connection(up, timeout=2).close()
+        break
+    except OSError:
+        time.sleep(1)
+else:
+    print("netprobe: %s:%d never answered" % up, flush=True)
+    sys.exit(1)
+for target in others:
+    try:
+        socket.create_connection(target, timeout=5).close()
+        print("netprobe: %s:%d reached" % target, flush=True)
+    except OSError as e:
+        print("netprobe: %s:%d unreachable (%s)" % (target + (e,)), flush=True)
+print("netprobe: done", flush=True)
+"""
+PROBE_UNIT = """\
+[Unit]
+Description=Show which addresses the guest can reach
+After=systemd-networkd.service
+
+[Service]
+Type=oneshot
+StandardOutput=journal+console
+ExecStart=/usr/local/sbin/netprobe {targets}
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def forwards(ports):
+    """QEMU's -netdev for a guest that reaches only these ports of 127.0.0.1, at HOST."""
+    rules = ["guestfwd=tcp:%s:%d-cmd:socat - TCP:127.0.0.1:%d" % (HOST, p, p) for p in ports]
+    return ",".join(["user,id=n0,restrict=on"] + rules)
+
+
+def add_net_probe(root, up, others):
+    """A boot-time unit that connects to up (a forwarded host:port), then tries others."""
+    write(root, "usr/local/sbin/netprobe", PROBE, mode=0o755)
+    targets = " ".join("%s:%d" % t for t in (up,) + tuple(others))
+    write(root, "etc/systemd/system/netprobe.service", PROBE_UNIT.format(targets=targets))
+    _enable(root, "netprobe.service")
 # the agent's log lines on the serial console, where the test reads them
 JOURNALD = "[Journal]\nForwardToConsole=yes\nMaxLevelConsole=info\n"
 DEFAULT_GRUB = ('GRUB_TIMEOUT=0\nGRUB_DISTRIBUTOR=Debian\nGRUB_CMDLINE_LINUX="console=ttyS0 panic=5"\n'
@@ -217,12 +272,13 @@ def make_disk(path, tree, size_mb, grub_root):
 
 class VM:
     """qemu-system-x86_64 on a disk (and a state disk), serial console to a file,
-    user-mode networking. Emulated (TCG) by default: this machine's /dev/kvm is
+    user-mode networking restricted to `ports` of 127.0.0.1 (reached at HOST). Emulated (TCG) by default: this machine's /dev/kvm is
     nested and a guest kernel hangs on it right after "Probing EDD";
     UPDATE_AGENT_VM_ACCEL=kvm where KVM works."""
 
-    def __init__(self, workdir, disk, state_disk, memory_mb=1024):
+    def __init__(self, workdir, disk, state_disk, ports=(), memory_mb=1024):
         self.workdir, self.disk, self.state_disk = workdir, disk, state_disk
+        self.ports = tuple(ports)  # of 127.0.0.1, the only ones the guest reaches
         self.memory_mb = memory_mb
         self.console = os.path.join(workdir, "console.log")
         self.proc = None
@@ -234,7 +290,7 @@ class VM:
                 "-serial", "file:" + self.console, "-no-user-config", "-nodefaults",
                 "-drive", "file=%s,format=raw,if=virtio,cache=unsafe" % self.disk,
                 "-drive", "file=%s,format=raw,if=virtio,cache=unsafe" % self.state_disk,
-                "-netdev", "user,id=n0,restrict=off", "-device", "virtio-net-pci,netdev=n0"]
+                "-netdev", forwards(self.ports), "-device", "virtio-net-pci,netdev=n0"]
         self.log = open(os.path.join(self.workdir, "qemu.log"), "w")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)

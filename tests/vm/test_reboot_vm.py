@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 
@@ -43,6 +44,12 @@ def world(tmp_path_factory):
     with debian_archive.skip_if_unreachable():
         base_a, base_b = vm_node.vm_bases()
     server = HttpDir(www)
+    # a port of this machine's loopback that is not forwarded: the guest must not reach it
+    unforwarded = socket.socket()
+    unforwarded.bind(("127.0.0.1", 0))
+    unforwarded.listen(8)
+    unforwarded.setblocking(False)
+    lport = unforwarded.getsockname()[1]
     with etcd_local.etcd(os.path.join(work, "etcd")) as etcd_url:
         etcd_port = int(etcd_url.rsplit(":", 1)[1])
         host = "http://%s:%d" % (vm_node.HOST, server.port)
@@ -53,6 +60,9 @@ def world(tmp_path_factory):
         wheels = debian_roots.build_wheels(os.path.join(work, "wheels"))
         root_a = os.path.join(work, "A")
         kernel_a = vm_node.node_tree(base_a, root_a, "A", wheels, conf)
+        probes = [(vm_node.LOOPBACK_ALIAS, lport), (vm_node.HOST, lport),
+                  (vm_node.DNS_PROXY, 53), (vm_node.LOOPBACK_ALIAS, etcd_port)]
+        vm_node.add_net_probe(root_a, (vm_node.HOST, server.port), probes)
         root_b = os.path.join(work, "B")
         kernel_b = vm_node.node_tree(base_b, root_b, "B", wheels, conf)
         # C: B with an initramfs that is not one; this kernel cannot mount its root
@@ -76,7 +86,9 @@ def world(tmp_path_factory):
         for root in (root_a, root_b, root_c):
             shutil.rmtree(root)
         yield dict(work=work, www=www, images=images, etcd=etcd_url, kernel_a=kernel_a,
-                   kernel_b=kernel_b, node_disk=node_disk, state_disk=state_disk)
+                   kernel_b=kernel_b, node_disk=node_disk, state_disk=state_disk,
+                   ports=(server.port, etcd_port), probes=probes, unforwarded=unforwarded)
+    unforwarded.close()
     server.close()
 
 
@@ -107,9 +119,11 @@ def test_reboot_into_a_new_kernel_with_fallback_and_fleet_slot(world, tmp_path):
     assert ka != kb
     _publish(world, "C")
     other = coordination.RebootSlots(stores.for_url(world["etcd"]), GROUP, 1, "node-2", time.time)
-    with vm_node.VM(str(tmp_path), world["node_disk"], world["state_disk"]) as vm:
+    with vm_node.VM(str(tmp_path), world["node_disk"], world["state_disk"],
+                    ports=world["ports"]) as vm:
         vm.wait_for(BANNER, 120)
         assert _banners(vm) == [ka]
+        _assert_only_forwarded_ports_reached(world, vm)
 
         # C: synced, booted once into its kernel, which panics; GRUB falls back
         vm.wait_for(r"Linux version %s" % re.escape(kb), 600)
@@ -137,6 +151,21 @@ def test_reboot_into_a_new_kernel_with_fallback_and_fleet_slot(world, tmp_path):
         assert _group(world)["holders"] == {}
         assert _banners(vm) == [ka, kb, ka, kb]
     _inspect(world, kb, ka, tmp_path)
+
+
+def _assert_only_forwarded_ports_reached(world, vm):
+    """The guest reached the metadata server, and nothing else: not this machine's
+    loopback, not a port that is not forwarded, not QEMU's DNS proxy."""
+    vm.wait_for(r"netprobe: done", 300)
+    for host, port in world["probes"]:
+        line = re.search(r"netprobe: %s:%d (\w+)" % (re.escape(host), port), vm.text())
+        assert line and line.group(1) == "unreachable", (host, port, line and line.group(0))
+    try:
+        conn, peer = world["unforwarded"].accept()
+    except BlockingIOError:
+        return
+    conn.close()
+    pytest.fail("the guest reached an unforwarded port of this machine, from %s" % (peer,))
 
 
 def _inspect(world, kb, ka, tmp_path):
