@@ -5,7 +5,6 @@ import os
 import signal
 import sys
 
-
 from update_agent import cli
 
 
