@@ -92,12 +92,12 @@ def test_a_root_short_of_inodes_is_refused_with_the_numbers(w, many, tmp_path):
 def test_a_state_dir_short_of_inodes_is_refused_naming_it(w, tmp_path):
     n = w.node(str(tmp_path), state_mount=False)
     state_img = str(tmp_path / "tiny-state.ext4")
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-N", "64", state_img, "64M"], check=True,
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-N", "2048", state_img, "160M"], check=True,
                    capture_output=True)
     state = os.path.join(n.root, "var/lib/update-agent")
     n._mount(n._loop(state_img), state)
     try:
-        # the staged image fits; then the state dir's inodes are used up
+        # the staged image fits, with the stage margins to spare; then the inodes are used up
         r = agent(n.root, "check", metadata=w.metadata_for_b(str(tmp_path)))
         assert r.returncode == 0, r.stderr
         fill = os.path.join(state, "filler")
