@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from update_agent import __version__, hooks
+from update_agent import __version__, hooks, paths
 
 pytestmark = pytest.mark.dib
 
@@ -187,7 +187,8 @@ def test_os_refresh_config_hooks_are_installed_and_trusted(image):
             assert f.read() == want.read(), got
     for phase in phases:
         # the agent's own check, then the names dib-run-parts will run
-        hooks.check_phase_dir(image.node_path("%s/%s" % (orc, phase)), root=image.root)
+        node = paths.NodePaths(root=image.root, orc_base=orc)
+        assert hooks.check_phase_dir(node, phase[:-2]) == image.node_path("%s/%s" % (orc, phase))
         proc = image.chroot("/opt/update-agent/bin/dib-run-parts", "--list",
                             "%s/%s" % (orc, phase))
         assert proc.returncode == 0, proc.stderr
