@@ -116,7 +116,9 @@ class Bench:
         digest = sandbox.image_digest(image_b)
         meta = os.path.join(self.work, name + ".json")
         with open(meta, "w") as f:
-            json.dump({"image_id": "img-B", "update_agent": {"image_url": "file://" + image_b,
+            # offered in the directory of the node each run brings up (self._node)
+            url = sandbox.offer(os.path.join(self.work, name + "-node"), image_b)
+            json.dump({"image_id": "img-B", "update_agent": {"image_url": url,
                                                              "image_digest": digest}}, f)
         expected = manifest.build(tree_b, manifest.Excluder(()), skip_devices=False)[0]
         for cache in ("cold", "warm"):

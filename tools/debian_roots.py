@@ -169,9 +169,10 @@ def services(root, variant):
     write(root, "etc/image_id", "debian-%s\n" % variant)
     for d in ("srv/images", "srv/B"):  # where a test binds images in
         os.makedirs(os.path.join(root, d), exist_ok=True)
-    # the whole-node test hands image B in as a directory bound at /srv/B
+    # the whole-node test hands image B in as a directory bound at /srv/B: the
+    # operator allows file:// images there
     write(root, "etc/update-agent/update-agent.conf",
-          "[agent]\nrequire_digest = true\ndirectory_images = /srv\n")
+          "[agent]\nrequire_digest = true\ndirectory_images = /srv\nfile_image_dirs = /srv\n")
     # a read-only root: nginx logs to the journal and keeps its temp files on a tmpfs
     conf = os.path.join(root, "etc/nginx/nginx.conf")
     with open(conf) as f:

@@ -64,17 +64,19 @@ def main():
         image_b = os.path.join(work, "img-B.ext4")
         sandbox.mkfs(image_b, 32, tree=tree_b)
         digest = sandbox.image_digest(image_b)
-        meta = os.path.join(work, "metadata.json")
-        with open(meta, "w") as f:
-            json.dump({"image_id": "img-B", "update_agent": {
-                "image_url": "file://" + image_b, "image_digest": digest}}, f, indent=1)
-        print("image B: %s (%s)" % (image_b, digest))
 
         banner("bringing up a sandbox node from image A")
         node = sandbox.SandboxNode(os.path.join(work, "node"),
                                    sandbox.make_root_image(tree_a, os.path.join(work, "root.ext4")))
         node.start()
         root = node.root
+        # as an operator copies an image onto a node: where file:// URLs may point
+        url = node.offer(image_b)
+        meta = os.path.join(work, "metadata.json")
+        with open(meta, "w") as f:
+            json.dump({"image_id": "img-B", "update_agent": {
+                "image_url": url, "image_digest": digest}}, f, indent=1)
+        print("image B: %s (%s)" % (url, digest))
         before = {rel: read(root, rel) for rel in PRESERVED}
         print("node root %s mounted %s; image_id %s" % (root, root_options(root),
                                                          read(root, "etc/image_id").decode().strip()))

@@ -57,15 +57,22 @@ class Trials:
         self.tree_b = many_files_tree(base, "B", "B")
         self.image_b = os.path.join(base, "B.ext4")
         sandbox.mkfs(self.image_b, 64, tree=self.tree_b)
-        self.meta = world.write_metadata(os.path.join(base, "meta.json"), "img-B",
-                                         "file://" + self.image_b, world.sha256(self.image_b))
         self.root_a = sandbox.make_root_image(self.tree_a, os.path.join(base, "rootA.ext4"))
 
     def _agent(self, root, env=None):
         e = dict(os.environ, PYTHONPATH=os.path.join(PROJECT, "agent"), **(env or {}))
         return subprocess.Popen([sys.executable, "-m", "update_agent", "--root", root,
-                                 "--metadata", self.meta, "apply"], env=e, start_new_session=True,
+                                 "--metadata", self._meta(root), "apply"], env=e, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def _meta(self, root):
+        """Image B's metadata for the node at root, the image offered to that node."""
+        workdir = os.path.dirname(root)
+        path = os.path.join(workdir, "meta.json")
+        if not os.path.exists(path):
+            world.write_metadata(path, "img-B", sandbox.offer(workdir, self.image_b),
+                                 world.sha256(self.image_b))
+        return path
 
     def trial(self, n, point=None, delay=None):
         """One kill and restart; returns a description of the kill. Raises on a broken promise."""

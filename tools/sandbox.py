@@ -13,6 +13,7 @@ partition on /mnt/state. It must be used inside a private mount namespace
 (unshare -m --propagation private); it never touches this machine's own /.
 """
 
+import errno
 import hashlib
 import os
 import shutil
@@ -140,6 +141,9 @@ def mkfs(image, size_mb, tree=None, label=None):
     run(argv + [image, "%dM" % size_mb])
 
 
+OFFER_DIR = "var/lib/update-agent/images-in"
+
+
 class Mounts:
     """Loop devices and mounts a test node made, released in reverse order."""
 
@@ -216,11 +220,32 @@ class SandboxNode(Mounts):
             state_img = os.path.join(self.workdir, "state.ext4")
             mkfs(state_img, state_mb)
             self._mount(self._loop(state_img), os.path.join(self.root, "var/lib/update-agent"))
+        self.mount_offer_dir()
         data_img = os.path.join(self.workdir, "data.ext4")
         mkfs(data_img, 16)
         self._mount(self._loop(data_img), os.path.join(self.root, "mnt/state"))
         _write(self.root, "mnt/state/db/records", "node data that must survive\n", 0o600)
         return self
+
+    def mount_offer_dir(self):
+        """The node's directory for images copied onto it (file_image_dirs' default):
+        a host directory bound there, so that offering an image costs a hard link
+        and takes no room from the node's own filesystems."""
+        offered = os.path.join(self.workdir, "images-in")
+        os.makedirs(offered, exist_ok=True)
+        target = offer_dir(self.root)  # the state dir may be a link in the root
+        try:
+            os.makedirs(target, exist_ok=True)
+        except OSError as e:  # on the read-only root, when the state dir has no volume
+            if e.errno != errno.EROFS:
+                raise
+            run(["mount", "-o", "remount,rw", self.root])
+            os.makedirs(target)
+            run(["mount", "-o", "remount,ro", self.root])
+        self._mount(offered, target, "--bind")
+
+    def offer(self, image, name=None):
+        return offer(self.workdir, image, name)
 
     def personalise(self):
         """What a deployed node has that its image has not."""
@@ -259,6 +284,29 @@ class SandboxNode(Mounts):
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def offer(workdir, image, name=None):
+    """Put an image file where the node at workdir takes file:// images from, as
+    an operator copies one there; return its file:// URL. (A directory image is
+    the config's directory_images' business.)"""
+    name = name or os.path.basename(image.rstrip("/"))
+    dest = os.path.join(workdir, "images-in", name)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)  # the node may start after this
+    if os.path.isfile(dest) and not os.path.samefile(dest, image):
+        raise AssertionError("%s is already offered as %s: give another name" % (dest, image))
+    if not os.path.lexists(dest):
+        try:
+            os.link(image, dest)
+        except OSError:  # another filesystem: a copy
+            shutil.copy2(image, dest)
+    return "file://" + os.path.join(offer_dir(os.path.join(workdir, "root")), name)
+
+
+def offer_dir(root):
+    """The host path of the node's image directory, links followed inside the root."""
+    from update_agent.paths import resolve_in_root
+    return resolve_in_root(root, "/" + OFFER_DIR)
 
 
 def make_root_image(tree, image, size_mb=128):

@@ -27,7 +27,7 @@ def w(tmp_path_factory, need_mounts):
 
 @pytest.fixture(scope="module")
 def many(w):
-    """(tree, metadata path) of an image that adds ADDED small files to B."""
+    """(tree, image) of an image that adds ADDED small files to B."""
     tree = w.tree("img-many", image_id="img-many", release=world.RELEASE, variant="B")
     bulk = os.path.join(tree, "usr/share/many")
     if not os.path.isdir(bulk):
@@ -37,9 +37,13 @@ def many(w):
                 f.write("x")
         sandbox._clamp(tree)
     image = w.ext4(tree, "many")
-    meta = write_metadata(os.path.join(w.base, "many.json"), "img-many", "file://" + image,
-                          world.sha256(image))
-    return tree, meta
+    return tree, image
+
+
+def many_meta(many, tmp_path):
+    """The metadata of the many-files image, offered to the test's node."""
+    return write_metadata(str(tmp_path / "many.json"), "img-many",
+                          world.offered(tmp_path, many[1]), world.sha256(many[1]))
 
 
 def conf(tmp_path):
@@ -79,7 +83,7 @@ def test_a_root_short_of_inodes_is_refused_with_the_numbers(w, many, tmp_path):
     try:
         free = os.statvfs(n.root).f_ffree
         assert free < ADDED
-        run = lambda: agent(n.root, "apply", metadata=many[1], config=conf(tmp_path))  # noqa: E731
+        run = lambda: agent(n.root, "apply", metadata=many_meta(many, tmp_path), config=conf(tmp_path))  # noqa: E731
         r = assert_refused_unchanged(n, run, "not enough free inodes on the root %s" % n.root,
                                      "have %d" % free)
         # every path B adds (the bulk, its directory and B's own), and a margin of 64
@@ -96,6 +100,7 @@ def test_a_state_dir_short_of_inodes_is_refused_naming_it(w, tmp_path):
                    capture_output=True)
     state = os.path.join(n.root, "var/lib/update-agent")
     n._mount(n._loop(state_img), state)
+    n.mount_offer_dir()  # the images copied onto the node live on the state volume
     try:
         # the staged image fits, with the stage margins to spare; then the inodes are used up
         r = agent(n.root, "check", metadata=w.metadata_for_b(str(tmp_path)))
@@ -165,7 +170,7 @@ def test_inodes_running_out_during_the_sync_leave_a_mixed_root_that_converges(w,
                                      'i=100; while [ $i -lt $n ]; do : > "$R/var/tmp/fill/$i"; '
                                      'i=$((i+1)); done')
         assert_mixed_then_converges(
-            n, many[0], many[1], env, ["No space left"],
+            n, many[0], many_meta(many, tmp_path), env, ["No space left"],
             lambda: _writable(n, lambda: subprocess.run(["rm", "-rf", os.path.join(n.root, "var/tmp/fill")],
                                                         check=True)),
             conf(tmp_path))
@@ -180,7 +185,7 @@ def test_bytes_running_out_during_the_sync_leave_a_mixed_root_that_converges(w, 
                                      '"$R/var/tmp/filler" 2>/dev/null || '
                                      'dd if=/dev/zero of="$R/var/tmp/filler" bs=1M 2>/dev/null; true')
         assert_mixed_then_converges(
-            n, many[0], many[1], env, ["No space left"],
+            n, many[0], many_meta(many, tmp_path), env, ["No space left"],
             lambda: _writable(n, lambda: os.unlink(os.path.join(n.root, "var/tmp/filler"))),
             conf(tmp_path))
     finally:

@@ -23,8 +23,8 @@ def w(tmp_path_factory, need_mounts):
     return world.World(str(tmp_path_factory.mktemp("daemon")))
 
 
-def b_metadata(w):
-    return {"image_id": "img-B", "update_agent": {"image_url": "file://" + w.image_b,
+def b_metadata(w, tmp_path):
+    return {"image_id": "img-B", "update_agent": {"image_url": world.offered(tmp_path, w.image_b),
                                                   "image_digest": world.sha256(w.image_b)}}
 
 
@@ -58,7 +58,7 @@ def test_changed_image_id_in_the_occ_cache_updates_the_node(w, tmp_path):
         notify.wait_for(lambda m: m.get("READY") == "1")
         assert any("inotify" in s for s in notify.statuses()), notify.statuses()
 
-        local_data(local, b_metadata(w))
+        local_data(local, b_metadata(w, tmp_path))
         r = run_os_collect_config(occ_dir, local)
         assert r.returncode == 0, r.stderr
         changed_at = os.stat(os.path.join(occ_dir, "meta.json.json")).st_mtime
@@ -93,7 +93,7 @@ def test_daemon_survives_bad_metadata_and_retries(w, tmp_path):
     try:
         notify.wait_for(lambda m: m.get("STATUS", "").startswith("error:") and "img B; reboot" in m["STATUS"])
         assert proc.poll() is None, "the daemon keeps running"
-        n.write_occ_cache({"heat_local.json": b_metadata(w)})
+        n.write_occ_cache({"heat_local.json": b_metadata(w, tmp_path)})
         notify.wait_for(lambda m: m.get("STATUS", "").startswith("img-B success"), timeout=120)
         assert open(os.path.join(n.root, "etc/image_id")).read() == "img-B\n"
     finally:
@@ -106,7 +106,7 @@ def test_heat_deployments_are_applied_and_signalled(w, tmp_path):
     heat = HeatServer(fail_first=1)  # a 503 first: the signal is retried
     n = w.node(str(tmp_path), occ_mount=True)
     try:
-        b = b_metadata(w)["update_agent"]
+        b = b_metadata(w, tmp_path)["update_agent"]
         deployments = [
             deployment("d-unset", heat.url + "/unset", update_identifier=None, image_id="img-B"),
             deployment("d-bad", heat.url + "/bad", image_id="img-B", image_url=b["image_url"],
@@ -149,7 +149,7 @@ def test_heat_deployments_are_applied_and_signalled(w, tmp_path):
 def test_deploy_prints_the_signal_for_one_deployment(w, tmp_path):
     n = w.node(str(tmp_path))
     try:
-        d = deployment("d-1", "http://127.0.0.1:9/never", image_id="img-B", **b_metadata(w)["update_agent"])
+        d = deployment("d-1", "http://127.0.0.1:9/never", image_id="img-B", **b_metadata(w, tmp_path)["update_agent"])
         import subprocess
         import sys
         r = subprocess.run([sys.executable, "-m", "update_agent", "--root", n.root, "deploy"],
@@ -165,7 +165,7 @@ def test_deploy_prints_the_signal_for_one_deployment(w, tmp_path):
 
 
 def test_hold_stops_automatic_updates_until_unhold(w, tmp_path):
-    n = w.node(str(tmp_path), occ_mount=True, occ_cache={"heat_local.json": b_metadata(w)})
+    n = w.node(str(tmp_path), occ_mount=True, occ_cache={"heat_local.json": b_metadata(w, tmp_path)})
     try:
         assert agent(n.root, "hold", "--reason", "DB migration tonight").returncode == 0
         assert agent(n.root, "run", "--once", config=config(tmp_path)).returncode == 0
@@ -182,7 +182,7 @@ def test_hold_stops_automatic_updates_until_unhold(w, tmp_path):
 
 def test_metrics_textfile_and_history(w, tmp_path):
     metrics = tmp_path / "textfile"
-    n = w.node(str(tmp_path), occ_mount=True, occ_cache={"heat_local.json": b_metadata(w)})
+    n = w.node(str(tmp_path), occ_mount=True, occ_cache={"heat_local.json": b_metadata(w, tmp_path)})
     try:
         conf = config(tmp_path, metrics_dir=str(metrics))
         assert agent(n.root, "run", "--once", config=conf).returncode == 0
@@ -204,7 +204,7 @@ def test_journal_gets_structured_fields(w, tmp_path):
     jdir = tmp_path / "journal"
     jdir.mkdir()
     journal = JournalSocket(str(jdir / "socket"))
-    n = w.node(str(tmp_path), occ_mount=True, occ_cache={"heat_local.json": b_metadata(w)})
+    n = w.node(str(tmp_path), occ_mount=True, occ_cache={"heat_local.json": b_metadata(w, tmp_path)})
     try:
         proc = start_daemon(n.root, config(tmp_path), wrap=in_fake_journal(str(jdir)))
         code, _, err = stop_daemon_after(proc, journal)
@@ -260,7 +260,7 @@ def test_metadata_url_is_polled_with_conditional_gets(w, tmp_path):
         while seen.count('"a"') < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert seen[0] is None and seen.count('"a"') >= 2, "later polls are conditional"
-        doc.update(body=json.dumps(b_metadata(w)).encode(), etag='"b"')
+        doc.update(body=json.dumps(b_metadata(w, tmp_path)).encode(), etag='"b"')
         notify.wait_for(lambda m: m.get("STATUS", "").startswith("img-B success"), timeout=120)
         assert open(os.path.join(n.root, "etc/image_id")).read() == "img-B\n"
     finally:

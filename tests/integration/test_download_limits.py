@@ -194,23 +194,15 @@ def test_a_download_that_fills_the_state_dir_removes_its_part(small_state, serve
     assert not [f for f in _state_files(small_state) if f.endswith(".part")]
 
 
-# --- file:// scope ------------------------------------------------------------
-SCOPED = "file_image_dirs = /var/lib/os-collect-config, /var/lib/update-agent/images-in\n"
-
-
+# --- file:// scope: the default file_image_dirs ---------------------------------
 def _images_in(node):
-    d = NodePaths(root=node.root).node("/var/lib/update-agent/images-in")
-    os.makedirs(d, exist_ok=True)
-    return d
+    return NodePaths(root=node.root).node("/var/lib/update-agent/images-in")
 
 
 def test_a_file_url_inside_file_image_dirs_is_applied(w, node, tmp_path):
-    import shutil
-    image = os.path.join(_images_in(node), "b.img")
-    shutil.copyfile(w.image_b, image)
-    meta = write_metadata(str(tmp_path / "m.json"), "img-B", "file://" + image,
-                          world.sha256(image))
-    r = agent(node.root, "apply", metadata=meta, config=_config(tmp_path, SCOPED))
+    meta = write_metadata(str(tmp_path / "m.json"), "img-B", node.offer(w.image_b, "b.img"),
+                          world.sha256(w.image_b))
+    r = agent(node.root, "apply", metadata=meta)
     assert r.returncode == 0, r.stderr
     assert open(os.path.join(node.root, "etc/image_id")).read().strip() == "img-B"
 
@@ -236,7 +228,7 @@ def test_a_file_url_outside_file_image_dirs_is_refused_by_name(node, tmp_path, k
     url = "file://" + path
     meta = write_metadata(str(tmp_path / "m.json"), "img-x", url, "sha256:" + "0" * 64)
     before = world.snapshot(node.root)
-    r = agent(node.root, "apply", metadata=meta, config=_config(tmp_path, SCOPED))
+    r = agent(node.root, "apply", metadata=meta)
     assert r.returncode == 2, r.stderr
     line = one_line(r.stderr)
     assert url in line and "outside file_image_dirs" in line, line
@@ -256,7 +248,7 @@ def test_a_file_url_outside_file_image_dirs_is_never_read(node, tmp_path, need_m
         os.utime(image, (1000000, 1000000))
         meta = write_metadata(str(tmp_path / "m.json"), "img-x", "file://%s" % image,
                               "sha256:" + "0" * 64)
-        r = agent(node.root, "apply", metadata=meta, config=_config(tmp_path, SCOPED))
+        r = agent(node.root, "apply", metadata=meta)
         assert r.returncode == 2 and "outside file_image_dirs" in r.stderr, r.stderr
         assert os.stat(image).st_atime == 1000000
         image.read_bytes()
@@ -266,15 +258,12 @@ def test_a_file_url_outside_file_image_dirs_is_never_read(node, tmp_path, need_m
 
 
 def test_a_digest_mismatch_of_a_file_url_does_not_show_its_digest(w, node, tmp_path):
-    import shutil
-    image = os.path.join(_images_in(node), "b.img")
-    shutil.copyfile(w.image_b, image)
-    meta = write_metadata(str(tmp_path / "m.json"), "img-B", "file://" + image,
+    meta = write_metadata(str(tmp_path / "m.json"), "img-B", node.offer(w.image_b, "b.img"),
                           "sha256:" + "0" * 64)
-    r = agent(node.root, "apply", metadata=meta, config=_config(tmp_path, SCOPED))
+    r = agent(node.root, "apply", metadata=meta)
     assert r.returncode == 1, r.stderr
     line = one_line(r.stderr)
-    assert "digest mismatch" in line and world.sha256(image).partition(":")[2] not in line
+    assert "digest mismatch" in line and world.sha256(w.image_b).partition(":")[2] not in line
 
 
 # --- status -------------------------------------------------------------------

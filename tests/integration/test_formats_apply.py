@@ -29,7 +29,7 @@ def w(tmp_path_factory, need_mounts):
 def test_update_from_format(w, tmp_path, fmt, options):
     image = str(tmp_path / ("B." + fmt))
     imagebuild.build_image(w.tree_b, fmt, image, **options)
-    meta = write_metadata(str(tmp_path / "m.json"), "img-B", "file://" + image, world.sha256(image))
+    meta = write_metadata(str(tmp_path / "m.json"), "img-B", world.offered(tmp_path, image), world.sha256(image))
     # an xfs image is at least 300 MB: give the state filesystem room to cache it
     n = w.node(str(tmp_path), state_mb=1024 if fmt == "xfs" else 256)
     try:

@@ -29,7 +29,7 @@ def test_disk_full_during_the_sync_fails_cleanly_then_converges(w, tmp_path):
         with open(os.path.join(many, "f%d" % i), "w") as f:
             f.write("x")
     image = w.ext4(tree, "many")
-    meta = write_metadata(str(tmp_path / "m.json"), "img-many", "file://" + image, world.sha256(image))
+    meta = write_metadata(str(tmp_path / "m.json"), "img-many", world.offered(tmp_path, image), world.sha256(image))
     root_img = str(tmp_path / "small.ext4")
     sandbox.mkfs(root_img, 32, tree=w.tree_a)
     n = sandbox.SandboxNode(str(tmp_path / "node"), root_img).start()
@@ -66,7 +66,7 @@ def test_a_full_image_store_is_a_clear_error(w, tmp_path):
     with open(os.path.join(tree, "usr/share/big.bin"), "wb") as f:
         f.write(os.urandom(24 << 20))  # data, not zeros: the store cannot keep it sparse
     image = w.ext4(tree, "big")
-    meta = write_metadata(str(tmp_path / "m.json"), "img-big", "file://" + image, world.sha256(image))
+    meta = write_metadata(str(tmp_path / "m.json"), "img-big", world.offered(tmp_path, image), world.sha256(image))
     n = w.node(str(tmp_path), state_mb=8)
     try:
         before = world.snapshot(n.root)
@@ -93,7 +93,7 @@ def test_metadata_changing_mid_update_converges_to_the_latest(w, tmp_path):
         with open(os.path.join(tree_c, "usr/share/doc/app/README"), "w") as f:
             f.write("C\n")
         image = w.ext4(tree_c, "C")
-        meta_c = write_metadata(str(tmp_path / "c.json"), "img-C", "file://" + image,
+        meta_c = write_metadata(str(tmp_path / "c.json"), "img-C", world.offered(tmp_path, image),
                                 world.sha256(image))
         plan = world.plan_json(n.root, meta_c)
         assert any("superseded by img-C" in r for r in plan["reasons"])

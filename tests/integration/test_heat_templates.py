@@ -64,7 +64,7 @@ def test_rendered_deployment_updates_the_node_and_returns_every_output(tmp_path,
     heat = HeatServer()
     n = w.node(str(tmp_path), occ_mount=True)
     try:
-        params = {"image_id": "img-B", "image_url": "file://" + w.image_b,
+        params = {"image_id": "img-B", "image_url": world.offered(tmp_path, w.image_b),
                   "image_digest": world.sha256(w.image_b), "update_identifier": "1732320000"}
         d = render_deployment(params, heat.url + "/signal")
         n.write_occ_cache({"heat_local.json": {"deployments": [d]}})

@@ -4,6 +4,7 @@ docs/hostile-input.md lists them all with their tests."""
 
 import json
 import os
+import stat
 import subprocess
 
 import pytest
@@ -73,22 +74,32 @@ def test_hostile_deployments_in_the_daemon_are_survived(w, tmp_path):
         n.stop()
 
 
+def _in_offer_dir(node, name, make):
+    """A file:// URL inside the node's default file_image_dirs, to what make(path) made:
+    the checks past the directory scope."""
+    path = os.path.join(node.root, sandbox.OFFER_DIR, name)
+    make(path)
+    return "file://" + path
+
+
 URLS = [
-    ("file URL to a device", "file:///dev/zero", 2, ["/dev/zero"]),
-    ("file URL to a host directory", "file:///proc/self", 2, ["directory_images"]),
-    ("file URL to the host's root", "file:///", 2, ["directory_images"]),
-    ("file URL to a FIFO", "FIFO", 2, ["regular file"]),
-    ("missing file", "file:///nonexistent/image.raw", 1, ["nonexistent"]),
-    ("connection refused", "http://127.0.0.1:9/image.raw", 1, ["127.0.0.1:9"]),
+    ("file URL to a device", lambda n: _in_offer_dir(n, "zero", lambda p: os.mknod(
+        p, 0o600 | stat.S_IFCHR, os.makedev(1, 5))), 2, ["zero", "regular file"]),
+    ("file URL to a directory", lambda n: _in_offer_dir(n, "dir", os.mkdir), 2,
+     ["directory_images"]),
+    ("file URL to a FIFO", lambda n: _in_offer_dir(n, "fifo", os.mkfifo), 2, ["regular file"]),
+    ("missing file", lambda n: _in_offer_dir(n, "nonexistent.raw", lambda p: None), 1,
+     ["nonexistent"]),
+    ("file URL to a host device", lambda n: "file:///dev/zero", 2, ["outside file_image_dirs"]),
+    # a directory: refused unread unless under the config's directory_images
+    ("file URL to the host's root", lambda n: "file:///", 2, ["directory_images"]),
+    ("connection refused", lambda n: "http://127.0.0.1:9/image.raw", 1, ["127.0.0.1:9"]),
 ]
 
 
-@pytest.mark.parametrize("name, url, code, words", URLS, ids=[u[0] for u in URLS])
-def test_hostile_urls(node, tmp_path, name, url, code, words):
-    if url == "FIFO":
-        fifo = tmp_path / "fifo"
-        os.mkfifo(fifo)
-        url = "file://%s" % fifo
+@pytest.mark.parametrize("name, make, code, words", URLS, ids=[u[0] for u in URLS])
+def test_hostile_urls(node, tmp_path, name, make, code, words):
+    url = make(node)
     meta = write_metadata(str(tmp_path / "m.json"), "img-x", url, "sha256:" + "0" * 64)
     r = untouched(node, lambda: agent(node.root, "apply", metadata=meta))
     assert r.returncode in (1, 2) and (r.returncode == code or code == 1), r.stderr
@@ -123,7 +134,7 @@ def test_redirect_to_a_file_url_is_refused(node, tmp_path):
 def _image(w, tmp_path, name, make):
     path = str(tmp_path / name)
     make(path)
-    return write_metadata(str(tmp_path / "m.json"), "img-x", "file://" + path, world.sha256(path))
+    return write_metadata(str(tmp_path / "m.json"), "img-x", world.offered(tmp_path, path), world.sha256(path))
 
 
 IMAGES = [
@@ -154,7 +165,7 @@ def test_a_tree_with_device_nodes_syncs_them_as_nodes(w, node, tmp_path):
     tree = w.tree("img-dev", image_id="img-dev", release=world.RELEASE, variant="B")
     os.mknod(os.path.join(tree, "usr/share/null-copy"), 0o600 | 0o020000, os.makedev(1, 3))
     image = w.ext4(tree, "dev")
-    meta = write_metadata(str(tmp_path / "m.json"), "img-dev", "file://" + image, world.sha256(image))
+    meta = write_metadata(str(tmp_path / "m.json"), "img-dev", world.offered(tmp_path, image), world.sha256(image))
     r = agent(node.root, "apply", metadata=meta)
     assert r.returncode == 0, r.stderr
     st = os.lstat(os.path.join(node.root, "usr/share/null-copy"))
@@ -166,7 +177,7 @@ def test_files_under_a_node_mount_point_stay_out_of_it(w, node, tmp_path):
     with open(os.path.join(tree, "mnt/state/intruder"), "w") as f:
         f.write("from the image\n")
     image = w.ext4(tree, "mnt")
-    meta = write_metadata(str(tmp_path / "m.json"), "img-mnt", "file://" + image, world.sha256(image))
+    meta = write_metadata(str(tmp_path / "m.json"), "img-mnt", world.offered(tmp_path, image), world.sha256(image))
     r = agent(node.root, "apply", metadata=meta)
     assert r.returncode == 0, r.stderr
     assert not os.path.exists(os.path.join(node.root, "mnt/state/intruder"))
@@ -180,7 +191,7 @@ def test_a_symlink_where_a_preserved_path_is_never_followed(w, node, tmp_path):
     os.rmdir(os.path.join(tree, "home"))
     os.symlink("/", os.path.join(tree, "home"))
     image = w.ext4(tree, "homelink")
-    meta = write_metadata(str(tmp_path / "m.json"), "img-homelink", "file://" + image, world.sha256(image))
+    meta = write_metadata(str(tmp_path / "m.json"), "img-homelink", world.offered(tmp_path, image), world.sha256(image))
     r = untouched(node, lambda: agent(node.root, "apply", metadata=meta))
     assert r.returncode == 1 and "/home" in r.stderr and "symlink" in r.stderr, r.stderr
     assert os.path.isdir(os.path.join(node.root, "home")) and not os.path.islink(os.path.join(node.root, "home"))

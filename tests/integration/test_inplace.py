@@ -93,7 +93,7 @@ def test_reboot_plan_when_the_kernel_differs(w, node, tmp_path):
     tree = w.tree("img-newkernel", image_id="img-newkernel", release="9.9.9-test", variant="B")
     image = w.ext4(tree, "newkernel")
     # reboot = manual: the plan may not act on its own (the reboot path has its own tests)
-    meta = write_metadata(str(tmp_path / "m.json"), "img-newkernel", "file://" + image,
+    meta = write_metadata(str(tmp_path / "m.json"), "img-newkernel", world.offered(tmp_path, image),
                           world.sha256(image), reboot="manual")
     plan = plan_json(node.root, meta)
     assert plan["action"] == "reboot"
@@ -110,7 +110,7 @@ def test_same_kernel_name_but_another_build_means_reboot(w, node, tmp_path):
     tree = w.tree("img-rebuilt", image_id="img-rebuilt", release=world.RELEASE, variant="B",
                   kernel_build=2)
     image = w.ext4(tree, "rebuilt")
-    meta = write_metadata(str(tmp_path / "m.json"), "img-rebuilt", "file://" + image,
+    meta = write_metadata(str(tmp_path / "m.json"), "img-rebuilt", world.offered(tmp_path, image),
                           world.sha256(image))
     plan = plan_json(node.root, meta)
     assert plan["action"] == "reboot"
@@ -123,7 +123,7 @@ def test_image_without_kernel_is_refused(w, node, tmp_path):
         if os.path.lexists(os.path.join(tree, rel)):
             os.unlink(os.path.join(tree, rel))
     image = w.ext4(tree, "nokernel")
-    meta = write_metadata(str(tmp_path / "m.json"), "img-nokernel", "file://" + image,
+    meta = write_metadata(str(tmp_path / "m.json"), "img-nokernel", world.offered(tmp_path, image),
                           world.sha256(image))
     plan = plan_json(node.root, meta)
     assert plan["action"] == "refuse"
@@ -135,7 +135,7 @@ def test_image_without_kernel_is_refused(w, node, tmp_path):
 
 
 def test_bad_digest_changes_nothing(w, node, tmp_path):
-    meta = write_metadata(str(tmp_path / "m.json"), "img-B", "file://" + w.image_b,
+    meta = write_metadata(str(tmp_path / "m.json"), "img-B", world.offered(tmp_path, w.image_b),
                           "sha256:" + "0" * 64)
     before = world.snapshot(node.root)
     r = agent(node.root, "apply", metadata=meta)
@@ -244,7 +244,7 @@ def test_account_clash_is_refused(w, node, tmp_path):
     with open(os.path.join(tree, "etc/passwd"), "a") as f:
         f.write("dbsvc:x:1001:1001::/nonexistent:/usr/sbin/nologin\n")
     image = w.ext4(tree, "clash")
-    meta = write_metadata(str(tmp_path / "m.json"), "img-clash", "file://" + image,
+    meta = write_metadata(str(tmp_path / "m.json"), "img-clash", world.offered(tmp_path, image),
                           world.sha256(image))
     plan = plan_json(node.root, meta)
     assert plan["action"] == "refuse"
@@ -264,7 +264,7 @@ def test_http_image_and_url_template(w, node, tmp_path, http_dir):
 def test_default_source_is_the_os_collect_config_cache(w, tmp_path):
     # os_config_files.json names node paths: they are read under --root
     cache = {"heat_local.json": {"image_id": "img-B",
-                                 "update_agent": {"image_url": "file://" + w.image_b}},
+                                 "update_agent": {"image_url": world.offered(tmp_path, w.image_b)}},
              "ec2.json": {"update_agent": {"image_digest": world.sha256(w.image_b)}}}
     n = w.node(str(tmp_path), occ_cache=cache)
     try:
@@ -288,7 +288,7 @@ def _variant(w, tmp_path, name, edit):
     tree = w.tree(name, image_id=name, release=world.RELEASE, variant="B")
     edit(tree)
     image = w.ext4(tree, name)
-    return tree, write_metadata(str(tmp_path / "m.json"), name, "file://" + image, world.sha256(image))
+    return tree, write_metadata(str(tmp_path / "m.json"), name, world.offered(tmp_path, image), world.sha256(image))
 
 
 def test_directory_holding_a_preserved_glob_match_is_kept(w, node, tmp_path):
@@ -369,7 +369,7 @@ def test_accounts_three_way_and_labels(w, node, tmp_path):
     os.setxattr(passwd, "user.label", b"etc_passwd_t")
     os.utime(passwd, (sandbox_epoch(), sandbox_epoch()))
     image = w.ext4(tree, "C")
-    meta = write_metadata(str(tmp_path / "c.json"), "img-C", "file://" + image, world.sha256(image))
+    meta = write_metadata(str(tmp_path / "c.json"), "img-C", world.offered(tmp_path, image), world.sha256(image))
     r = agent(node.root, "apply", metadata=meta)
     assert r.returncode == 0, r.stderr
     text = read(node, "etc/passwd").decode()

@@ -75,7 +75,7 @@ def variant(w, tmp_path, name, edit):
         edit(tree)
         open(os.path.join(tree, ".edited"), "w").close()
     image = w.ext4(tree, name)
-    return write_metadata(str(tmp_path / "m.json"), name, "file://" + image, world.sha256(image))
+    return write_metadata(str(tmp_path / "m.json"), name, world.offered(tmp_path, image), world.sha256(image))
 
 
 def refused_untouched(node, meta, path, words=()):

@@ -28,7 +28,7 @@ def one_error_line(stderr):
 
 def test_an_image_id_too_long_is_refused_before_anything_changes(w, node, tmp_path):
     # 250 chars once updated the node, then failed naming the change list: no history
-    meta = write_metadata(str(tmp_path / "m.json"), "i" * 250, "file://" + w.image_b,
+    meta = write_metadata(str(tmp_path / "m.json"), "i" * 250, world.offered(tmp_path, w.image_b),
                           world.sha256(w.image_b))
     before = world.snapshot(node.root)
     r = agent(node.root, "apply", metadata=meta)
@@ -43,7 +43,7 @@ def test_an_image_id_at_the_limit_updates_the_node_and_records_it(w, node, tmp_p
     image_id = "img-" + "x" * 196
     tree = w.tree("img-longid", image_id=image_id, release=world.RELEASE, variant="B")
     image = w.ext4(tree, "img-longid")
-    meta = write_metadata(str(tmp_path / "m.json"), image_id, "file://" + image, world.sha256(image))
+    meta = write_metadata(str(tmp_path / "m.json"), image_id, world.offered(tmp_path, image), world.sha256(image))
     r = agent(node.root, "apply", metadata=meta)
     assert r.returncode == 0, r.stderr
     assert world.read(node, "etc/image_id") == (image_id + "\n").encode()
@@ -72,7 +72,7 @@ def test_an_image_with_a_path_longer_than_path_max_is_refused(w, node, tmp_path)
     if not os.path.exists(os.path.join(tree, "usr/share/d" + "d" * 249)):
         _deep(tree, "usr/share", 17)      # 17 x 251 bytes: over 4096
     image = w.ext4(tree, "img-deep", size_mb=48)
-    meta = write_metadata(str(tmp_path / "m.json"), "img-deep", "file://" + image,
+    meta = write_metadata(str(tmp_path / "m.json"), "img-deep", world.offered(tmp_path, image),
                           world.sha256(image))
     before = world.snapshot(node.root)
     r = agent(node.root, "apply", metadata=meta)

@@ -77,7 +77,7 @@ def test_a_process_using_a_replaced_library_is_pinned_and_reported(w, node, tmp_
     with open(os.path.join(tree, "usr/share/doc/app/README"), "a") as f:
         f.write("more\n")
     image = w.ext4(tree, "C")
-    meta_c = world.write_metadata(str(tmp_path / "c.json"), "img-C", "file://" + image,
+    meta_c = world.write_metadata(str(tmp_path / "c.json"), "img-C", world.offered(tmp_path, image),
                                   world.sha256(image))
     r = agent(node.root, "apply", metadata=meta_c)
     assert r.returncode == 0, r.stderr
@@ -102,7 +102,7 @@ def test_a_python_service_whose_module_changed_is_found(w, tmp_path):
         with open(os.path.join(tree, "opt/svc/appmod.py"), "w") as f:
             f.write("VERSION = %d\n" % version)
     image = w.ext4(tree_b, "py-B")
-    meta = world.write_metadata(str(tmp_path / "m.json"), "py-B", "file://" + image,
+    meta = world.write_metadata(str(tmp_path / "m.json"), "py-B", world.offered(tmp_path, image),
                                 world.sha256(image))
     n = w.node(str(tmp_path), tree=tree_a)
     svc = None

@@ -55,7 +55,7 @@ def image_root_mtime(image):
 
 def test_after_an_update_rsync_finds_nothing_to_change_not_even_a_time(w, node, tmp_path, retimed):
     tree, image = retimed
-    meta = write_metadata(str(tmp_path / "m.json"), "img-mt", "file://" + image, world.sha256(image))
+    meta = write_metadata(str(tmp_path / "m.json"), "img-mt", world.offered(tmp_path, image), world.sha256(image))
     assert itemized(tree, node.root), \
         "the test pair must differ in more than the node's own paths"
     before = {rel: os.lstat(os.path.join(node.root, rel)).st_ino for rel in RETIMED}
@@ -98,7 +98,7 @@ def test_a_python_cache_stays_fresh_after_an_update(w, tmp_path):
     image = w.ext4(b, "img-py")
     n = w.node(str(tmp_path), tree=a)
     try:
-        meta = write_metadata(str(tmp_path / "m.json"), "img-py", "file://" + image,
+        meta = write_metadata(str(tmp_path / "m.json"), "img-py", world.offered(tmp_path, image),
                               world.sha256(image))
         r = agent(n.root, "apply", metadata=meta)
         assert r.returncode == 0, r.stderr

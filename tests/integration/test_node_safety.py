@@ -120,7 +120,7 @@ def test_reboot_plan_after_a_crash_puts_the_root_back_to_read_only(w, node, tmp_
     subprocess.run(["mount", "-o", "remount,rw", node.root], check=True)  # as a crash would
     tree = w.tree("img-k2", image_id="img-k2", release="9.9.9-test", variant="B")
     image = w.ext4(tree, "k2")
-    meta2 = write_metadata(str(tmp_path / "m2.json"), "img-k2", "file://" + image, world.sha256(image),
+    meta2 = write_metadata(str(tmp_path / "m2.json"), "img-k2", world.offered(tmp_path, image), world.sha256(image),
                            reboot="manual")
     r = agent(node.root, "apply", metadata=meta2)
     assert r.returncode == 1 and "reboot required" in r.stderr

@@ -60,10 +60,10 @@ def w(tmp_path_factory, need_mounts):
                              os.path.join(tree, "usr/libexec/os-refresh-config", phase, hook))
     w.tree_with_hooks = trees["A"]
     image = w.ext4(trees["B"], "B-hooks")
-    w.meta_b = lambda tmp: world.write_metadata(str(tmp / "m.json"), "img-B", "file://" + image,
+    w.meta_b = lambda tmp: world.write_metadata(str(tmp / "m.json"), "img-B", world.offered(tmp, image),
                                                 world.sha256(image))
     rebuilt = w.ext4(trees["R"], "R-hooks")
-    w.meta_r = lambda tmp: world.write_metadata(str(tmp / "r.json"), "img-R", "file://" + rebuilt,
+    w.meta_r = lambda tmp: world.write_metadata(str(tmp / "r.json"), "img-R", world.offered(tmp, rebuilt),
                                                 world.sha256(rebuilt))
     return w
 

@@ -28,7 +28,7 @@ def w(tmp_path_factory, need_mounts):
 
 
 def meta(tmp_path, image_id, image, **extra):
-    return write_metadata(str(tmp_path / ("%s.json" % image_id)), image_id, "file://" + image,
+    return write_metadata(str(tmp_path / ("%s.json" % image_id)), image_id, world.offered(tmp_path, image),
                           world.sha256(image), **extra)
 
 
@@ -317,11 +317,11 @@ def test_the_slot_of_an_unhealthy_reboot_is_given_back_by_the_in_place_update_th
     assert plan_json(node.root, fix)["action"] == "in-place"
     open(os.path.join(node.root, "run/fail-configure"), "w").close()
     r = agent(node.root, "apply", "--json", metadata=fix, config=conf)
-    assert json.loads(r.stdout)["result"] == "failed", r.stderr
+    assert r.stdout and json.loads(r.stdout)["result"] == "failed", r.stderr
     assert list(group.state()["holders"]) == ["node-1"], "held while the node is not right"
     os.unlink(os.path.join(node.root, "run/fail-configure"))
     r = agent(node.root, "apply", "--json", metadata=fix, config=conf)
-    assert json.loads(r.stdout)["result"] == "success", r.stderr
+    assert r.stdout and json.loads(r.stdout)["result"] == "success", r.stderr
     assert group.state()["holders"] == {}, "given back"
     world.assert_matches_image(node.root, fix_tree)
 

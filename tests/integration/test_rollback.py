@@ -32,7 +32,7 @@ def node_on_b(w, tmp_path):
 
 
 def meta_c(w, tmp_path):
-    return write_metadata(str(tmp_path / "c.json"), "img-C", "file://" + w.image_c,
+    return write_metadata(str(tmp_path / "c.json"), "img-C", world.offered(tmp_path, w.image_c),
                           world.sha256(w.image_c))
 
 

@@ -30,7 +30,7 @@ def node(w, tmp_path):
 def signed(w, tmp_path, key=SIGNER, signature=None):
     digest = world.sha256(w.image_b)
     sig = signature if signature is not None else base64.b64encode(key.sign(digest.encode())).decode()
-    return write_metadata(str(tmp_path / "m.json"), "img-B", "file://" + w.image_b, digest,
+    return write_metadata(str(tmp_path / "m.json"), "img-B", world.offered(tmp_path, w.image_b), digest,
                           image_signature=sig)
 
 

@@ -56,7 +56,7 @@ def test_an_image_with_top_level_names_like_comments_updates_the_node(w, node, t
                 f.write("from the image\n")
         sandbox._clamp(tree)
     image = w.ext4(tree, "hash")
-    meta = write_metadata(str(tmp_path / "m.json"), "img-hash", "file://" + image, world.sha256(image))
+    meta = write_metadata(str(tmp_path / "m.json"), "img-hash", world.offered(tmp_path, image), world.sha256(image))
     r = agent(node.root, "apply", metadata=meta)
     assert r.returncode == 0, r.stderr
     for rel in COMMENT_LIKE:
@@ -139,7 +139,7 @@ def test_a_file_that_vanishes_from_the_image_during_the_sync_fails_it_then_conve
     shutil.copytree(w.tree_b, tree, symlinks=True)
     conf = tmp_path / "dir.conf"
     conf.write_text("[agent]\nrequire_digest = false\ndirectory_images = %s\n" % tmp_path)
-    meta = write_metadata(str(tmp_path / "m.json"), "img-B", "file://" + tree)
+    meta = write_metadata(str(tmp_path / "m.json"), "img-B", "file://" + tree)  # a directory image: directory_images
     gone = os.path.join(tree, "usr/share/app-new/data.txt")
     shutil.copy2(gone, str(tmp_path / "kept"))
     env = dict(wrapped(tmp_path, "rsync", ""))
@@ -163,7 +163,7 @@ def test_the_reboot_path_verifies_before_its_commit_too(w, node, tmp_path):
     # another kernel: a reboot, whose sync is checked like an in-place one
     tree = w.tree("img-R", image_id="img-R", release="9.9.9-test", variant="B")
     image = w.ext4(tree, "R")
-    meta = write_metadata(str(tmp_path / "r.json"), "img-R", "file://" + image, world.sha256(image))
+    meta = write_metadata(str(tmp_path / "r.json"), "img-R", world.offered(tmp_path, image), world.sha256(image))
     assert world.plan_json(node.root, meta)["action"] == "reboot"
     env = wrapped(tmp_path, "rsync", 'chown 1234:1234 "$R/usr/bin/app"')
     r = agent(node.root, "apply", metadata=meta, env=env)

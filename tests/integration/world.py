@@ -186,4 +186,10 @@ class World:
 
     def metadata_for_b(self, tmp, **extra):
         return write_metadata(os.path.join(tmp, "meta.json"), "img-B",
-                              "file://" + self.image_b, sha256(self.image_b), **extra)
+                              offered(tmp, self.image_b), sha256(self.image_b), **extra)
+
+
+def offered(tmp, image, name=None):
+    """The file:// URL of an image offered to the node World.node(tmp) made: in the
+    directory the agent takes file:// images from by default (file_image_dirs)."""
+    return sandbox.offer(os.path.join(str(tmp), "node"), str(image), name)
