@@ -77,7 +77,8 @@ class Config:
     download_timeout: int = 10800
     download_min_rate: int = 10 << 10
     download_rate_window: int = 60
-    file_image_dirs: tuple = ()
+    # where os-collect-config and an operator put images; "/" allows any node path
+    file_image_dirs: tuple = ("/var/lib/os-collect-config", "/var/lib/update-agent/images-in")
     stage_space_margin: int = 64 << 20
     stage_inode_margin: int = 1000
     # [daemon]
@@ -285,8 +286,8 @@ KEYS = (
         "seconds over which download_min_rate is measured"),
     Key("agent", "file_image_dirs", _parse_paths,
         "node directories a file:// image URL may point into (resolved under --root); "
-        "any other file:// URL is refused before it is opened (none set: anywhere; the "
-        "element's config sets os-collect-config's cache and /var/lib/update-agent/images-in)"),
+        "any other file:// URL is refused before it is opened (\"/\": any node path; "
+        "empty: only the agent's own image cache)"),
     Key("agent", "stage_space_margin", _parse_size,
         "free bytes kept in the state dir beyond the image a download stages"),
     Key("agent", "stage_inode_margin", _parse_int,

@@ -134,3 +134,13 @@ def test_the_elements_example_config_names_every_key_and_parses(tmp_path):
     path.write_text(uncommented)
     loaded = config.load(str(path))  # every example value is valid
     assert loaded.never_restart == config.Config().never_restart
+
+
+def test_file_images_are_scoped_by_default_and_the_scope_can_be_opened_or_closed(tmp_path):
+    # the metadata may point file:// URLs only where images are put on purpose
+    assert Config().file_image_dirs == ("/var/lib/os-collect-config",
+                                        "/var/lib/update-agent/images-in")
+    assert load(tmp_path, "file_image_dirs = /\n").file_image_dirs == ("/",)
+    assert load(tmp_path, "file_image_dirs =\n").file_image_dirs == ()  # the cache only
+    with pytest.raises(BadInput, match="file_image_dirs: 'images' is not an absolute node path"):
+        load(tmp_path, "file_image_dirs = images\n")

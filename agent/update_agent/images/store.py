@@ -130,11 +130,9 @@ class ImageStore:
         return staged
 
     def _file_dirs(self):
-        """Host directories a file:// image may come from (None: anywhere).
+        """Host directories a file:// image may come from.
 
         The cache itself is always among them: a rollback stages from it."""
-        if not self.config.file_image_dirs:
-            return None
         return [self.node(d) for d in self.config.file_image_dirs] + [self.dir]
 
     def _check_room(self, need_bytes, show=True):
