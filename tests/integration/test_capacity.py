@@ -5,6 +5,7 @@ next run converges."""
 import json
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -119,19 +120,6 @@ def test_a_state_dir_short_of_inodes_is_refused_naming_it(w, tmp_path):
         n.stop()
 
 
-def filler_rsync(tmp_path, body):
-    """A PATH directory whose rsync first runs body (sh, R is the root), then the real
-    rsync: something else on the node takes the room as the sync starts."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    rsync = bin_dir / "rsync"
-    real = subprocess.run(["sh", "-c", "command -v rsync"], capture_output=True, text=True,
-                          check=True).stdout.strip()
-    rsync.write_text('#!/bin/sh\nfor R; do :; done\nR="${R%%/}"\n%s\nexec %s "$@"\n' % (body, real))
-    rsync.chmod(0o755)
-    return dict(os.environ, PATH="%s:%s" % (bin_dir, os.environ.get("PATH", "")))
-
-
 def assert_mixed_then_converges(n, tree, meta, env, words, free_room, config):
     r = agent(n.root, "apply", metadata=meta, env=env, config=config)
     assert r.returncode == 1 and "step sync failed" in r.stderr, r.stderr
@@ -154,25 +142,21 @@ def assert_mixed_then_converges(n, tree, meta, env, words, free_room, config):
     assert st["unfinished_update"] is None and "root" not in st["history"][-1]
 
 
-def _writable(n, action):
-    subprocess.run(["mount", "-o", "remount,rw", n.root], check=True)
-    try:
+def _freed(n, action):
+    with world.writable(n.root):
         action()
-    finally:
-        subprocess.run(["mount", "-o", "remount,ro", n.root], check=True)
 
 
 def test_inodes_running_out_during_the_sync_leave_a_mixed_root_that_converges(w, many, tmp_path):
     n = small_root(tmp_path, w, inodes=2000)
     try:
         # /var/tmp is preserved: the node's own files take all but 100 inodes
-        env = filler_rsync(tmp_path, 'mkdir -p "$R/var/tmp/fill"; n=$(stat -f -c %d "$R"); '
+        env = world.wrapped_tool(tmp_path, "rsync", before='mkdir -p "$R/var/tmp/fill"; n=$(stat -f -c %d "$R"); '
                                      'i=100; while [ $i -lt $n ]; do : > "$R/var/tmp/fill/$i"; '
                                      'i=$((i+1)); done')
         assert_mixed_then_converges(
             n, many[0], many_meta(many, tmp_path), env, ["No space left"],
-            lambda: _writable(n, lambda: subprocess.run(["rm", "-rf", os.path.join(n.root, "var/tmp/fill")],
-                                                        check=True)),
+            lambda: _freed(n, lambda: shutil.rmtree(os.path.join(n.root, "var/tmp/fill"))),
             conf(tmp_path))
     finally:
         n.stop()
@@ -181,12 +165,12 @@ def test_inodes_running_out_during_the_sync_leave_a_mixed_root_that_converges(w,
 def test_bytes_running_out_during_the_sync_leave_a_mixed_root_that_converges(w, many, tmp_path):
     n = small_root(tmp_path, w, size_mb=32)
     try:
-        env = filler_rsync(tmp_path, 'fallocate -l $(( $(stat -f -c "%f * %S" "$R") - 65536 )) '
+        env = world.wrapped_tool(tmp_path, "rsync", before='fallocate -l $(( $(stat -f -c "%f * %S" "$R") - 65536 )) '
                                      '"$R/var/tmp/filler" 2>/dev/null || '
                                      'dd if=/dev/zero of="$R/var/tmp/filler" bs=1M 2>/dev/null; true')
         assert_mixed_then_converges(
             n, many[0], many_meta(many, tmp_path), env, ["No space left"],
-            lambda: _writable(n, lambda: os.unlink(os.path.join(n.root, "var/tmp/filler"))),
+            lambda: _freed(n, lambda: os.unlink(os.path.join(n.root, "var/tmp/filler"))),
             conf(tmp_path))
     finally:
         n.stop()

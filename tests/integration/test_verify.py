@@ -64,20 +64,6 @@ def test_an_image_with_top_level_names_like_comments_updates_the_node(w, node, t
     world.assert_matches_image(node.root, tree)
 
 
-def wrapped(tmp_path, tool, after):
-    """A PATH directory whose `tool` runs the real one, then `after` (sh; R is the
-    root, the last argument): something the copy got wrong, made for real."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    real = subprocess.run(["sh", "-c", "command -v " + tool], capture_output=True, text=True,
-                          check=True).stdout.strip()
-    path = bin_dir / tool
-    path.write_text('#!/bin/sh\nfor R; do :; done\nR="${R%%/}"\n%s "$@" || exit $?\n%s\n'
-                    % (real, after))
-    path.chmod(0o755)
-    return dict(os.environ, PATH="%s:%s" % (bin_dir, os.environ.get("PATH", "")))
-
-
 # what goes wrong after the copy -> (the path named, what differs)
 FAULTS = {
     "same-size-content": ('printf "LIBAPP-A-0123456789\\n" > "$R/usr/lib/app/libapp.so"',
@@ -97,13 +83,13 @@ def test_a_copy_that_differs_from_the_image_fails_verify_then_converges(w, node,
         os.unlink(os.path.join(node.root, "etc/localtime"))
         os.symlink("/usr/share/zoneinfo/Other", os.path.join(node.root, "etc/localtime"))
         subprocess.run(["mount", "-o", "remount,ro", node.root], check=True)
-    env = wrapped(tmp_path, "rsync", body)
+    env = world.wrapped_tool(tmp_path, "rsync", after=body)
     assert_verify_fails_then_converges(w, node, tmp_path, env, named)
 
 
 def test_a_deleted_path_that_comes_back_fails_verify(w, node, tmp_path):
     # the flush after the deletions re-creates what the image deletes
-    env = wrapped(tmp_path, "sync", 'mkdir -p "$R/usr/share/app-old"')
+    env = world.wrapped_tool(tmp_path, "sync", after='mkdir -p "$R/usr/share/app-old"')
     assert_verify_fails_then_converges(w, node, tmp_path, env,
                                        "/usr/share/app-old (still present, the image deletes it)")
 
@@ -142,9 +128,7 @@ def test_a_file_that_vanishes_from_the_image_during_the_sync_fails_it_then_conve
     meta = write_metadata(str(tmp_path / "m.json"), "img-B", "file://" + tree)  # a directory image: directory_images
     gone = os.path.join(tree, "usr/share/app-new/data.txt")
     shutil.copy2(gone, str(tmp_path / "kept"))
-    env = dict(wrapped(tmp_path, "rsync", ""))
-    (tmp_path / "bin" / "rsync").write_text(
-        '#!/bin/sh\nrm -f "%s"\nexec %s "$@"\n' % (gone, shutil.which("rsync")))
+    env = world.wrapped_tool(tmp_path, "rsync", before='rm -f "%s"' % gone)
     r = agent(node.root, "apply", metadata=meta, config=str(conf), env=env)
     assert r.returncode == 1 and "step sync failed" in r.stderr and "exit 23" in r.stderr, r.stderr
     assert "usr/share/app-new/data.txt\" failed: No such file" in r.stderr, r.stderr
@@ -165,7 +149,7 @@ def test_the_reboot_path_verifies_before_its_commit_too(w, node, tmp_path):
     image = w.ext4(tree, "R")
     meta = write_metadata(str(tmp_path / "r.json"), "img-R", world.offered(tmp_path, image), world.sha256(image))
     assert world.plan_json(node.root, meta)["action"] == "reboot"
-    env = wrapped(tmp_path, "rsync", 'chown 1234:1234 "$R/usr/bin/app"')
+    env = world.wrapped_tool(tmp_path, "rsync", after='chown 1234:1234 "$R/usr/bin/app"')
     r = agent(node.root, "apply", metadata=meta, env=env)
     assert r.returncode == 1 and "step verify failed" in r.stderr, r.stderr
     assert "/usr/bin/app (owner 1234:1234, image has 0:0)" in r.stderr

@@ -1,5 +1,6 @@
 """Helpers for integration tests: images built once, a fresh node per test."""
 
+import contextlib
 import json
 import os
 import stat
@@ -62,14 +63,39 @@ def plan_json(root, metadata, *extra):
     return json.loads(r.stdout)
 
 
+@contextlib.contextmanager
+def writable(root):
+    """The node's read-only root made writable for what the test changes on it."""
+    subprocess.run(["mount", "-o", "remount,rw", root], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["mount", "-o", "remount,ro", root], check=True)
+
+
 def pre_configure_hook(node, name, body):
     """Add a pre-configure.d hook to the node's read-only root; R is the root."""
-    subprocess.run(["mount", "-o", "remount,rw", node.root], check=True)
-    path = os.path.join(node.root, "usr/libexec/os-refresh-config/pre-configure.d", name)
+    with writable(node.root):
+        path = os.path.join(node.root, "usr/libexec/os-refresh-config/pre-configure.d", name)
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\nset -e\nR=\"$UPDATE_AGENT_ROOT\"\n" + body)
+        os.chmod(path, 0o755)
+
+
+def wrapped_tool(tmp, tool, before="", after=""):
+    """The environment of a PATH directory whose `tool` runs `before`, the real tool
+    and, if it succeeds, `after` (sh; R is the last argument, the root for rsync):
+    what else happens on the node, or what the copy got wrong, made for real."""
+    bin_dir = os.path.join(str(tmp), "bin")
+    os.makedirs(bin_dir, exist_ok=True)
+    real = subprocess.run(["sh", "-c", "command -v " + tool], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    path = os.path.join(bin_dir, tool)
     with open(path, "w") as f:
-        f.write("#!/bin/sh\nset -e\nR=\"$UPDATE_AGENT_ROOT\"\n" + body)
+        f.write('#!/bin/sh\nfor R; do :; done\nR="${R%%/}"\n%s\n%s "$@" || exit $?\n%s\n'
+                % (before, real, after))
     os.chmod(path, 0o755)
-    subprocess.run(["mount", "-o", "remount,ro", node.root], check=True)
+    return dict(os.environ, PATH="%s:%s" % (bin_dir, os.environ.get("PATH", "")))
 
 
 # a service's volumes, mounted while it quiesces: where image B changes a library
