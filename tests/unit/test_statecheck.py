@@ -297,3 +297,17 @@ def test_every_message_is_one_line_with_the_fix():
     assert statecheck.problem({"a": [1, "x"]}, statecheck.Field(
         (dict,), shape={"a": statecheck.Field((list,), each=statecheck.Field((int,)))})) == \
         ("a[1]", "is a string, not a number")
+
+
+def test_an_unreadable_account_base_is_no_base(tmp_path, caplog):
+    from update_agent import facts
+    for tree, text in (("node", "root:x:0:0::/root:/bin/sh\nop:x:1001:1001::/home/op:/bin/sh\n"),
+                       ("image", "root:x:0:0::/root:/bin/sh\n")):
+        (tmp_path / tree / "etc").mkdir(parents=True)
+        (tmp_path / tree / "etc" / "passwd").write_text(text)
+    (tmp_path / "base" / "etc_passwd").mkdir(parents=True)  # a directory where the copy was
+    texts = facts.account_files(str(tmp_path / "node"), str(tmp_path / "image"),
+                                base_dir=str(tmp_path / "base"))
+    assert texts["etc/passwd"][2] is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(tmp_path / "base" / "etc_passwd") in warnings[0]
