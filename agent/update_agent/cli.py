@@ -14,6 +14,7 @@ from update_agent.notify import Notifier
 from update_agent.sources.metadata_url import UrlSource
 from update_agent.watch import CacheWatcher
 from update_agent.errors import AgentError
+from update_agent.statecheck import DamagedState
 from update_agent.paths import CONFIG_FILE, NodePaths
 from update_agent.system import System
 from update_agent.update import Agent
@@ -164,12 +165,13 @@ def _stop_on_signals():
 
 def cmd_status(args, agent, out):
     state = agent.state
-    j = state.load_journal()
+    damaged = []  # status shows a damaged journal or image state; it never repairs them
+    j = _readable(state.load_journal, None, damaged)
     facts = agent.facts()
-    images = state.load_state()
+    images = _readable(state.load_state, {}, damaged)
     daemon_status = state.load_status()
     root_mount = mounts.mount_of(agent.read_mounts(), agent.paths.root)
-    history = state.history(1)
+    history = state.history(5)  # read once: a damaged line is warned of once
     obj = {
         "root": agent.paths.root,
         "current_image_id": facts.current_image_id,
@@ -185,14 +187,17 @@ def cmd_status(args, agent, out):
         "held": state.hold(),
         "last_result": daemon_status.get("last_result") or (history[-1] if history else None),
         "last_error": daemon_status.get("last_error", ""),
-        "history": state.history(5),
+        "history": history,
+        "damaged": damaged,
     }
     lines = ["image:    %s" % _image_line(obj),
              "desired:  %s" % (obj["desired_image_id"] or _no_desired(daemon_status)),
              "staged:   %s" % (", ".join(s["image_id"] for s in obj["staged"]) or "nothing"),
              "root:     %s (%s)" % (obj["root"], "read-only" if obj["root_read_only"] else "read-write")]
     u = obj["unfinished_update"]
-    lines.append("update:   " + ("none in progress" if u is None else
+    journal_damaged = any(d.startswith(state.journal_path + ":") for d in damaged)
+    lines.append("update:   " + ("unknown: the journal is damaged" if journal_damaged else
+                                 "none in progress" if u is None else
                                  "%s to %s at step %s %s" % (u["status"], u["image_id"], u["step"], u["error"])))
     if u is not None and u["mixed"]:
         lines.append("content:  " + u["mixed"])
@@ -210,8 +215,19 @@ def cmd_status(args, agent, out):
                                                   rec.get("image_id"),
                                                   " (%s)" % (rec.get("root") or rec["error"])
                                                   if rec.get("error") else ""))
+    lines += ["damaged:  %s" % d for d in damaged]
     report.emit(out, args.json, obj, "\n".join(lines))
     return 0
+
+
+def _readable(load, default, damaged):
+    """load(), or default with the damage noted (and warned of, on stderr)."""
+    try:
+        return load()
+    except DamagedState as e:
+        LOG.warning("%s", e)
+        damaged.append(str(e))
+        return default
 
 
 def _image_line(obj):

@@ -275,6 +275,15 @@ class Daemon:
         return True
 
     # --- reporting -------------------------------------------------------
+    @staticmethod
+    def _current(state):
+        """The committed image for the metrics; "" while images.json is damaged (the
+        update that read it said so): the report must not fail over it."""
+        try:
+            return (state.load_state().get("current") or {}).get("image_id", "")
+        except AgentError:
+            return ""
+
     def _report(self, outcome, desired=None, error=""):
         state = self.agent.state
         status = state.load_status()
@@ -291,7 +300,7 @@ class Daemon:
             self.notifier.status("error: %s" % error[:200])
         try:
             state.save_status(status)
-            current = state.load_state().get("current", {}).get("image_id", "")
+            current = self._current(state)
             metrics.write(self.config.metrics_dir, metrics.render(
                 current, outcome, self.agent.images.staged_bytes(), bool(state.hold()), self.clock()))
         except OSError as e:

@@ -214,16 +214,24 @@ def account_files(node_root, image_root, excluded=(), base_dir=None):
                 node_text = f.read()
         with open(image_path, encoding="utf-8", errors="surrogateescape") as f:
             image_text = f.read()
-        base_text = None
-        if base_dir:
-            try:
-                with open(os.path.join(base_dir, rel.replace("/", "_")), encoding="utf-8",
-                          errors="surrogateescape") as f:
-                    base_text = f.read()
-            except FileNotFoundError:
-                pass
+        base_text = _account_base(base_dir, rel) if base_dir else None
         out[rel] = (node_text, image_text, base_text)
     return out
+
+
+def _account_base(base_dir, rel):
+    """The kept copy of rel from the image the node runs; None if there is none or it
+    cannot be read: with no base, the merge keeps every account the node has."""
+    path = os.path.join(base_dir, rel.replace("/", "_"))
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        LOG.warning("%s: cannot be read (%s); ignored: the node's accounts are all kept",
+                    path, e.strerror)
+        return None
 
 
 def save_account_base(image_root, base_dir):

@@ -12,8 +12,9 @@ import logging
 import os
 import signal
 
-from update_agent import statefile
+from update_agent import statecheck, statefile
 from update_agent.errors import AgentError
+from update_agent.statecheck import DamagedState
 
 LOG = logging.getLogger(__name__)
 
@@ -115,6 +116,20 @@ def _fault_point(where):
         os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
+# what to do about a damaged state file, the end of its one line
+JOURNAL_FIX = ("the journal is never guessed at: inspect it, then repair it or move it aside "
+               "as docs/state.md says (\"A damaged journal\")")
+STATE_FIX = ("move it aside: the next commit writes it again, but until then no previous "
+             "image is known to roll back to")
+REJECTED_FIX = ("it lists the images not applied again: repair it by hand, or move it aside "
+                "to forget those rejections")
+DEPLOYMENTS_FIX = ("it lists the Heat deployments done: repair it by hand, or move it aside "
+                   "and the deployments in the metadata are applied and signalled again")
+HOLD_FIX = "treated as held: `update-agent unhold` removes it"
+STATUS_FIX = "ignored: the next run writes it again"
+CHANGES_FIX = "ignored: this update's change list is not shown"
+
+
 def _upgrade(data):
     """Bring an older journal format up to FORMAT (none older exists yet)."""
     fmt = data.get("format")
@@ -141,16 +156,12 @@ class Store:
                                mode=0o600)
 
     def load_journal(self):
-        try:
-            with open(self.journal_path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
+        """The journal, or None. A damaged one is refused (DamagedState), never guessed
+        at: it says which steps ran on the root, so only an operator may repair it."""
+        data = statecheck.load(self.journal_path, statecheck.VERSIONED, JOURNAL_FIX)
+        if data is None:
             return None
-        except ValueError as e:
-            raise AgentError("journal %s is corrupt: %s" % (self.journal_path, e))
-        if not isinstance(data, dict):
-            raise AgentError("journal %s is corrupt: not a JSON object" % self.journal_path)
-        data = _upgrade(data)
+        data = statecheck.check(self.journal_path, _upgrade(data), statecheck.JOURNAL, JOURNAL_FIX)
         known = {f.name for f in dataclasses.fields(Journal)}
         return Journal(**{k: v for k, v in data.items() if k in known})
 
@@ -163,14 +174,12 @@ class Store:
         _fault_point("%s:%s" % (name, state))
 
     def load_state(self):
-        """{'current': {'image_id', 'digest'}, 'previous': {...}} as committed."""
-        try:
-            with open(self.state_path, encoding="utf-8") as f:
-                return json.load(f)
-        except FileNotFoundError:
-            return {}
-        except ValueError as e:
-            raise AgentError("image state %s is corrupt: %s" % (self.state_path, e))
+        """{'current': {'image_id', 'digest'}, 'previous': {...}} as committed.
+
+        A damaged file is refused, not rebuilt from /etc/image_id: that gives the
+        current image's id but not the previous one, and an update that went on
+        would lose, unsaid, the rollback a failed health check relies on."""
+        return statecheck.load(self.state_path, statecheck.IMAGE_STATE, STATE_FIX, missing={})
 
     def commit_state(self, image_id, digest, previous_image_id="", previous_digest=""):
         state = self.load_state()
@@ -201,82 +210,101 @@ class Store:
     def load_change_list(self, name):
         if not name or "/" in name:
             return None
-        return self._load_json(os.path.join("changes", name), None)
+        return self._cache(os.path.join("changes", name), statecheck.CHANGE_LIST, CHANGES_FIX, None)
 
     def append_history(self, record):
         os.makedirs(self.state_dir, exist_ok=True)
         line = json.dumps(record, sort_keys=True) + "\n"
         fd = os.open(self.history_path,
-                     os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                     os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = "\n" + line  # a crash tore the last line: do not glue this one to it
             os.write(fd, line.encode())
             os.fsync(fd)
         finally:
             os.close(fd)
 
     # --- small state files: hold, Heat deployments done, the daemon's status ---
-    def _load_json(self, name, default):
+    def _path(self, name):
+        return os.path.join(self.state_dir, name)
+
+    def _decision(self, name, field, fix, missing):
+        """A file that records an operator's or the agent's decision: refused when damaged."""
+        return statecheck.load(self._path(name), field, fix, missing)
+
+    def _cache(self, name, field, fix, missing):
+        """A file the agent can do without: ignored, with one warning, when damaged."""
         try:
-            with open(os.path.join(self.state_dir, name), encoding="utf-8") as f:
-                return json.load(f)
-        except FileNotFoundError:
-            return default
-        except ValueError as e:
-            LOG.warning("ignoring corrupt %s: %s", name, e)
-            return default
+            return statecheck.load(self._path(name), field, fix, missing)
+        except DamagedState as e:
+            LOG.warning("%s", e)
+            return missing
 
     def hold(self):
-        """{'reason', 'since'} when automatic updates are held, else None."""
-        return self._load_json("hold.json", None)
+        """{'reason', 'since'} when automatic updates are held, else None. A damaged
+        hold.json holds: someone meant to stop the updates."""
+        try:
+            return self._decision("hold.json", statecheck.HOLD, HOLD_FIX, None)
+        except DamagedState as e:
+            LOG.warning("%s", e)
+            why = "%s: %s" % (e.field, e.wrong) if e.field else e.wrong
+            return {"reason": "hold.json is damaged (%s); %s" % (why, HOLD_FIX), "since": None}
 
     def set_hold(self, reason, since):
-        self._write_json(os.path.join(self.state_dir, "hold.json"), {"reason": reason, "since": since})
+        self._write_json(self._path("hold.json"), {"reason": reason, "since": since})
 
     def clear_hold(self):
         try:
-            os.unlink(os.path.join(self.state_dir, "hold.json"))
+            os.unlink(self._path("hold.json"))
             return True
         except FileNotFoundError:
             return False
 
     def deployments_done(self):
-        return self._load_json("deployments.json", {})
+        return self._decision("deployments.json", statecheck.DEPLOYMENTS, DEPLOYMENTS_FIX, {})
 
     def mark_deployment_done(self, key, record):
         done = self.deployments_done()
         done[key] = record
-        self._write_json(os.path.join(self.state_dir, "deployments.json"), done)
+        self._write_json(self._path("deployments.json"), done)
 
     def rejected(self):
-        """{image_id: {"digest", "why", "at"}}: images rolled back from; not applied again."""
-        return self._load_json("rejected.json", {})
+        """{image_id: {"digest", "why", "at"}}: images rolled back from; not applied again.
+        A damaged file is refused: read as empty, it would re-apply a rolled-back image."""
+        return self._decision("rejected.json", statecheck.REJECTED, REJECTED_FIX, {})
 
     def reject(self, image_id, digest, why, at):
         data = self.rejected()
         data[image_id] = {"digest": digest, "why": why, "at": at}
-        self._write_json(os.path.join(self.state_dir, "rejected.json"), data)
+        self._write_json(self._path("rejected.json"), data)
 
     def unreject(self, image_id):
         data = self.rejected()
         if data.pop(image_id, None) is not None:
-            self._write_json(os.path.join(self.state_dir, "rejected.json"), data)
+            self._write_json(self._path("rejected.json"), data)
 
     def save_status(self, status):
-        self._write_json(os.path.join(self.state_dir, "status.json"), status)
+        self._write_json(self._path("status.json"), status)
 
     def load_status(self):
-        return self._load_json("status.json", {})
+        return self._cache("status.json", statecheck.STATUS, STATUS_FIX, {})
 
     def history(self, limit=10):
+        """The last `limit` readable records, oldest first. A torn last line is what a
+        crash leaves: skipped. Other unreadable lines are skipped with one warning."""
         try:
-            with open(self.history_path, encoding="utf-8") as f:
-                lines = f.readlines()
+            with open(self.history_path, "rb") as f:
+                data = f.read()
         except FileNotFoundError:
             return []
-        out = []
-        for line in lines[-limit:]:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue  # a torn last line after a crash
-        return out
+        except OSError as e:
+            LOG.warning("%s: cannot be read (%s); no history shown", self.history_path, e.strerror)
+            return []
+        records, bad = statecheck.history_records(data, limit)
+        if bad:
+            number, wrong = bad[0]  # the latest
+            LOG.warning("%s: line %d: %s; skipped (unreadable lines: %d)", self.history_path,
+                        number, wrong, len(bad))
+        return records

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 
-from update_agent import plan as planning, processes, restarts
+from update_agent import plan as planning, processes, restarts, statecheck
 from update_agent.errors import AgentError, CommandFailed
 from update_agent.facts import PIN_DIR
 
@@ -66,13 +66,7 @@ def old_code(root, work_dir):
     Only pinned inodes count: they stay allocated, while the replaced inodes
     nothing held were freed and their numbers may now belong to new files.
     """
-    try:
-        with open(os.path.join(work_dir, TARGETS_FILE), encoding="utf-8") as f:
-            data = json.load(f)
-        targets = {int(ino): rel for ino, rel in data["targets"]}
-        since = float(data["since"])
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        targets, since = {}, None
+    targets, since = _targets(os.path.join(work_dir, TARGETS_FILE))
     pin_dir = os.path.join(root, PIN_DIR.lstrip("/"))
     pinned = {}
     if os.path.isdir(pin_dir):
@@ -80,6 +74,25 @@ def old_code(root, work_dir):
             ino = os.lstat(os.path.join(pin_dir, name)).st_ino
             pinned[ino] = targets.get(ino, "(replaced by an earlier update)")
     return pinned, since
+
+
+_PAIR = statecheck.Field((list,), each=statecheck.Field((int, str)))  # [inode, path]
+TARGETS = statecheck.Field((dict,), shape={"since": statecheck.Field(statecheck.NUMBER, True),
+                                           "targets": statecheck.Field((list,), True, each=_PAIR)})
+
+
+def _targets(path):
+    """({inode: path}, since) the pin step wrote; ({}, None) if absent or damaged: the
+    paths then read "(replaced by an earlier update)", and nothing else depends on them."""
+    try:
+        data = statecheck.load(path, TARGETS, "ignored: the replaced paths are not named")
+        if data is None:
+            return {}, None
+        pairs = [item for item in data["targets"] if len(item) == 2 and isinstance(item[0], int)]
+        return {ino: str(rel) for ino, rel in pairs}, float(data["since"])
+    except statecheck.DamagedState as e:
+        LOG.warning("%s", e)
+        return {}, None
 
 
 def _old(rp):

@@ -20,6 +20,7 @@ from update_agent import coordination, health, hooks, journal, live, locks, mani
 from update_agent.errors import AgentError, Interrupted
 from update_agent.images import formats
 from update_agent.images.store import ImageStore
+from update_agent.statecheck import DamagedState
 from update_agent.paths import KEYS_DIR
 
 LOG = logging.getLogger(__name__)
@@ -106,7 +107,11 @@ class Agent:
         """(facts, journal, rejected, the Plan if it needs no image, else None)."""
         facts = self.facts()
         j = self.state.load_journal()
-        rejected = {} if force or rollback else self.state.rejected()
+        # read here even when unused (--force ignores the rejections): damage stops the
+        # update before the download, not when a failed health check must roll back
+        self.state.load_state()
+        rejected = self.state.rejected()
+        rejected = {} if force or rollback else rejected
         return facts, j, rejected, planning.preflight(want, facts, j, adopt, rejected)
 
     def stage(self, want, adopt=False, rollback=False, force=False):
@@ -304,7 +309,10 @@ class Agent:
                                                           "; ".join(problems))
         if rolling_back or not self.config.health_rollback:
             return outcome("unhealthy", why, 1)
-        self.state.reject(plan.image_id, plan.digest, "; ".join(problems), self.system.clock())
+        try:
+            self.state.reject(plan.image_id, plan.digest, "; ".join(problems), self.system.clock())
+        except DamagedState as e:  # the way back matters more than the note that keeps it
+            LOG.error("image %s is not recorded as rejected: %s", plan.image_id, e)
         try:
             back = self._rollback_unlocked()
         except AgentError as e:  # keep why we were rolling back in the report
@@ -328,12 +336,13 @@ class Agent:
         try:
             self.check_trust()
             want = self.previous()
+            self.state.load_journal()  # damaged: refused before the current image is rejected
+            current = self.state.load_state().get("current") or {}
+            if current.get("image_id"):
+                self.state.reject(current["image_id"], current.get("digest", ""),
+                                  "rolled back by an operator", self.system.clock())
         except AgentError as e:
             return Outcome("", "refused", None, str(e), e.exit_code)
-        current = self.state.load_state().get("current") or {}
-        if current.get("image_id"):
-            self.state.reject(current["image_id"], current.get("digest", ""),
-                              "rolled back by an operator", self.system.clock())
         return self.update(want, should_stop=should_stop, on_plan=on_plan, status=status,
                            rollback=True)
 

@@ -5,6 +5,7 @@ namespace, e.g.
     PYTHONPATH=agent:tools unshare -m --propagation private python3 -m pytest tests/integration
 """
 
+import io
 import os
 import shutil
 import stat
@@ -278,3 +279,26 @@ def test_tar_member_escaping_root_is_refused(tmp_path, system, work_dir):
     with tarfile.open(image, "w", format=tarfile.GNU_FORMAT) as tar:
         tar.add(str(payload), arcname="../escaped")
     assert_refused(system, image, work_dir, AgentError, "cannot unpack tar")
+
+
+def test_a_truncated_tar_names_tars_error_not_the_warning_before_it(tmp_path, system, work_dir):
+    # an unknown pax keyword makes GNU tar warn first; the truncation is the cause
+    image = str(tmp_path / "warned.tar")
+    with tarfile.open(image, "w", format=tarfile.PAX_FORMAT) as tar:
+        member = tarfile.TarInfo("etc/motd")
+        member.pax_headers = {"LIBARCHIVE.unknown": "1"}
+        member.size = 100000
+        tar.addfile(member, io.BytesIO(b"m" * member.size))
+    with open(image, "r+b") as f:
+        f.truncate(50000)
+    message = assert_refused(system, image, work_dir, AgentError, "cannot unpack tar archive",
+                             "Unexpected EOF in archive")
+    assert "Ignoring unknown extended header keyword" not in message
+
+
+def test_a_truncated_tar_gz_names_the_decompressors_error(build, tmp_path, system, work_dir):
+    image = str(tmp_path / "cut.tar.gz")
+    with open(build("tar.gz"), "rb") as src, open(image, "wb") as dst:
+        dst.write(src.read(os.path.getsize(src.name) // 2))
+    assert_refused(system, image, work_dir, AgentError, "cannot unpack tar.gz archive",
+                   "unexpected end of file")

@@ -278,3 +278,28 @@ def test_a_fleet_waits_a_random_splay_before_its_first_poll(env):
 def test_a_node_back_from_an_update_reboot_finishes_at_once(env):
     """It holds a fleet slot: waiting out the splay keeps the group's slot for nothing."""
     assert _first_wait_before_the_first_read(env, "running") == "read"
+
+
+def test_damaged_deployments_are_not_redone_and_the_daemon_goes_on(env, tmp_path):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "deployments.json").write_text('["a/1"]')
+    env.watch.results = [{"deployments": [dep("a")]}]
+    env.daemon.tick()
+    assert env.agent.calls == [] and env.signaller.sent == [] and env.daemon.failures == 1
+    assert env.agent.state.load_status()["last_error"].startswith(
+        str(tmp_path / "state" / "deployments.json") + ": the file is an array")
+
+
+def test_a_damaged_hold_holds_the_daemon(env, tmp_path):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "hold.json").write_text("{")
+    assert env.daemon.handle({"image_id": "img-2"}) is True
+    assert env.agent.calls == [] and env.notifier.statuses[-1].startswith("held: hold.json is damaged")
+
+
+def test_a_damaged_image_state_does_not_stop_the_report(env, tmp_path):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "images.json").write_text("7")
+    env.watch.results = [{"image_id": "img-2"}]
+    env.daemon.tick()  # the fake update succeeds; the report reads images.json for its metrics
+    assert env.agent.state.load_status()["last_result"]["result"] == "success"

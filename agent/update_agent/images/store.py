@@ -11,12 +11,14 @@ import logging
 import os
 import urllib.parse
 
-from update_agent import manifest, statefile
+from update_agent import manifest, statecheck, statefile
 from update_agent.errors import AgentError, BadInput
 from update_agent.images import fetch as fetching
 from update_agent.images import formats, signature
 
 LOG = logging.getLogger(__name__)
+
+RECORD_FIX = "ignored: the image is fetched again when it is needed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,17 +177,26 @@ class ImageStore:
             return []
         out = []
         for name in sorted(names):
-            if not name.endswith(".json"):
-                continue
-            try:
-                with open(os.path.join(self.dir, name), encoding="utf-8") as f:
-                    meta = json.load(f)
-                path = os.path.join(self.dir, _name(meta["digest"]) + ".img")
-                if os.path.isfile(path):
-                    out.append(StagedImage(meta["image_id"], meta["digest"], path, meta["format"]))
-            except (ValueError, KeyError, OSError) as e:
-                LOG.warning("ignoring unreadable image record %s: %s", name, e)
+            if name.endswith(".json"):
+                staged = self._record(name)
+                if staged is not None and os.path.isfile(staged.path):
+                    out.append(staged)
         return out
+
+    def _record(self, name):
+        """The StagedImage an image record names; None (with a warning) if it is damaged:
+        the record is a cache, and the image is fetched again."""
+        path = os.path.join(self.dir, name)
+        try:
+            meta = statecheck.load(path, statecheck.IMAGE_RECORD, RECORD_FIX)
+            if _name(meta["digest"]) + ".json" != name:  # never a path to anywhere else
+                raise statecheck.DamagedState(path, "digest", "%r does not match the file's name"
+                                              % meta["digest"][:80], RECORD_FIX)
+        except statecheck.DamagedState as e:
+            LOG.warning("%s", e)
+            return None
+        return StagedImage(meta["image_id"], meta["digest"],
+                           os.path.join(self.dir, _name(meta["digest"]) + ".img"), meta["format"])
 
     def lookup(self, digest):
         for staged in self._all():

@@ -14,6 +14,23 @@ NAMES = ("tar", "tar.gz", "tar.zst")
 DECOMPRESS = {"tar": [], "tar.gz": ["-z"], "tar.zst": ["--zstd"]}
 
 
+# what GNU tar says on the way that is no reason to fail, and how it ends when it does
+WARNINGS = ("Ignoring unknown extended header keyword", "A lone zero block at", "in the future",
+            "implausibly old time stamp", "Removing leading", "Record size =", "Warning:")
+TRAILERS = ("Exiting with failure status due to previous errors",
+            "Error is not recoverable: exiting now")
+
+
+def failure_cause(stderr):
+    """The line of tar's (or its decompressor's) stderr that says why it failed: the
+    first that is neither a warning nor the closing line; a warning may come first."""
+    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
+    for line in lines:
+        if not any(w in line for w in WARNINGS + TRAILERS):
+            return line
+    return lines[-1] if lines else "tar failed without saying why"
+
+
 def sniff(head, path):
     if head[257:262] == b"ustar":
         return "tar"
@@ -37,8 +54,7 @@ def open_tree(path, system, work_dir, fmt="tar"):
         try:
             system.run(argv)
         except CommandFailed as exc:
-            # tar's first complaint is the useful one; the last is "Exiting...".
-            first = (exc.stderr.strip().splitlines() or ["?"])[0]
-            raise AgentError("image %s: cannot unpack %s archive: %s" % (path, fmt, first))
+            raise AgentError("image %s: cannot unpack %s archive: %s"
+                             % (path, fmt, failure_cause(exc.stderr)))
         LOG.info("unpacked %s archive %s into %s", fmt, path, tree)
         yield tree
