@@ -35,6 +35,9 @@ class Plan:
     restarts: restarting.RestartPlan = restarting.RestartPlan()
     skipped_mounts: tuple = ()    # paths the image changes that are mount points on the node
     kept_kernel: tuple = ()       # reboot: the running kernel's files, kept until proven
+    # reboot: what the boot loader falls back to, and the copies of the running
+    # build made before the sync when the image rebuilds it under the same name
+    fallback: kernel.Fallback = kernel.Fallback()
     reboot_method: str = ""       # reboot: "reboot" or "kexec" (kexec.decide)
 
     def to_dict(self):
@@ -56,6 +59,8 @@ class Plan:
             "digest": self.digest,
             "kernel": {"running": self.running_kernel, "image": self.image_kernel},
             "reboot_method": self.reboot_method,
+            "fallback": {"kernel": self.fallback.kernel,
+                         "copies": [["/" + a, "/" + b] for a, b in self.fallback.copies]},
             "changes": summary,
             "resume": self.resume,
             "root_was_read_only": self.root_was_ro,
@@ -190,8 +195,11 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     if protected is None:
         protected = [p.strip("/") for p in facts.excluded if not any(c in p for c in "*?[")]
     kept, merged_files = _kept_kinds(protected, node_entries, preserved, excluded)
-    # a reboot keeps the running kernel's files until the new kernel has booted
-    keep = () if same_kernel else kernel.kernel_files(node_entries, facts.release)
+    fallback = kernel.fallback(running, image_k, node_entries, facts.boot_image)
+    # a reboot keeps the running kernel's files until the new kernel has booted; a
+    # copy the node booted from is kept whatever the plan (GRUB's default names it)
+    keep = (() if same_kernel else tuple(kernel.kernel_files(node_entries, facts.release)))
+    keep += tuple(p for p in fallback.kept if p in node_entries or not same_kernel)
     # the directories above the account files are guarded like those above preserved paths
     change_set = changeset.diff(node_entries, image_entries,
                                 protected=set(protected) | (set(kept) & set(node_entries)),
@@ -217,7 +225,7 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
                 digest=digest, running_kernel=facts.release, image_kernel=image_k.version,
                 changes=change_set, accounts=tuple(merged), resume=resume,
                 root_was_ro=root_was_ro(facts, journal), restarts=restart_plan,
-                skipped_mounts=skipped, kept_kernel=tuple(keep))
+                skipped_mounts=skipped, kept_kernel=tuple(keep), fallback=fallback)
     reasons = reasons + ["image_id %s differs from current %s"
                          % (desired.image_id, facts.current_image_id or "(none)")]
     if not image_k.version:
@@ -238,6 +246,14 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
         if keep:
             kernel_reasons.append("the running kernel's files are kept until the new kernel "
                                   "has booted: %s" % ", ".join("/" + k for k in keep))
+        if fallback.copies:
+            kernel_reasons.append(
+                "the image rebuilds kernel %s under the same name: before the sync its running "
+                "build is copied as %s, the boot loader's fallback (kernel %s) until the new "
+                "build has booted; /lib/modules/%s becomes the new build's (a same-name build "
+                "keeps the ABI; the copy's initramfs has its early-boot modules)"
+                % (facts.release, ", ".join("/" + b for _, b in fallback.copies),
+                   fallback.kernel, facts.release))
         method, why = kexec.decide(config.reboot_method, image_k.version, image_entries, *facts.kexec)
         if why:
             kernel_reasons.append(why)

@@ -197,3 +197,41 @@ def test_touched_paths_are_counted_apart_from_the_bytes_written():
     assert d["touched"] == 2 and d["sample"]["touched"] == ["/lib", "/usr"]
     assert d["bytes"] == 6 and d["changed"] == 1, "a touch writes no bytes"
     assert any("2 touched" in r for r in p.reasons)
+
+
+PREV = KV + ".update-agent-prev"
+
+
+def with_initrd(t, release=KV, build="initrd-1"):
+    t = dict(t)
+    t["boot/initrd.img-" + release] = F(build, 40)
+    return t
+
+
+def test_a_same_name_rebuild_plans_a_copy_of_the_running_build_as_the_fallback():
+    p = decide(node=with_initrd(tree()), image=with_initrd(tree(vmlinuz="build-2"), build="initrd-2"))
+    assert p.action == plan.REBOOT and p.fallback.kernel == PREV
+    copies = [["/boot/vmlinuz-" + KV, "/boot/vmlinuz-" + PREV],
+              ["/boot/initrd.img-" + KV, "/boot/initrd.img-" + PREV]]
+    assert p.to_dict()["fallback"] == {"kernel": PREV, "copies": copies}
+    assert {"boot/vmlinuz-" + PREV, "boot/initrd.img-" + PREV} <= set(p.kept_kernel)
+    assert any("copied as /boot/vmlinuz-%s" % PREV in r for r in p.reasons), p.reasons
+
+
+def test_a_new_kernel_name_falls_back_to_the_running_kernel_itself():
+    p = decide(image=tree(kernel="6.1.0-10-amd64", motd="bye"))
+    assert p.fallback.kernel == KV and p.fallback.copies == ()
+    assert p.to_dict()["fallback"] == {"kernel": KV, "copies": []}
+
+
+def test_a_node_running_the_copy_keeps_it_through_an_in_place_update():
+    """After a same-name rebuild that did not boot, the node runs the copy: an image
+    with the copy's build is in-place, and the copy GRUB's default names is not deleted."""
+    node = with_initrd(tree(vmlinuz="build-2"))
+    node["boot/vmlinuz-" + PREV] = F("build-1", 100)
+    node["boot/initrd.img-" + PREV] = F("initrd-1", 40)
+    p = plan.decide(DESIRED, facts(boot_image="vmlinuz-" + PREV), None, CONFIG, "sha256:abc",
+                    node, with_initrd(tree(vmlinuz="build-1")), {}, running_vmlinuz="build-1")
+    assert p.action == plan.IN_PLACE, p.reasons
+    assert "boot/vmlinuz-" + PREV not in p.changes.deleted
+    assert "boot/initrd.img-" + PREV not in p.changes.deleted
