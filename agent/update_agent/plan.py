@@ -230,8 +230,9 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
                          % (desired.image_id, facts.current_image_id or "(none)")]
     if not image_k.version:
         return Plan(REFUSE, tuple(reasons + kernel_reasons), **plan)
+    copies = (sum(node_entries[src].size for src, _ in fallback.copies), len(fallback.copies))
     refusals += capacity.check(facts, change_set, merged, restart_plan, config.free_space_margin,
-                               procs)
+                               procs, copies)
     if refusals:
         return Plan(REFUSE, tuple(reasons + refusals), **plan)
     if change_set.kept:

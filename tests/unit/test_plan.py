@@ -235,3 +235,14 @@ def test_a_node_running_the_copy_keeps_it_through_an_in_place_update():
     assert p.action == plan.IN_PLACE, p.reasons
     assert "boot/vmlinuz-" + PREV not in p.changes.deleted
     assert "boot/initrd.img-" + PREV not in p.changes.deleted
+
+
+def test_the_fallback_copy_must_fit_on_the_root_too():
+    node = with_initrd(tree())
+    image = with_initrd(tree(vmlinuz="build-2"), build="initrd-2")
+    # 140 bytes of kernel and initrd change, 1000 margin, and their 140 byte copy
+    p = decide(node=node, image=image, f=facts(free_bytes=1279))
+    assert p.action == plan.REFUSE
+    assert any("need 1280 bytes" in r and "fallback kernel's copy of 140 bytes" in r
+               and "have 1279" in r for r in p.reasons), p.reasons
+    assert decide(node=node, image=image, f=facts(free_bytes=1280)).action == plan.REBOOT
