@@ -198,12 +198,11 @@ def boot_image(paths):
         return ""
 
 
-def running_vmlinuz(paths, release, booted=""):
+def running_vmlinuz(paths, release, in_copy=False):
     """Digest of the running build's vmlinuz, read directly: /boot may be its own
     partition, which the root's walk does not enter. "" if absent. That is
-    /boot/vmlinuz-<release>, or its fallback copy when the node booted that."""
-    name = "vmlinuz-" + (kernel.fallback_release(release)
-                         if kernel.booted_fallback(release, booted) else release)
+    /boot/vmlinuz-<release>, or its fallback copy when that holds the running build."""
+    name = "vmlinuz-" + (kernel.fallback_release(release) if in_copy else release)
     path = paths.node("/boot/" + name)
     if not os.path.isfile(path):
         return ""

@@ -166,7 +166,7 @@ def boot_image(cmdline):
 
 
 def booted_fallback(release, booted):
-    """The node runs the copy: an update of the same name came back on it."""
+    """The node booted the copy: an update of the same name came back on it."""
     return booted == posixpath.basename(fallback_paths(release)[0])
 
 
@@ -177,15 +177,15 @@ class Fallback:
     kept: tuple = ()      # the copy's paths, kept by the sync until the new build is proven
 
 
-def fallback(running, image, node_entries, booted=""):
+def fallback(running, image, node_entries, on_copy=False):
     """What the boot loader falls back to if the image's kernel does not boot.
 
-    running: RunningKernel (its vmlinuz the booted file's digest); image:
-    ImageKernel; booted: the booted file's name (boot_image). A copy is made only
-    when the image replaces the running build's files under the same name; a node
-    already running the copy keeps it, whatever the image brings."""
+    running: RunningKernel (its vmlinuz the running build's digest); image:
+    ImageKernel; on_copy: the running build is in the copy already (the node
+    booted it, or made it and has not rebooted since). A copy is made only when
+    the image replaces the running build's files under the same name; a copy
+    that holds the running build is kept, whatever the image brings."""
     release = running.version
-    on_copy = booted_fallback(release, booted)
     rebuild = image.version == release and (running.vmlinuz != image.vmlinuz
                                             or running.modules != image.modules)
     if not (on_copy or rebuild):

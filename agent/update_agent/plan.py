@@ -81,6 +81,24 @@ def _resume_reasons(desired, journal):
                    % (journal.image_id, where, desired.image_id)]
 
 
+def _not_rebooted(journal):
+    """An unfinished reboot path that has not rebooted yet (None if there is none)."""
+    if (journal is not None and journal.unfinished and journal.action == "reboot"
+            and not journal.done("reboot")):
+        return journal
+    return None
+
+
+def running_in_copy(facts, journal):
+    """The running build is in its fallback copy, not /boot/vmlinuz-<R>: the node
+    booted the copy, or an update made the copy and has not rebooted since (its
+    sync may have put the image's build under the running name)."""
+    if kernel.booted_fallback(facts.release, facts.boot_image):
+        return True
+    j = _not_rebooted(journal)
+    return bool(j and j.done("fallback") and j.fallback == kernel.fallback_release(facts.release))
+
+
 def root_was_ro(facts, journal):
     # After a crash the root may be left writable: the journal remembers how it was.
     if journal is not None and journal.unfinished:
@@ -192,10 +210,16 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     excluded = manifest.Excluder(facts.excluded)
     image_entries = excluded.filter(image_entries)
     same_kernel, kernel_reasons = kernel.compare(running, image_k)
+    fallback = kernel.fallback(running, image_k, node_entries, running_in_copy(facts, journal))
+    pending = _not_rebooted(journal)
+    if same_kernel and pending and pending.image_id == desired.image_id:
+        # resumed after its sync: the node's files are the image's now, the reboot is still due
+        same_kernel = False
+        kernel_reasons = ["the unfinished reboot into kernel %s for image %s has not rebooted "
+                          "yet" % (pending.kernel, pending.image_id)]
     if protected is None:
         protected = [p.strip("/") for p in facts.excluded if not any(c in p for c in "*?[")]
     kept, merged_files = _kept_kinds(protected, node_entries, preserved, excluded)
-    fallback = kernel.fallback(running, image_k, node_entries, facts.boot_image)
     # a reboot keeps the running kernel's files until the new kernel has booted; a
     # copy the node booted from is kept whatever the plan (GRUB's default names it)
     keep = (() if same_kernel else tuple(kernel.kernel_files(node_entries, facts.release)))

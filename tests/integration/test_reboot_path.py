@@ -167,6 +167,31 @@ def test_a_same_name_rebuild_that_came_back_on_the_copy_is_a_failed_boot(w, node
     assert "/boot/vmlinuz-" + PREV not in other["changes"]["sample"]["deleted"]
 
 
+@pytest.mark.parametrize("at", ["verify:started", "bootloader:started"])
+def test_a_same_name_rebuild_killed_between_its_sync_and_its_reboot_still_reboots(
+        w, node_i, tmp_path, at):
+    """The sync put build 2 under the running name; the node still runs build 1, so
+    the resumed update still reboots, its fallback still the copy of build 1."""
+    import sys
+    from update_agent import journal
+    m = meta(tmp_path, "img-RI", w.rebuilt_i)
+    env = dict(os.environ, PYTHONPATH=os.path.join(world.PROJECT, "agent"),
+               **{journal.FAULT_ENV: at})
+    with booted(node_i, "vmlinuz-" + K):
+        killed = subprocess.run([sys.executable, "-m", "update_agent", "--root", node_i.root,
+                                 "--metadata", m, "apply"], env=env, capture_output=True,
+                                start_new_session=True)  # the fault kills its process group
+        assert killed.returncode == -9
+        assert read(node_i, "boot/vmlinuz-" + K) == "kernel %s build 2\n" % K
+        plan = plan_json(node_i.root, m)
+        assert plan["action"] == "reboot", plan["reasons"]
+        assert plan["fallback"] == {"kernel": PREV, "copies": []}
+        r = agent(node_i.root, "apply", "--json", metadata=m)
+    assert r.returncode == 0 and json.loads(r.stdout)["result"] == "rebooting", r.stderr
+    assert read(node_i, "boot/vmlinuz-" + PREV) == "kernel %s build 1\n" % K
+    assert read(node_i, "boot/initrd.img-" + PREV) == "initramfs %s build 1\n" % K
+
+
 def test_a_volume_mounted_by_pre_configure_is_left_alone_before_a_reboot(w, node, tmp_path):
     # the reboot path does not plan again after pre-configure: the sync itself must
     # see the volumes mounted since the plan and keep out of them

@@ -163,10 +163,11 @@ def image(vmlinuz="build-2", modules="mods-1", release=R):
 ])
 def test_boot_image_is_the_file_the_boot_loader_named(cmdline, booted):
     assert kernel.boot_image(cmdline) == booted
+    assert kernel.booted_fallback(R, booted) == booted.endswith(".update-agent-prev")
 
 
 def test_a_same_name_rebuild_copies_the_running_build_under_a_name_of_its_own():
-    fb = kernel.fallback(running(), image(), node_boot(), "vmlinuz-" + R)
+    fb = kernel.fallback(running(), image(), node_boot())
     assert fb.kernel == PREV
     assert fb.copies == (("boot/vmlinuz-" + R, "boot/vmlinuz-" + PREV),
                          ("boot/initrd.img-" + R, "boot/initrd.img-" + PREV))
@@ -206,8 +207,9 @@ def test_no_vmlinuz_in_the_walk_means_no_copy():
 
 @pytest.mark.parametrize("img", [image(), image(release="6.1.0-27-amd64"), image(vmlinuz="build-1")])
 def test_a_node_that_runs_the_copy_keeps_it_as_the_fallback_whatever_the_image(img):
-    """The last same-name update came back on the copy: /boot/vmlinuz-<R> is the build
-    that failed, the copy the one that runs; it is not copied over, and it stays."""
-    fb = kernel.fallback(running(), img, node_boot(), "vmlinuz-" + PREV)
+    """The last same-name update came back on the copy (or has not rebooted yet):
+    /boot/vmlinuz-<R> is another build, the copy the one that runs; it is not copied
+    over, and it stays."""
+    fb = kernel.fallback(running(), img, node_boot(), on_copy=True)
     assert fb.kernel == PREV and fb.copies == ()
     assert fb.kept == ("boot/vmlinuz-" + PREV, "boot/initrd.img-" + PREV)
