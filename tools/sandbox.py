@@ -69,8 +69,8 @@ def _clamp(root):
     os.utime(root, (EPOCH, EPOCH))
 
 
-def build_node_tree(root, image_id, release, variant="A", kernel_build=1):
-    """Write a node tree for image_id, booting kernel `release`."""
+def build_node_tree(root, image_id, release, variant="A", kernel_build=1, initrd=False):
+    """Write a node tree for image_id, booting kernel `release` (with an initrd if asked)."""
     b = variant == "B"
     os.makedirs(root, exist_ok=True)
     for d in ("run", "proc", "sys", "dev", "tmp", "var/tmp", "var/log", "home", "root",
@@ -98,6 +98,8 @@ def build_node_tree(root, image_id, release, variant="A", kernel_build=1):
     _write(root, "usr/share/zoneinfo/UTC", "TZif2 fake\n")
     _write(root, "boot/vmlinuz-" + release, "kernel %s build %d\n" % (release, kernel_build))
     os.symlink("boot/vmlinuz-" + release, os.path.join(root, "vmlinuz"))
+    if initrd:
+        _write(root, "boot/initrd.img-" + release, "initramfs %s build %d\n" % (release, kernel_build))
     _write(root, "lib/modules/%s/kernel/drivers/net/virtio_net.ko" % release,
            "module %s build %d\n" % (release, kernel_build))
     _write(root, "usr/bin/app", "#!/bin/sh\necho app version %s\n" % ("2" if b else "1"), 0o755)

@@ -35,13 +35,19 @@ class Need:
     why_inodes: str = ""
 
 
-def root_need(change_set, pinned, margin_bytes):
+def root_need(change_set, pinned, margin_bytes, fallback=(0, 0)):
+    """fallback: (bytes, files) of the copy of the running build that a same-name
+    kernel rebuild keeps beside the new one until it has booted."""
+    copy_bytes, copies = fallback
     added = len(change_set.added)
-    inodes = added + pinned + ROOT_INODE_MARGIN
-    return Need(change_set.bytes + margin_bytes, inodes,
-                "changes plus a %d byte margin" % margin_bytes,
-                "%d added paths, %d replaced files kept while in use, a margin of %d"
-                % (added, pinned, ROOT_INODE_MARGIN))
+    inodes = added + pinned + copies + ROOT_INODE_MARGIN
+    return Need(change_set.bytes + copy_bytes + margin_bytes, inodes,
+                "changes%s plus a %d byte margin"
+                % (", the fallback kernel's copy of %d bytes" % copy_bytes if copies else "",
+                   margin_bytes),
+                "%d added paths, %d replaced files kept while in use, %sa margin of %d"
+                % (added, pinned, "%d fallback kernel files, " % copies if copies else "",
+                   ROOT_INODE_MARGIN))
 
 
 def state_need(change_set, accounts, pinned_paths):
@@ -72,14 +78,14 @@ def shortfalls(room, need):
     return out
 
 
-def check(facts, change_set, accounts, restart_plan, margin_bytes, procs=()):
+def check(facts, change_set, accounts, restart_plan, margin_bytes, procs=(), fallback=(0, 0)):
     """Refusals (empty: the apply fits). procs: the running processes, whose
-    inodes the pin step keeps."""
+    inodes the pin step keeps; fallback: as root_need's."""
     in_use = set()
     for proc in procs:
         in_use |= proc.inodes
     pinned_paths = [rel for ino, rel in restart_plan.targets if ino in in_use]
-    root = root_need(change_set, len(pinned_paths), margin_bytes)
+    root = root_need(change_set, len(pinned_paths), margin_bytes, fallback)
     state = state_need(change_set, accounts, pinned_paths)
     root_room = Room("the root %s" % facts.root, facts.free_bytes, facts.root_free_inodes)
     if facts.state_on_root_fs:

@@ -4,7 +4,7 @@ import dataclasses
 import logging
 import os
 
-from update_agent import accounts, desired, kexec, manifest, mounts, statefile
+from update_agent import accounts, desired, kernel, kexec, manifest, mounts, statefile
 from update_agent.errors import BadInput
 
 LOG = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class Facts:
     state_fs: str = ""           # the mount point of the state dir's filesystem
     state_free_bytes: int = None
     state_free_inodes: int = None
+    boot_image: str = ""         # the kernel file the boot loader booted ("" if unsaid)
 
 
 def read_image_id(path):
@@ -89,6 +90,7 @@ def gather(paths, config, mountinfo=None):
         state_fs=state_mount.mount_point if state_mount else "",
         state_free_bytes=state_vfs.f_bavail * state_vfs.f_frsize,
         state_free_inodes=free_inodes(state_vfs),
+        boot_image=boot_image(paths),
     )
 
 
@@ -186,10 +188,22 @@ def _mtime_ns(path):
         return 0
 
 
-def running_vmlinuz(paths, release):
-    """Digest of the node's /boot/vmlinuz-<release>, read directly: /boot may be
-    its own partition, which the root's walk does not enter. "" if absent."""
-    path = paths.node("/boot/vmlinuz-" + release)
+def boot_image(paths):
+    """The file name of the kernel this boot loaded, from the node's /proc/cmdline
+    ("" when the boot loader did not say, or the file is not there to read)."""
+    try:
+        with open(paths.node("/proc/cmdline"), encoding="utf-8", errors="replace") as f:
+            return kernel.boot_image(f.read(65536))
+    except OSError:
+        return ""
+
+
+def running_vmlinuz(paths, release, in_copy=False):
+    """Digest of the running build's vmlinuz, read directly: /boot may be its own
+    partition, which the root's walk does not enter. "" if absent. That is
+    /boot/vmlinuz-<release>, or its fallback copy when that holds the running build."""
+    name = "vmlinuz-" + (kernel.fallback_release(release) if in_copy else release)
+    path = paths.node("/boot/" + name)
     if not os.path.isfile(path):
         return ""
     return manifest.hash_file(path)

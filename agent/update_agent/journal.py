@@ -25,8 +25,9 @@ STATE_FILE = "images.json"
 STEPS = ("pre-configure", "remount-rw", "pin", "sync", "verify", "commit", "configure", "post-configure",
          "migration", "restart", "remount-ro")
 # The reboot path (rebooting.py): up to the reboot, then after it.
-BEFORE_REBOOT = ("slot", "pre-configure", "remount-rw", "pin", "sync", "verify", "commit", "bootloader",
-                 "remount-ro", "reboot")
+# fallback: a same-name rebuild's copy of the running build, made before the sync
+BEFORE_REBOOT = ("slot", "pre-configure", "remount-rw", "pin", "fallback", "sync", "verify", "commit",
+                 "bootloader", "remount-ro", "reboot")
 # health before the old kernel goes and the new one becomes the default: an unhealthy
 # node keeps its fallback; the old kernel goes before boot-default, whose update-grub
 # then drops its menu entries
@@ -52,6 +53,9 @@ class Journal:
     restarted: dict = dataclasses.field(default_factory=dict)
     kernel: str = ""              # reboot path: the kernel to boot
     old_kernel: str = ""          # reboot path: the kernel that ran before
+    # reboot path: the copy of the running build (kernel.fallback_release) that the
+    # boot loader falls back to, when the image rebuilds the kernel under its name
+    fallback: str = ""
     kept: list = dataclasses.field(default_factory=list)  # the old kernel's files, kept
     note: str = ""
     boot_id: str = ""             # reboot path: the boot the reboot was asked from

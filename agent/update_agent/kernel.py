@@ -131,3 +131,71 @@ def kernel_files(entries, version):
     if modules in entries:
         out.append(modules)
     return out
+
+
+# A same-name rebuild replaces the running build's vmlinuz and initrd in place, so
+# before the sync the running build is copied under another name: the fallback.
+# GRUB's 10_linux lists every /boot/vmlinuz-* (skipping only *.dpkg-*, *.rpm*, *.sig
+# and README*), takes the text after "vmlinuz-" as the version and boots the entry
+# with /boot/initrd.img-<that version>: so the copy of initrd.img-<R> is named with
+# the same suffix, and the copy has a menu entry of its own with its own initramfs.
+# The module tree is not copied: /lib/modules/<R> becomes the new build's, which a
+# Debian same-name rebuild keeps ABI-compatible, and the early-boot modules the copy
+# needs to mount its root are in its own initramfs.
+FALLBACK_SUFFIX = ".update-agent-prev"
+
+
+def fallback_release(release):
+    """The version name the copy of `release`'s running build is listed under."""
+    return release + FALLBACK_SUFFIX
+
+
+def fallback_paths(release):
+    """(vmlinuz, initrd) of the copy, root-relative."""
+    prev = fallback_release(release)
+    return ("boot/vmlinuz-" + prev, "boot/initrd.img-" + prev)
+
+
+def boot_image(cmdline):
+    """The file name of the kernel the boot loader booted: BOOT_IMAGE= (GRUB sets it
+    to the path it loaded, /boot/vmlinuz-<R> or, /boot on its own, /vmlinuz-<R>)."""
+    for arg in cmdline.split():
+        if arg.startswith("BOOT_IMAGE="):
+            return posixpath.basename(arg[len("BOOT_IMAGE="):])
+    return ""
+
+
+def booted_fallback(release, booted):
+    """The node booted the copy: an update of the same name came back on it."""
+    return booted == posixpath.basename(fallback_paths(release)[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Fallback:
+    kernel: str = ""      # the name the boot loader falls back to ("" if none)
+    copies: tuple = ()    # ((from, to), ...) root-relative: made before the sync
+    kept: tuple = ()      # the copy's paths, kept by the sync until the new build is proven
+
+
+def fallback(running, image, node_entries, on_copy=False):
+    """What the boot loader falls back to if the image's kernel does not boot.
+
+    running: RunningKernel (its vmlinuz the running build's digest); image:
+    ImageKernel; on_copy: the running build is in the copy already (the node
+    booted it, or made it and has not rebooted since). A copy is made only when
+    the image replaces the running build's files under the same name; a copy
+    that holds the running build is kept, whatever the image brings."""
+    release = running.version
+    rebuild = image.version == release and (running.vmlinuz != image.vmlinuz
+                                            or running.modules != image.modules)
+    if not (on_copy or rebuild):
+        return Fallback(kernel=release)
+    kept = fallback_paths(release)
+    if on_copy:  # it holds the running build already
+        return Fallback(fallback_release(release), (), kept)
+    sources = ("boot/vmlinuz-" + release, "boot/initrd.img-" + release)
+    copies = tuple((src, dst) for src, dst in zip(sources, kept) if src in node_entries)
+    if not copies or copies[0][0] != sources[0]:
+        # no vmlinuz in the walk (/boot on its own, not synced): nothing is replaced
+        return Fallback(kernel=release)
+    return Fallback(fallback_release(release), copies, kept)

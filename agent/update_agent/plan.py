@@ -35,6 +35,9 @@ class Plan:
     restarts: restarting.RestartPlan = restarting.RestartPlan()
     skipped_mounts: tuple = ()    # paths the image changes that are mount points on the node
     kept_kernel: tuple = ()       # reboot: the running kernel's files, kept until proven
+    # reboot: what the boot loader falls back to, and the copies of the running
+    # build made before the sync when the image rebuilds it under the same name
+    fallback: kernel.Fallback = kernel.Fallback()
     reboot_method: str = ""       # reboot: "reboot" or "kexec" (kexec.decide)
 
     def to_dict(self):
@@ -56,6 +59,8 @@ class Plan:
             "digest": self.digest,
             "kernel": {"running": self.running_kernel, "image": self.image_kernel},
             "reboot_method": self.reboot_method,
+            "fallback": {"kernel": self.fallback.kernel,
+                         "copies": [["/" + a, "/" + b] for a, b in self.fallback.copies]},
             "changes": summary,
             "resume": self.resume,
             "root_was_read_only": self.root_was_ro,
@@ -74,6 +79,24 @@ def _resume_reasons(desired, journal):
                       % (journal.image_id, where, why)]
     return False, ["the unfinished update to %s (stopped at step %s) is superseded by %s"
                    % (journal.image_id, where, desired.image_id)]
+
+
+def _not_rebooted(journal):
+    """An unfinished reboot path that has not rebooted yet (None if there is none)."""
+    if (journal is not None and journal.unfinished and journal.action == "reboot"
+            and not journal.done("reboot")):
+        return journal
+    return None
+
+
+def running_in_copy(facts, journal):
+    """The running build is in its fallback copy, not /boot/vmlinuz-<R>: the node
+    booted the copy, or an update made the copy and has not rebooted since (its
+    sync may have put the image's build under the running name)."""
+    if kernel.booted_fallback(facts.release, facts.boot_image):
+        return True
+    j = _not_rebooted(journal)
+    return bool(j and j.done("fallback") and j.fallback == kernel.fallback_release(facts.release))
 
 
 def root_was_ro(facts, journal):
@@ -187,11 +210,20 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     excluded = manifest.Excluder(facts.excluded)
     image_entries = excluded.filter(image_entries)
     same_kernel, kernel_reasons = kernel.compare(running, image_k)
+    fallback = kernel.fallback(running, image_k, node_entries, running_in_copy(facts, journal))
+    pending = _not_rebooted(journal)
+    if same_kernel and pending and pending.image_id == desired.image_id:
+        # resumed after its sync: the node's files are the image's now, the reboot is still due
+        same_kernel = False
+        kernel_reasons = ["the unfinished reboot into kernel %s for image %s has not rebooted "
+                          "yet" % (pending.kernel, pending.image_id)]
     if protected is None:
         protected = [p.strip("/") for p in facts.excluded if not any(c in p for c in "*?[")]
     kept, merged_files = _kept_kinds(protected, node_entries, preserved, excluded)
-    # a reboot keeps the running kernel's files until the new kernel has booted
-    keep = () if same_kernel else kernel.kernel_files(node_entries, facts.release)
+    # a reboot keeps the running kernel's files until the new kernel has booted; a
+    # copy the node booted from is kept whatever the plan (GRUB's default names it)
+    keep = (() if same_kernel else tuple(kernel.kernel_files(node_entries, facts.release)))
+    keep += tuple(p for p in fallback.kept if p in node_entries or not same_kernel)
     # the directories above the account files are guarded like those above preserved paths
     change_set = changeset.diff(node_entries, image_entries,
                                 protected=set(protected) | (set(kept) & set(node_entries)),
@@ -217,13 +249,14 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
                 digest=digest, running_kernel=facts.release, image_kernel=image_k.version,
                 changes=change_set, accounts=tuple(merged), resume=resume,
                 root_was_ro=root_was_ro(facts, journal), restarts=restart_plan,
-                skipped_mounts=skipped, kept_kernel=tuple(keep))
+                skipped_mounts=skipped, kept_kernel=tuple(keep), fallback=fallback)
     reasons = reasons + ["image_id %s differs from current %s"
                          % (desired.image_id, facts.current_image_id or "(none)")]
     if not image_k.version:
         return Plan(REFUSE, tuple(reasons + kernel_reasons), **plan)
+    copies = (sum(node_entries[src].size for src, _ in fallback.copies), len(fallback.copies))
     refusals += capacity.check(facts, change_set, merged, restart_plan, config.free_space_margin,
-                               procs)
+                               procs, copies)
     if refusals:
         return Plan(REFUSE, tuple(reasons + refusals), **plan)
     if change_set.kept:
@@ -238,6 +271,14 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
         if keep:
             kernel_reasons.append("the running kernel's files are kept until the new kernel "
                                   "has booted: %s" % ", ".join("/" + k for k in keep))
+        if fallback.copies:
+            kernel_reasons.append(
+                "the image rebuilds kernel %s under the same name: before the sync its running "
+                "build is copied as %s, the boot loader's fallback (kernel %s) until the new "
+                "build has booted; /lib/modules/%s becomes the new build's (a same-name build "
+                "keeps the ABI; the copy's initramfs has its early-boot modules)"
+                % (facts.release, ", ".join("/" + b for _, b in fallback.copies),
+                   fallback.kernel, facts.release))
         method, why = kexec.decide(config.reboot_method, image_k.version, image_entries, *facts.kexec)
         if why:
             kernel_reasons.append(why)

@@ -20,7 +20,8 @@ the node is healthy (a rollback would be another reboot: the operator's call).
 import logging
 import os
 
-from update_agent import health, hooks, journal as journaling, kexec, live, sync
+from update_agent import facts as facts_mod
+from update_agent import health, hooks, journal as journaling, kernel, kexec, live, statefile, sync
 from update_agent.apply import Executor, StepFailed
 from update_agent.errors import AgentError
 
@@ -57,20 +58,23 @@ class RebootExecutor(Executor):
     def start(self, plan, facts, image_tree, image_entries):
         j = self._journal_for(plan, facts)
         j.steps = {s: j.steps.get(s, "pending") for s in journaling.REBOOT_STEPS}
-        j.action, j.kernel, j.old_kernel = "reboot", plan.image_kernel, facts.release
+        fallback = plan.fallback.kernel or facts.release
+        j.action, j.kernel, j.old_kernel = "reboot", plan.image_kernel, fallback
+        j.fallback = fallback if fallback != facts.release else ""
         j.kept = list(plan.kept_kernel)
         self._note_failed_units(j)
         self._plan = plan
         env = hooks.hook_env(self.paths, plan.image_id, j.previous_image_id, "reboot",
                              {"UPDATE_AGENT_KERNEL": plan.image_kernel,
                               # the fallback: the boot loader keeps it the default
-                              "UPDATE_AGENT_OLD_KERNEL": facts.release})
+                              "UPDATE_AGENT_OLD_KERNEL": fallback})
         actions = {
             "slot": lambda: self._take_slot(j),
             "pre-configure": lambda: self._phase(hooks.PRE_CONFIGURE, env),
             "remount-rw": self.remount_rw,
             # replaced inodes still in use, linked: else remount,ro before the reboot is refused
             "pin": lambda: live.pin(self.paths.root, plan.restarts, self.paths.work_dir),
+            "fallback": lambda: self._copy_fallback(j, plan),
             "sync": lambda: self._sync(plan, facts, image_tree, image_entries),
             "verify": lambda: self._verify(plan, facts, image_entries),
             "commit": lambda: self.commit(plan, j, image_tree),
@@ -82,6 +86,22 @@ class RebootExecutor(Executor):
                                            if plan.reboot_method == "kexec" else None),
         }
         return self._run(j, journaling.BEFORE_REBOOT, actions, env)
+
+    def _copy_fallback(self, j, plan):
+        """Copy the running build's vmlinuz and initrd under the fallback's name."""
+        if j.steps.get("sync", "pending") != "pending":
+            # resumed after the sync began: those paths may hold the new build already
+            LOG.warning("the sync has begun: the fallback copies %s are not made again",
+                        ", ".join("/" + b for _, b in plan.fallback.copies))
+            return
+        for src, dst in plan.fallback.copies:
+            try:
+                statefile.copy_atomic(os.path.join(self.paths.root, src),
+                                      os.path.join(self.paths.root, dst))
+            except OSError as e:
+                raise AgentError("could not copy the running build's /%s to /%s, the "
+                                 "fallback: %s" % (src, dst, e.strerror or e))
+            LOG.info("kept the running build's /%s as /%s", src, dst)
 
     def _take_slot(self, j):
         if self.slots is None:
@@ -145,6 +165,17 @@ class RebootExecutor(Executor):
             raise AgentError("the node came back on kernel %s, not the planned %s: the new "
                              "kernel did not boot (the boot loader falls back to the old one)"
                              % (running, j.kernel))
+        if j.fallback and j.fallback == kernel.fallback_release(running):
+            # the same name for both builds: the booted file tells them apart
+            booted = facts_mod.boot_image(self.paths)
+            if booted == "vmlinuz-" + j.fallback:
+                raise AgentError("the node came back on kernel %s, the copy of the previous "
+                                 "build of %s, not the planned new build: it did not boot "
+                                 "(the boot loader falls back to the copy)" % (j.fallback, running))
+            if not booted:
+                LOG.warning("the boot loader did not say which file it booted (no BOOT_IMAGE= "
+                            "in /proc/cmdline): kernel %s is taken for the new build by its "
+                            "name", running)
         LOG.info("running the planned kernel %s", running)
 
     def _check_health(self, j, env):

@@ -192,7 +192,8 @@ class Agent:
                           accounts=facts_mod.account_files(facts.root, tree, facts.excluded,
                                                            self.paths.accounts_base))
         # read every time: /boot may be a filesystem of its own, which the token does not watch
-        running_vmlinuz = facts_mod.running_vmlinuz(self.paths, facts.release)
+        running_vmlinuz = facts_mod.running_vmlinuz(self.paths, facts.release,
+                                                    planning.running_in_copy(facts, j))
         procs = processes.scan(facts.root)
         imports = {p.pid: processes.python_imports(p, self.paths.node) for p in procs}
         plan = planning.decide(want, facts, j, self.config, staged.digest, walked["entries"],

@@ -97,3 +97,44 @@ def test_a_kernel_without_a_menu_entry_fails_the_step(tmp_path):
     r, calls, _ = run_hook(tmp_path, UPDATE_AGENT_KERNEL="6.9.9-missing", UPDATE_AGENT_BOOT="once")
     assert r.returncode == 1 and "no menu entry for kernel 6.9.9-missing" in r.stderr
     assert calls == []
+
+
+# a same-name rebuild: 10_linux lists the agent's copy of the running build first
+# (dpkg orders 6.1.0-26-amd64.update-agent-prev above 6.1.0-26-amd64), each with its initrd
+PREV = "6.1.0-26-amd64.update-agent-prev"
+REBUILD_CFG = HEADER + """\
+menuentry 'Debian GNU/Linux' --class debian $menuentry_id_option 'gnulinux-simple-1234' {
+\tlinux\t/boot/vmlinuz-%(p)s root=UUID=1234 ro
+\tinitrd\t/boot/initrd.img-%(p)s
+}
+submenu 'Advanced options for Debian GNU/Linux' $menuentry_id_option 'gnulinux-advanced-1234' {
+\tmenuentry 'Debian GNU/Linux, with Linux %(p)s' --class debian $menuentry_id_option 'gnulinux-%(p)s-advanced-1234' {
+\t\tlinux\t/boot/vmlinuz-%(p)s root=UUID=1234 ro
+\t\tinitrd\t/boot/initrd.img-%(p)s
+\t}
+\tmenuentry 'Debian GNU/Linux, with Linux %(p)s (recovery mode)' --class debian $menuentry_id_option 'gnulinux-%(p)s-recovery-1234' {
+\t\tlinux\t/boot/vmlinuz-%(p)s root=UUID=1234 ro single
+\t}
+\tmenuentry 'Debian GNU/Linux, with Linux 6.1.0-26-amd64' --class debian $menuentry_id_option 'gnulinux-6.1.0-26-amd64-advanced-1234' {
+\t\tlinux\t/boot/vmlinuz-6.1.0-26-amd64 root=UUID=1234 ro
+\t\tinitrd\t/boot/initrd.img-6.1.0-26-amd64
+\t}
+}
+""" % {"p": PREV}
+
+
+def test_a_same_name_rebuild_boots_once_with_the_copy_of_the_running_build_the_default(tmp_path):
+    r, calls, root = run_hook(tmp_path, cfg=REBUILD_CFG, UPDATE_AGENT_KERNEL="6.1.0-26-amd64",
+                              UPDATE_AGENT_OLD_KERNEL=PREV, UPDATE_AGENT_BOOT="once")
+    assert r.returncode == 0, r.stderr
+    sub = "gnulinux-advanced-1234>"
+    assert calls == [
+        "grub-set-default --boot-directory=%s/boot %sgnulinux-%s-advanced-1234" % (root, sub, PREV),
+        "grub-reboot --boot-directory=%s/boot %sgnulinux-6.1.0-26-amd64-advanced-1234" % (root, sub)]
+
+
+def test_a_version_is_not_found_by_a_longer_one_that_starts_with_it(tmp_path):
+    # the copy gone (the new build proven), 6.1.0-2 must not find 6.1.0-26-amd64's entry
+    r, calls, _ = run_hook(tmp_path, UPDATE_AGENT_KERNEL="6.1.0-2", UPDATE_AGENT_BOOT="default")
+    assert r.returncode == 1 and "no menu entry for kernel 6.1.0-2 " in r.stderr, r.stderr
+    assert calls == []

@@ -4,8 +4,10 @@ run checks the node as after that reboot (the running kernel is this
 machine's, so a planned kernel of the same name counts as booted, another
 name as a boot that came back on the old kernel)."""
 
+import contextlib
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -24,7 +26,33 @@ def w(tmp_path_factory, need_mounts):
     w.rebuilt = w.ext4(w.tree("img-R", image_id="img-R", release=K, variant="B", kernel_build=2), "R")
     # another version: the node comes back on the old kernel
     w.other = w.ext4(w.tree("img-N", image_id="img-N", release="9.9.9-test", variant="B"), "N")
+    # with an initramfs, as Debian's kernels have: a node on build 1, an image of build 2
+    w.tree_ai = w.tree("A-initrd", image_id="img-A", release=K, initrd=True)
+    w.rebuilt_i = w.ext4(w.tree("img-RI", image_id="img-RI", release=K, variant="B",
+                                kernel_build=2, initrd=True), "RI")
     return w
+
+
+PREV = K + ".update-agent-prev"
+
+
+def read(n, rel):
+    with open(os.path.join(n.root, rel)) as f:
+        return f.read()
+
+
+@contextlib.contextmanager
+def booted(n, vmlinuz):
+    """The node as GRUB booted it from /boot/<vmlinuz>: /proc (a mount point, as on
+    any node) with the cmdline the kernel got, BOOT_IMAGE= first."""
+    proc = os.path.join(n.root, "proc")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "proc-stand-in", proc], check=True)
+    try:
+        with open(os.path.join(proc, "cmdline"), "w") as f:
+            f.write("BOOT_IMAGE=/boot/%s root=LABEL=cloudimg-rootfs ro\n" % vmlinuz)
+        yield
+    finally:
+        subprocess.run(["umount", proc], check=True)
 
 
 def meta(tmp_path, image_id, image, **extra):
@@ -73,6 +101,95 @@ def test_reboot_is_recorded_then_checked_and_finished(w, node, tmp_path):
     assert "ro" in world.root_mount_options(node.root)
     assert [h["result"] for h in history(node)] == ["rebooting", "success"]
     assert plan_json(node.root, m)["action"] == "noop"
+
+
+@pytest.fixture
+def node_i(w, tmp_path):
+    """A node on image A's kernel build 1 with its initramfs."""
+    n = w.node(str(tmp_path), tree=w.tree_ai)
+    yield n
+    n.stop()
+
+
+def rebooted_into_a_same_name_rebuild(w, n, tmp_path):
+    """Apply img-RI (kernel K, build 2) on n, booted from /boot/vmlinuz-K: its plan."""
+    m = meta(tmp_path, "img-RI", w.rebuilt_i)
+    with booted(n, "vmlinuz-" + K):
+        plan = plan_json(n.root, m)
+        r = agent(n.root, "apply", "--json", metadata=m)
+    assert r.returncode == 0 and json.loads(r.stdout)["result"] == "rebooting", r.stderr
+    return m, plan
+
+
+def test_a_same_name_rebuild_keeps_a_copy_of_the_running_build_until_the_new_one_is_proven(
+        w, node_i, tmp_path):
+    m, plan = rebooted_into_a_same_name_rebuild(w, node_i, tmp_path)
+    assert plan["action"] == "reboot" and plan["kernel"] == {"running": K, "image": K}
+    assert plan["fallback"] == {"kernel": PREV, "copies": [
+        ["/boot/vmlinuz-" + K, "/boot/vmlinuz-" + PREV],
+        ["/boot/initrd.img-" + K, "/boot/initrd.img-" + PREV]]}, plan["fallback"]
+    # the sync replaced the running build's files; its copy has a name GRUB lists apart
+    assert read(node_i, "boot/vmlinuz-" + K) == "kernel %s build 2\n" % K
+    assert read(node_i, "boot/initrd.img-" + K) == "initramfs %s build 2\n" % K
+    assert read(node_i, "boot/vmlinuz-" + PREV) == "kernel %s build 1\n" % K
+    assert read(node_i, "boot/initrd.img-" + PREV) == "initramfs %s build 1\n" % K
+    assert os.stat(os.path.join(node_i.root, "boot/vmlinuz-" + PREV)).st_mode & 0o7777 == \
+        os.stat(os.path.join(w.tree_ai, "boot/vmlinuz-" + K)).st_mode & 0o7777
+    assert "ro" in world.root_mount_options(node_i.root)
+
+    # "after the reboot" GRUB booted the new build: proven, the copy goes
+    with booted(node_i, "vmlinuz-" + K):
+        r = agent(node_i.root, "apply", "--json", metadata=m)
+    assert r.returncode == 0 and json.loads(r.stdout)["result"] == "success", r.stderr
+    boot = os.listdir(os.path.join(node_i.root, "boot"))
+    assert not [b for b in boot if b.endswith(".update-agent-prev")], boot
+    world.assert_matches_image(node_i.root, w.tree("img-RI"))
+
+
+def test_a_same_name_rebuild_that_came_back_on_the_copy_is_a_failed_boot(w, node_i, tmp_path):
+    m, _ = rebooted_into_a_same_name_rebuild(w, node_i, tmp_path)
+    # the new build did not boot: GRUB's default, the copy, did
+    with booted(node_i, "vmlinuz-" + PREV):
+        before = world.snapshot(node_i.root)
+        r = agent(node_i.root, "apply", metadata=m)
+        assert r.returncode == 1, r.stderr
+        assert ("the node came back on kernel %s, the copy of the previous build of %s"
+                % (PREV, K)) in r.stderr, r.stderr
+        assert world.snapshot(node_i.root) == before, "the copy and all else stay"
+        plan = plan_json(node_i.root, m)
+        assert plan["action"] == "refuse", plan["reasons"]
+        assert any("came back on %s" % PREV in x and "not trying again" in x
+                   for x in plan["reasons"]), plan["reasons"]
+        # another image, another kernel: the copy that runs stays the fallback
+        other = plan_json(node_i.root, meta(tmp_path, "img-N", w.other))
+    assert [h["result"] for h in history(node_i)] == ["rebooting", "failed"]
+    assert other["action"] == "reboot" and other["fallback"] == {"kernel": PREV, "copies": []}
+    assert "/boot/vmlinuz-" + PREV not in other["changes"]["sample"]["deleted"]
+
+
+@pytest.mark.parametrize("at", ["verify:started", "bootloader:started"])
+def test_a_same_name_rebuild_killed_between_its_sync_and_its_reboot_still_reboots(
+        w, node_i, tmp_path, at):
+    """The sync put build 2 under the running name; the node still runs build 1, so
+    the resumed update still reboots, its fallback still the copy of build 1."""
+    import sys
+    from update_agent import journal
+    m = meta(tmp_path, "img-RI", w.rebuilt_i)
+    env = dict(os.environ, PYTHONPATH=os.path.join(world.PROJECT, "agent"),
+               **{journal.FAULT_ENV: at})
+    with booted(node_i, "vmlinuz-" + K):
+        killed = subprocess.run([sys.executable, "-m", "update_agent", "--root", node_i.root,
+                                 "--metadata", m, "apply"], env=env, capture_output=True,
+                                start_new_session=True)  # the fault kills its process group
+        assert killed.returncode == -9
+        assert read(node_i, "boot/vmlinuz-" + K) == "kernel %s build 2\n" % K
+        plan = plan_json(node_i.root, m)
+        assert plan["action"] == "reboot", plan["reasons"]
+        assert plan["fallback"] == {"kernel": PREV, "copies": []}
+        r = agent(node_i.root, "apply", "--json", metadata=m)
+    assert r.returncode == 0 and json.loads(r.stdout)["result"] == "rebooting", r.stderr
+    assert read(node_i, "boot/vmlinuz-" + PREV) == "kernel %s build 1\n" % K
+    assert read(node_i, "boot/initrd.img-" + PREV) == "initramfs %s build 1\n" % K
 
 
 def test_a_volume_mounted_by_pre_configure_is_left_alone_before_a_reboot(w, node, tmp_path):
@@ -259,12 +376,14 @@ def test_an_unhealthy_node_keeps_its_slot_and_its_fallback_until_healthy(w, node
         assert list(state["holders"]) == ["node-1"] and state["failures"] == 1, attempt
         assert "ro" in world.root_mount_options(node.root)
     assert "bootloader" not in hooks_log(node)[2:], "not made the boot default"
+    assert os.path.exists(os.path.join(node.root, "boot/vmlinuz-" + PREV)), "the fallback stays"
     assert json.loads(agent(node.root, "status", "--json").stdout)["unfinished_update"]["step"] == "health"
 
     os.unlink(os.path.join(node.root, "run/fail-health"))
     r = agent(node.root, "apply", "--json", metadata=m, config=conf)
     assert r.returncode == 0 and json.loads(r.stdout)["result"] == "success", r.stderr
     assert hooks_log(node)[-2:] == ["health", "bootloader"]
+    assert not os.path.exists(os.path.join(node.root, "boot/vmlinuz-" + PREV))
     assert group.state()["holders"] == {}
     assert [h["result"] for h in history(node)] == ["rebooting", "unhealthy", "unhealthy", "success"]
 

@@ -133,3 +133,83 @@ def test_node_without_vmlinuz_compares_by_name_and_modules():
     assert "compared by name and modules" in reasons[0]
     same, _ = kernel.compare(RunningKernel("6.1.0-9", "", "other"), image)
     assert not same
+
+
+R = "6.1.0-26-amd64"
+PREV = R + ".update-agent-prev"
+
+
+def node_boot(release=R, initrd=True):
+    entries = {"boot/vmlinuz-" + release: F("build-1")}
+    if initrd:
+        entries["boot/initrd.img-" + release] = F("initrd-1")
+    return entries
+
+
+def running(vmlinuz="build-1", modules="mods-1", release=R):
+    return RunningKernel(release, vmlinuz, modules)
+
+
+def image(vmlinuz="build-2", modules="mods-1", release=R):
+    return ImageKernel(release, "only kernel", vmlinuz, modules)
+
+
+@pytest.mark.parametrize("cmdline, booted", [
+    ("BOOT_IMAGE=/boot/vmlinuz-%s root=UUID=1 ro quiet" % R, "vmlinuz-" + R),
+    ("BOOT_IMAGE=/vmlinuz-%s root=/dev/vda1" % PREV, "vmlinuz-" + PREV),   # /boot on its own
+    ("BOOT_IMAGE=(hd0,msdos1)/boot/vmlinuz-%s ro\n" % R, "vmlinuz-" + R),
+    ("root=/dev/vda1 ro console=ttyS0\n", ""),                             # not GRUB
+    ("", ""),
+])
+def test_boot_image_is_the_file_the_boot_loader_named(cmdline, booted):
+    assert kernel.boot_image(cmdline) == booted
+    assert kernel.booted_fallback(R, booted) == booted.endswith(".update-agent-prev")
+
+
+def test_a_same_name_rebuild_copies_the_running_build_under_a_name_of_its_own():
+    fb = kernel.fallback(running(), image(), node_boot())
+    assert fb.kernel == PREV
+    assert fb.copies == (("boot/vmlinuz-" + R, "boot/vmlinuz-" + PREV),
+                         ("boot/initrd.img-" + R, "boot/initrd.img-" + PREV))
+    assert fb.kept == ("boot/vmlinuz-" + PREV, "boot/initrd.img-" + PREV)
+
+
+def test_the_copy_is_named_as_grubs_10_linux_pairs_a_kernel_with_its_initrd():
+    """10_linux takes the version from the text after "vmlinuz-" and boots the entry
+    with initrd.img-<that version>: the copy's initrd must carry the same version."""
+    vmlinuz, initrd = kernel.fallback_paths(R)
+    version = vmlinuz[len("boot/vmlinuz-"):]
+    assert initrd == "boot/initrd.img-" + version and version != R
+    assert not version.endswith((".dpkg-new", ".rpmsave", ".rpmnew", ".sig"))  # not "garbage"
+
+
+def test_modules_rebuilt_under_the_same_vmlinuz_get_a_fallback_too():
+    fb = kernel.fallback(running(), image(vmlinuz="build-1", modules="mods-2"), node_boot())
+    assert fb.kernel == PREV and len(fb.copies) == 2
+
+
+def test_a_running_build_without_an_initrd_is_copied_alone():
+    fb = kernel.fallback(running(), image(), node_boot(initrd=False))
+    assert fb.copies == (("boot/vmlinuz-" + R, "boot/vmlinuz-" + PREV),)
+
+
+@pytest.mark.parametrize("img", [image(release="6.1.0-27-amd64"), image(vmlinuz="build-1")])
+def test_another_kernel_name_or_the_same_build_needs_no_copy(img):
+    fb = kernel.fallback(running(), img, node_boot())
+    assert fb == kernel.Fallback(kernel=R)
+
+
+def test_no_vmlinuz_in_the_walk_means_no_copy():
+    # /boot on its own partition is not walked, so the sync does not replace it
+    fb = kernel.fallback(running(), image(), {"boot/initrd.img-" + R: F("initrd-1")})
+    assert fb == kernel.Fallback(kernel=R)
+
+
+@pytest.mark.parametrize("img", [image(), image(release="6.1.0-27-amd64"), image(vmlinuz="build-1")])
+def test_a_node_that_runs_the_copy_keeps_it_as_the_fallback_whatever_the_image(img):
+    """The last same-name update came back on the copy (or has not rebooted yet):
+    /boot/vmlinuz-<R> is another build, the copy the one that runs; it is not copied
+    over, and it stays."""
+    fb = kernel.fallback(running(), img, node_boot(), on_copy=True)
+    assert fb.kernel == PREV and fb.copies == ()
+    assert fb.kept == ("boot/vmlinuz-" + PREV, "boot/initrd.img-" + PREV)

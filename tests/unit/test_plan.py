@@ -197,3 +197,95 @@ def test_touched_paths_are_counted_apart_from_the_bytes_written():
     assert d["touched"] == 2 and d["sample"]["touched"] == ["/lib", "/usr"]
     assert d["bytes"] == 6 and d["changed"] == 1, "a touch writes no bytes"
     assert any("2 touched" in r for r in p.reasons)
+
+
+PREV = KV + ".update-agent-prev"
+
+
+def with_initrd(t, release=KV, build="initrd-1"):
+    t = dict(t)
+    t["boot/initrd.img-" + release] = F(build, 40)
+    return t
+
+
+def test_a_same_name_rebuild_plans_a_copy_of_the_running_build_as_the_fallback():
+    p = decide(node=with_initrd(tree()), image=with_initrd(tree(vmlinuz="build-2"), build="initrd-2"))
+    assert p.action == plan.REBOOT and p.fallback.kernel == PREV
+    copies = [["/boot/vmlinuz-" + KV, "/boot/vmlinuz-" + PREV],
+              ["/boot/initrd.img-" + KV, "/boot/initrd.img-" + PREV]]
+    assert p.to_dict()["fallback"] == {"kernel": PREV, "copies": copies}
+    assert {"boot/vmlinuz-" + PREV, "boot/initrd.img-" + PREV} <= set(p.kept_kernel)
+    assert any("copied as /boot/vmlinuz-%s" % PREV in r for r in p.reasons), p.reasons
+
+
+def test_a_new_kernel_name_falls_back_to_the_running_kernel_itself():
+    p = decide(image=tree(kernel="6.1.0-10-amd64", motd="bye"))
+    assert p.fallback.kernel == KV and p.fallback.copies == ()
+    assert p.to_dict()["fallback"] == {"kernel": KV, "copies": []}
+
+
+def test_a_node_running_the_copy_keeps_it_through_an_in_place_update():
+    """After a same-name rebuild that did not boot, the node runs the copy: an image
+    with the copy's build is in-place, and the copy GRUB's default names is not deleted."""
+    node = with_initrd(tree(vmlinuz="build-2"))
+    node["boot/vmlinuz-" + PREV] = F("build-1", 100)
+    node["boot/initrd.img-" + PREV] = F("initrd-1", 40)
+    p = plan.decide(DESIRED, facts(boot_image="vmlinuz-" + PREV), None, CONFIG, "sha256:abc",
+                    node, with_initrd(tree(vmlinuz="build-1")), {}, running_vmlinuz="build-1")
+    assert p.action == plan.IN_PLACE, p.reasons
+    assert "boot/vmlinuz-" + PREV not in p.changes.deleted
+    assert "boot/initrd.img-" + PREV not in p.changes.deleted
+
+
+def test_the_fallback_copy_must_fit_on_the_root_too():
+    node = with_initrd(tree())
+    image = with_initrd(tree(vmlinuz="build-2"), build="initrd-2")
+    # 140 bytes of kernel and initrd change, 1000 margin, and their 140 byte copy
+    p = decide(node=node, image=image, f=facts(free_bytes=1279))
+    assert p.action == plan.REFUSE
+    assert any("need 1280 bytes" in r and "fallback kernel's copy of 140 bytes" in r
+               and "have 1279" in r for r in p.reasons), p.reasons
+    assert decide(node=node, image=image, f=facts(free_bytes=1280)).action == plan.REBOOT
+
+
+def reboot_journal(steps, image_id="img-2", fallback=PREV):
+    return Journal(image_id=image_id, digest="", previous_image_id="img-1", previous_digest="",
+                   action="reboot", root_was_ro=True, started_at=0.0, steps=steps,
+                   status="failed", kernel=KV, old_kernel=fallback, fallback=fallback)
+
+
+@pytest.mark.parametrize("f, j, in_copy", [
+    (facts(boot_image="vmlinuz-" + PREV), None, True),                 # came back on it
+    (facts(boot_image="vmlinuz-" + KV), None, False),
+    (facts(), reboot_journal({"fallback": "done", "sync": "started"}), True),  # not rebooted yet
+    (facts(), reboot_journal({"fallback": "started"}), False),          # the copy may not be whole
+    (facts(), reboot_journal({"fallback": "done", "reboot": "done"}), False),  # rebooted since
+    (facts(), reboot_journal({"fallback": "done"}, fallback=""), False),  # a new kernel name
+])
+def test_where_the_running_build_is(f, j, in_copy):
+    assert plan.running_in_copy(f, j) is in_copy
+
+
+def test_a_reboot_resumed_after_its_sync_still_reboots_and_keeps_the_copy():
+    """Killed between the sync and the reboot: the node's kernel files are the image's
+    now, but the node still runs the copy's build, which stays its fallback."""
+    node = with_initrd(tree(vmlinuz="build-2"), build="initrd-2")
+    node["boot/vmlinuz-" + PREV] = F("build-1", 100)
+    node["boot/initrd.img-" + PREV] = F("initrd-1", 40)
+    j = reboot_journal({"fallback": "done", "sync": "done", "verify": "started"})
+    p = plan.decide(DESIRED, facts(), j, CONFIG, "sha256:abc", node,
+                    with_initrd(tree(vmlinuz="build-2"), build="initrd-2"), {},
+                    running_vmlinuz="build-1")
+    assert p.action == plan.REBOOT, p.reasons
+    assert p.fallback == plan.kernel.Fallback(PREV, (), ("boot/vmlinuz-" + PREV,
+                                                         "boot/initrd.img-" + PREV))
+    assert not set(p.changes.deleted) & {"boot/vmlinuz-" + PREV, "boot/initrd.img-" + PREV}
+
+
+def test_a_modules_only_rebuild_resumed_after_its_sync_still_reboots():
+    node = tree()
+    node["usr/lib/modules/%s/ext4.ko" % KV] = F("ext4-build-2", 50)   # synced already
+    j = reboot_journal({"fallback": "done", "sync": "done"})
+    p = decide(node=node, image=dict(node), j=j)
+    assert p.action == plan.REBOOT
+    assert any("has not rebooted yet" in r for r in p.reasons), p.reasons

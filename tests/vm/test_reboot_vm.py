@@ -9,9 +9,14 @@ falls back to A's kernel, and the agent reports the failed boot, releases its
 slot and does not try again. Image B brings the same new kernel intact: the
 node reboots into it, checks it, makes it the default, drops the old kernel and
 releases its slot. While the node is down its slot stays held, so a second node
-of the group cannot take one.
+of the group cannot take one. Image D rebuilds B's kernel under its name (the same
+vmlinuz with bytes appended: another build to the agent) with a broken
+initramfs: the agent copies the running build as <kernel>.update-agent-prev
+before the sync, GRUB boots the new build once, it panics, GRUB falls back to
+the copy, and the agent tells the builds apart by the file GRUB booted.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -69,10 +74,18 @@ def world(tmp_path_factory):
         root_c = os.path.join(work, "C")
         subprocess.run(["cp", "-a", root_b, root_c], check=True)
         debian_roots.write(root_c, "etc/image_id", "debian-C\n")
-        with open(os.path.join(root_c, "boot/initrd.img-" + kernel_b), "wb") as f:
-            f.write(b"not an initramfs\n" * 64)
+        _break_initramfs(root_c, kernel_b)
+        # D: B's kernel rebuilt under its name, with an initramfs that is not one
+        root_d = os.path.join(work, "D")
+        subprocess.run(["cp", "-a", root_b, root_d], check=True)
+        debian_roots.write(root_d, "etc/image_id", "debian-D\n")
+        with open(os.path.join(root_d, "boot/vmlinuz-" + kernel_b), "ab") as f:
+            f.write(b"\0another build\n" * 64)
+        _break_initramfs(root_d, kernel_b)
+        with open(os.path.join(root_b, "boot/vmlinuz-" + kernel_b), "rb") as f:
+            vmlinuz_b = hashlib.sha256(f.read()).hexdigest()
         images = {}
-        for name, root in (("B", root_b), ("C", root_c)):
+        for name, root in (("B", root_b), ("C", root_c), ("D", root_d)):
             disk = vm_node.make_disk(os.path.join(www, name + ".raw"), root,
                                      _size_mb(root), root_a)
             images[name] = {"image_id": "debian-" + name, "update_agent": {
@@ -83,13 +96,19 @@ def world(tmp_path_factory):
         with open(state_disk, "wb") as f:
             f.truncate(4 << 30)
         subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "ua-state", state_disk], check=True)
-        for root in (root_a, root_b, root_c):
+        for root in (root_a, root_b, root_c, root_d):
             shutil.rmtree(root)
         yield dict(work=work, www=www, images=images, etcd=etcd_url, kernel_a=kernel_a,
-                   kernel_b=kernel_b, node_disk=node_disk, state_disk=state_disk,
+                   kernel_b=kernel_b, vmlinuz_b=vmlinuz_b, node_disk=node_disk, state_disk=state_disk,
                    ports=(server.port, etcd_port), probes=probes, unforwarded=unforwarded)
     unforwarded.close()
     server.close()
+
+
+def _break_initramfs(root, release):
+    """This kernel cannot mount its root: it panics."""
+    with open(os.path.join(root, "boot/initrd.img-" + release), "wb") as f:
+        f.write(b"not an initramfs\n" * 64)
 
 
 def _size_mb(tree):
@@ -150,6 +169,22 @@ def test_reboot_into_a_new_kernel_with_fallback_and_fleet_slot(world, tmp_path):
         vm.wait_for(r"image debian-B: success", 300, after=at)
         assert _group(world)["holders"] == {}
         assert _banners(vm) == [ka, kb, ka, kb]
+
+        # D: kernel kb rebuilt under its name; the new build boots once and panics,
+        # GRUB falls back to the copy the agent made of the running build
+        at = len(vm.text())
+        _publish(world, "D")
+        prev = kb + ".update-agent-prev"
+        at = vm.wait_for(r"Command line: BOOT_IMAGE=/boot/vmlinuz-%s " % re.escape(kb), 600,
+                         after=at).end()
+        at = vm.wait_for(r"Kernel panic", 120, after=at).end()
+        at = vm.wait_for(r"Command line: BOOT_IMAGE=/boot/vmlinuz-%s " % re.escape(prev), 120,
+                         after=at).start()
+        vm.wait_for(r"image debian-D: failed: .*came back on kernel %s, the copy of the "
+                    r"previous build" % re.escape(prev), 300, after=at)
+        assert _group(world)["holders"] == {}
+        time.sleep(10)
+        assert _banners(vm) == [ka, kb, ka, kb, kb, kb], _banners(vm)
     _inspect(world, kb, ka, tmp_path)
 
 
@@ -169,7 +204,8 @@ def _assert_only_forwarded_ports_reached(world, vm):
 
 
 def _inspect(world, kb, ka, tmp_path):
-    """The powered-off node's disks: the image B, the old kernel gone, B the default."""
+    """The powered-off node's disks: B's kernel proven (A's gone), then image D
+    committed, its boot failed, and the copy of B's build kept as the default."""
     root, state = str(tmp_path / "root"), str(tmp_path / "state")
     os.makedirs(root)
     os.makedirs(state)
@@ -178,19 +214,23 @@ def _inspect(world, kb, ka, tmp_path):
     subprocess.run(["mount", "-o", "loop", world["state_disk"], state], check=True)
     try:
         with open(os.path.join(root, "etc/image_id")) as f:
-            assert f.read().strip() == "debian-B"
+            assert f.read().strip() == "debian-D"
+        prev = kb + ".update-agent-prev"
         boot = sorted(os.listdir(os.path.join(root, "boot")))
-        assert "vmlinuz-" + kb in boot and not any(ka in name for name in boot), boot
+        assert not any(ka in name for name in boot), boot
+        assert {"vmlinuz-" + kb, "vmlinuz-" + prev, "initrd.img-" + prev} <= set(boot), boot
+        with open(os.path.join(root, "boot/vmlinuz-" + prev), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == world["vmlinuz_b"], "B's build"
         assert not os.path.exists(os.path.join(root, "usr/lib/modules", ka))
         with open(os.path.join(root, "boot/grub/grubenv"), encoding="ascii", errors="replace") as f:
             env = f.read()
-        assert re.search(r"^saved_entry=.*%s" % re.escape(kb), env, re.M), env
+        assert re.search(r"^saved_entry=.*%s" % re.escape(prev), env, re.M), env
         with open(os.path.join(root, "boot/grub/grub.cfg")) as f:
             assert ka not in f.read(), "no menu entry left for the removed kernel"
         with open(os.path.join(state, "history.jsonl")) as f:
             history = [json.loads(line) for line in f]
         results = [(h.get("image_id"), h.get("result")) for h in history]
-        assert ("debian-B", "success") in results, results
+        assert ("debian-B", "success") in results and ("debian-D", "failed") in results, results
     finally:
         subprocess.run(["umount", root])
         subprocess.run(["umount", state])
