@@ -46,15 +46,17 @@ def write_metadata(path, image_id, url=None, digest=None, **extra):
     return path
 
 
-def agent(root, *args, metadata=None, config=None, env=None):
-    """Run the real CLI in a child process; returns CompletedProcess."""
+def agent(root, *args, metadata=None, config=None, env=None, own_group=False):
+    """Run the real CLI in a child process; returns CompletedProcess. own_group: in a
+    process group of its own, which a fault point's kill takes down whole."""
     argv = [sys.executable, "-m", "update_agent", "--root", root]
     if metadata:
         argv += ["--metadata", metadata]
     if config:
         argv += ["--config", config]
     env = dict(env or os.environ, PYTHONPATH=os.path.join(PROJECT, "agent"))
-    return subprocess.run(argv + list(args), capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(argv + list(args), capture_output=True, text=True, env=env, timeout=300,
+                          start_new_session=own_group)
 
 
 def plan_json(root, metadata, *extra):
