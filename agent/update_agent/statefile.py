@@ -1,5 +1,6 @@
 """Atomic writes: a reader sees the old content or the new, never a mix."""
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -13,23 +14,16 @@ def fsync_dir(path):
         os.close(fd)
 
 
-def write_atomic(path, data, mode=0o644, uid=None, gid=None, xattrs=()):
-    """Write bytes to path through a temporary sibling, fsync, rename, fsync dir.
-
-    xattrs: (name, value) pairs set on the file before it replaces path (an
-    SELinux label, say).
-    """
+@contextlib.contextmanager
+def _replacing(path):
+    """A temporary sibling of path, open for writing: on disk and renamed over path
+    (its directory fsynced) when the block ends, removed if the block raises."""
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
-            os.fchmod(f.fileno(), mode)
-            if uid is not None:
-                os.fchown(f.fileno(), uid, gid if gid is not None else -1)
-            for name, value in xattrs:
-                os.setxattr(f.fileno(), name, value)
             os.fsync(f.fileno())
         os.rename(tmp, path)
     except BaseException:
@@ -41,26 +35,29 @@ def write_atomic(path, data, mode=0o644, uid=None, gid=None, xattrs=()):
     fsync_dir(directory)
 
 
+def write_atomic(path, data, mode=0o644, uid=None, gid=None, xattrs=()):
+    """Write bytes to path through a temporary sibling, fsync, rename, fsync dir.
+
+    xattrs: (name, value) pairs set on the file before it replaces path (an
+    SELinux label, say).
+    """
+    with _replacing(path) as f:
+        f.write(data)
+        os.fchmod(f.fileno(), mode)
+        if uid is not None:
+            os.fchown(f.fileno(), uid, gid if gid is not None else -1)
+        for name, value in xattrs:
+            os.setxattr(f.fileno(), name, value)
+
+
 def copy_atomic(src, dst):
     """Copy the regular file src (never through a symlink) to dst as write_atomic
-    writes: its mode and owner kept, on disk before it has its name."""
+    writes: its mode, owner and times kept, on disk before it has its name."""
     fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as f:
+    with os.fdopen(fd, "rb") as f, _replacing(dst) as out:
         st = os.fstat(f.fileno())
-        directory = os.path.dirname(dst) or "."
-        tfd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dst) + ".", dir=directory)
-        try:
-            with os.fdopen(tfd, "wb") as out:
-                shutil.copyfileobj(f, out, 1 << 20)
-                os.fchmod(out.fileno(), st.st_mode & 0o7777)
-                os.fchown(out.fileno(), st.st_uid, st.st_gid)
-                os.fsync(out.fileno())
-            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-            os.rename(tmp, dst)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-    fsync_dir(directory)
+        shutil.copyfileobj(f, out, 1 << 20)
+        out.flush()  # before the times: a later write would move the mtime
+        os.fchmod(out.fileno(), st.st_mode & 0o7777)
+        os.fchown(out.fileno(), st.st_uid, st.st_gid)
+        os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
