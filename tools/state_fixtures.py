@@ -35,6 +35,7 @@ for _path in (HERE, os.path.join(PROJECT, "agent"), os.path.join(PROJECT, "tests
         sys.path.insert(0, _path)
 
 import world  # noqa: E402
+from update_agent import kernel  # noqa: E402
 from update_agent.journal import FAULT_ENV  # noqa: E402
 
 # What this release stores. A later release adds its own cases; stored ones stay as they are.
@@ -204,8 +205,9 @@ def release_mounts_under(path):
 
 
 def install(node, version, name, values):
-    """Replace the node's state dir with a stored one, placeholders rewritten; the
-    offered images (a bind mount) and the volume's lost+found stay."""
+    """Replace the node's state dir with a stored one, placeholders rewritten (the
+    offered images, a bind mount, and the volume's lost+found stay), and the root
+    as that release left it."""
     state_dir = os.path.join(node.root, "var/lib/update-agent")
     release_mounts_under(os.path.join(state_dir, "work"))
     for entry in os.listdir(state_dir):
@@ -222,6 +224,25 @@ def install(node, version, name, values):
             fd = os.open(os.path.join(target_dir, filename), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
+    _undo_what_that_release_did_not_do(node, src)
+
+
+def _undo_what_that_release_did_not_do(node, state_src):
+    """The replay ran today's agent: take off the root what the release that wrote
+    the fixture would not have left there. A journal without `fallback` is older
+    than the copy of a same-name rebuild's running build (boot/*.update-agent-prev)."""
+    try:
+        with open(os.path.join(state_src, "journal.json"), encoding="utf-8") as f:
+            journal = json.load(f)
+    except FileNotFoundError:
+        return
+    boot = os.path.join(node.root, "boot")
+    copies = [n for n in os.listdir(boot) if n.endswith(kernel.FALLBACK_SUFFIX)]
+    if "fallback" in journal or not copies:
+        return
+    with world.writable(node.root):
+        for name in copies:
+            os.unlink(os.path.join(boot, name))
 
 
 def main():
