@@ -150,7 +150,8 @@ class Executor:
         actions = {
             PRE_CONFIGURE: quiesce,
             REMOUNT_RW: self.remount_rw,
-            PIN: lambda: live.pin(self.paths.root, self._plan.restarts, self.paths.work_dir),
+            PIN: lambda: live.pin(self.paths.root, self._plan.restarts, self.paths.work_dir,
+                                    clock=self.system.clock),
             SYNC: lambda: self._sync(self._plan, self._facts, image_tree, image_entries),
             VERIFY: lambda: self._verify(self._plan, self._facts, image_entries),
             COMMIT: lambda: self.commit(self._plan, j, image_tree),

@@ -288,10 +288,12 @@ def cmd_unhold(args, agent, out):
 def cmd_run(args, agent, out):
     config = agent.config
     if config.metadata_url:
-        watch = daemon.UrlWatch(UrlSource(config.metadata_url, config.metadata_timeout))
+        watch = daemon.UrlWatch(UrlSource(config.metadata_url, config.metadata_timeout,
+                                               opener=agent.system.http))
     else:
         watch = daemon.CacheWatch(agent, CacheWatcher(agent.paths.occ_cache_dir))
-    signaller = heat.Signaller(retries=config.signal_retries, timeout=config.signal_timeout)
+    signaller = heat.Signaller(opener=agent.system.http, retries=config.signal_retries,
+                               timeout=config.signal_timeout)
     return daemon.Daemon(agent, watch, Notifier(), signaller).run(once=args.once)
 
 

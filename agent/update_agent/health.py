@@ -30,9 +30,9 @@ def failed_units(system, paths):
     return {line.split()[0] for line in (r.stdout or "").splitlines() if line.strip()}
 
 
-def _probe(url, timeout):
+def _probe(opener, url, timeout):
     try:
-        with urllib.request.urlopen(url, timeout=min(timeout, 10)) as resp:
+        with opener.open(urllib.request.Request(url), timeout=min(timeout, 10)) as resp:
             resp.read(65536)
             return ""
     except urllib.error.HTTPError as e:
@@ -51,7 +51,7 @@ def check(system, paths, config, env, before, sleep=time.sleep, monotonic=time.m
     deadline = monotonic() + config.health_timeout
     pending = list(config.health_urls)
     while pending:
-        failing = [(url, _probe(url, config.health_timeout)) for url in pending]
+        failing = [(url, _probe(system.http, url, config.health_timeout)) for url in pending]
         pending = [url for url, why in failing if why]
         if not pending or monotonic() >= deadline:
             problems += ["probe %s: %s" % (url, why) for url, why in failing if why]

@@ -17,6 +17,7 @@ import urllib.request
 
 from update_agent import desired as desired_mod
 from update_agent.errors import AgentError, BadInput
+from update_agent.http import Http
 
 LOG = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class Signaller:
     """Send a deployment's result where Heat waits for it, retrying 5xx."""
 
     def __init__(self, opener=None, retries=5, timeout=30, sleep=time.sleep):
-        self.opener = opener or urllib.request.build_opener()
+        self.opener = opener or Http()
         self.retries = retries
         self.timeout = timeout
         self.sleep = sleep

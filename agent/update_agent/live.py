@@ -23,11 +23,11 @@ LOG = logging.getLogger(__name__)
 TARGETS_FILE = "replaced-inodes.json"
 
 
-def pin(root, restart_plan, work_dir):
+def pin(root, restart_plan, work_dir, clock=time.time):
     """Hard-link in-use inodes the sync will replace; drop links no longer used."""
     pin_dir = os.path.join(root, PIN_DIR.lstrip("/"))
     with open(os.path.join(work_dir, TARGETS_FILE), "w", encoding="utf-8") as f:
-        json.dump({"since": time.time(),
+        json.dump({"since": clock(),
                    "targets": [[ino, rel] for ino, rel in restart_plan.targets]}, f)
     if not restart_plan.targets and not os.path.isdir(pin_dir):
         return 0

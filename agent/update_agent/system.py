@@ -1,4 +1,4 @@
-"""The one place that runs commands and reads the clock.
+"""The one place that runs commands, reads the clock and opens HTTP requests.
 
 Everything that touches the world outside Python goes through a System, so
 tests can see what ran and a dry run can be proven to run nothing disruptive.
@@ -15,6 +15,7 @@ import threading
 import time
 
 from update_agent.errors import AgentError, CommandFailed
+from update_agent.http import Http
 
 LOG = logging.getLogger(__name__)
 
@@ -27,9 +28,10 @@ def _die_with_parent():
 
 
 class System:
-    def __init__(self, clock=time.time, monotonic=time.monotonic):
+    def __init__(self, clock=time.time, monotonic=time.monotonic, http=None):
         self.clock = clock
         self.monotonic = monotonic
+        self.http = http or Http()
 
     def which(self, name):
         """Find a tool, preferring the agent's own environment (its venv)."""

@@ -7,7 +7,6 @@ comparing a stat snapshot of the directory at the poll interval.
 """
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -31,7 +30,7 @@ MASK = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MODIFY | IN_DEL
 
 def _libc():
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)
         libc.inotify_init1, libc.inotify_add_watch  # noqa: B018 - probe the symbols
         return libc
     except (OSError, AttributeError):

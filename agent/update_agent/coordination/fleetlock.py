@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 
 from update_agent.errors import AgentError, Interrupted
+from update_agent.http import Http
 
 LOG = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ LOG = logging.getLogger(__name__)
 class Client:
     def __init__(self, base, group, node, opener=None, timeout=10):
         self.base, self.group, self.node = base.rstrip("/"), group, node
-        self.opener = opener or urllib.request.build_opener()
+        self.opener = opener or Http()
         self.timeout = timeout
 
     def _post(self, path):

@@ -28,13 +28,14 @@ def _coordinator(url, node):
 
 
 @contextlib.contextmanager
-def held(url, node, group, max_holders, timeout, sleep=None, poll=0.5, should_stop=None):
+def held(url, node, group, max_holders, timeout, sleep=None, poll=0.5, should_stop=None,
+         monotonic=time.monotonic):
     sleep = sleep or time.sleep
     should_stop = should_stop or (lambda: False)
     coordinator = _coordinator(url, node)
     lock = None
     try:
-        deadline = time.monotonic() + timeout
+        deadline = monotonic() + timeout
         waited = False
         while lock is None:
             for i in range(max_holders):
@@ -50,7 +51,7 @@ def held(url, node, group, max_holders, timeout, sleep=None, poll=0.5, should_st
                 if should_stop():
                     raise Interrupted("stopped while waiting for a slot in group %s, as asked; "
                                       "nothing was changed" % group)
-                if time.monotonic() >= deadline:
+                if monotonic() >= deadline:
                     raise AgentError("no slot in group %s after %ds (all %d held)"
                                      % (group, timeout, max_holders))
                 sleep(poll)

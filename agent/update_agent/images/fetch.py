@@ -19,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from update_agent.errors import AgentError, BadInput
+from update_agent.http import Http
 
 LOG = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def fetch(url, dest, *, max_bytes, digest=None, opener=None, timeout=30, progres
         if scheme == "file":
             _from_file(sink, path)
         else:
-            _from_http(sink, url, opener or build_opener(max_redirects, cafile), timeout)
+            _from_http(sink, url, opener or Http(build_opener(max_redirects, cafile)), timeout)
         got = Digest(algorithm, sink.hasher.hexdigest())
         try:
             out.flush()

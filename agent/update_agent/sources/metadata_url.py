@@ -11,6 +11,7 @@ import urllib.request
 
 from update_agent.errors import AgentError, BadInput
 from update_agent.sources import nesting
+from update_agent.http import Http
 
 LOG = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ class UrlSource:
     def __init__(self, url, timeout=10, opener=None):
         self.url = url
         self.timeout = timeout
-        self.opener = opener or urllib.request.build_opener()
+        self.opener = opener or Http()
         self.etag = None
         self.last_modified = None
 
