@@ -35,7 +35,9 @@ PROJECT = os.path.dirname(HERE)
 sys.path[:0] = [HERE, os.path.join(PROJECT, "agent")]
 
 import sandbox  # noqa: E402
-from update_agent import accounts, config, manifest  # noqa: E402
+from update_agent.decide import accounts  # noqa: E402
+from update_agent import config  # noqa: E402
+from update_agent.node import manifest  # noqa: E402
 
 AGENT = [sys.executable, "-m", "update_agent"]
 RSYNC = ["rsync", "-aHAX", "--numeric-ids", "--delete", "--one-file-system"]

@@ -309,7 +309,7 @@ def offer(workdir, image, name=None):
 
 def offer_dir(root):
     """The host path of the node's image directory, links followed inside the root."""
-    from update_agent.paths import resolve_in_root
+    from update_agent.node.paths import resolve_in_root
     return resolve_in_root(root, "/" + OFFER_DIR)
 
 

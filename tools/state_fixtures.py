@@ -35,8 +35,8 @@ for _path in (HERE, os.path.join(PROJECT, "agent"), os.path.join(PROJECT, "tests
         sys.path.insert(0, _path)
 
 import world  # noqa: E402
-from update_agent import kernel  # noqa: E402
-from update_agent.journal import FAULT_ENV  # noqa: E402
+from update_agent.decide import kernel  # noqa: E402
+from update_agent.state.journal import FAULT_ENV  # noqa: E402
 
 # What this release stores. A later release adds its own cases; stored ones stay as they are.
 CASES = {
@@ -158,7 +158,7 @@ def status_fields(root):
 
 def make_case(w, name, case, tmp, dest):
     import update_agent
-    from update_agent import journal
+    from update_agent.state import journal
     node = w.node(tmp)
     try:
         replay(w, node, tmp, case["runs"])

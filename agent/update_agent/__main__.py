@@ -1,3 +1,3 @@
-from update_agent.cli import main
+from update_agent.cli.main import main
 
 raise SystemExit(main())

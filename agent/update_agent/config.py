@@ -17,9 +17,9 @@ import posixpath
 import re
 import string
 
-from update_agent import trust
 from update_agent.errors import BadInput
-from update_agent.paths import DEFAULT_STATE_DIR
+from update_agent.node import trust
+from update_agent.node.paths import DEFAULT_STATE_DIR
 
 LOG = logging.getLogger(__name__)
 

@@ -23,7 +23,9 @@ import time
 
 import pytest
 
-from update_agent import __version__, hooks, paths
+from update_agent import __version__
+from update_agent.apply import hooks
+from update_agent.node import paths
 
 pytestmark = pytest.mark.dib
 

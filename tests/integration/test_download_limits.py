@@ -12,7 +12,7 @@ import pytest
 import world
 from update_agent.errors import AgentError
 from update_agent.images.fetch import Pace, fetch
-from update_agent.paths import NodePaths
+from update_agent.node.paths import NodePaths
 from world import agent, write_metadata
 
 pytestmark = [pytest.mark.integration]

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 import world
-from update_agent import sync
+from update_agent.apply import sync
 from world import agent, write_metadata
 
 pytestmark = [pytest.mark.integration]

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import world
-from update_agent import busy
+from update_agent.node import busy
 from world import agent, plan_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_mounts")]

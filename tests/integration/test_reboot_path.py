@@ -173,7 +173,7 @@ def test_a_same_name_rebuild_killed_between_its_sync_and_its_reboot_still_reboot
     """The sync put build 2 under the running name; the node still runs build 1, so
     the resumed update still reboots, its fallback still the copy of build 1."""
     import sys
-    from update_agent import journal
+    from update_agent.state import journal
     m = meta(tmp_path, "img-RI", w.rebuilt_i)
     env = dict(os.environ, PYTHONPATH=os.path.join(world.PROJECT, "agent"),
                **{journal.FAULT_ENV: at})
@@ -449,7 +449,7 @@ def test_reboot_method_kexec_loads_the_new_kernel_where_this_kernel_can(w, node,
     """With reboot_method = kexec and kexec-tools on the node, the plan says whether the
     running kernel (this machine's) can kexec; the recorded reboot is what it would run."""
     import subprocess
-    from update_agent import kexec
+    from update_agent.decide import kexec
     conf = tmp_path / "k.conf"
     conf.write_text("[agent]\nreboot_method = kexec\n")
     m = meta(tmp_path, "img-R", w.rebuilt)

@@ -12,7 +12,7 @@ import pytest
 import sandbox
 import world
 from world import agent, read, write_metadata
-from update_agent import sync
+from update_agent.apply import sync
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_mounts")]
 

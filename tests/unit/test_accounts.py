@@ -2,7 +2,7 @@
 
 import pytest
 
-from update_agent.accounts import AccountClash, merge
+from update_agent.decide.accounts import AccountClash, merge
 
 ROOT = "root:x:0:0:root:/root:/bin/bash\n"
 SSHD = "sshd:x:105:65534::/run/sshd:/usr/sbin/nologin\n"

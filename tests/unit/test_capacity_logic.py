@@ -5,9 +5,9 @@ import types
 import test_plan
 from test_plan import D, F, decide, facts
 
-from update_agent import capacity, plan
-from update_agent.changes import ChangeSet
-from update_agent.restarts import RestartPlan
+from update_agent.decide import capacity, plan
+from update_agent.decide.changes import ChangeSet
+from update_agent.decide.restarts import RestartPlan
 
 
 def many_added(n):

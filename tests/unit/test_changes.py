@@ -2,8 +2,8 @@
 
 import pytest
 
-from update_agent.changes import diff
-from update_agent.manifest import Entry
+from update_agent.decide.changes import diff
+from update_agent.node.manifest import Entry
 
 
 def F(digest="d1", size=10, mode=0o644, uid=0, gid=0, xattrs="", link=""):

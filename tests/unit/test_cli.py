@@ -5,7 +5,7 @@ import os
 import signal
 import sys
 
-from update_agent import cli
+from update_agent.cli import main as cli
 
 
 class ReentrantStream(io.StringIO):

@@ -7,10 +7,12 @@ import types
 
 import pytest
 
-from update_agent import daemon, heat, journal
+from update_agent.daemon import loop as daemon
+from update_agent.sources import heat
+from update_agent.state import journal
 from update_agent.config import Config
 from update_agent.errors import AgentError
-from update_agent.update import Outcome
+from update_agent.update.agent import Outcome
 
 CONFIG = Config(image_url_template="https://images/{image_id}.qcow2", poll_interval=30)
 
@@ -205,7 +207,7 @@ def test_tick_unchanged_metadata_and_retry_after_failure(env):
 def test_the_same_failure_is_an_error_once_then_quiet_until_it_changes(env, caplog):
     # a refused image is retried every poll interval, forever: an ERROR each time
     # would page someone every 30 s. A new failure, or one after a success, is an ERROR.
-    caplog.set_level(logging.INFO, logger="update_agent.daemon")
+    caplog.set_level(logging.INFO, logger="update_agent.daemon.loop")
     env.agent.result, env.agent.error = "refused", "image img-2 is refused: not enough space"
     env.watch.results = [{"image_id": "img-2"}, None, None, AgentError("metadata server down"),
                          {"image_id": "img-2"}, None, {"image_id": "img-2"}]
@@ -216,7 +218,7 @@ def test_the_same_failure_is_an_error_once_then_quiet_until_it_changes(env, capl
         return [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert errors_after_tick() == ["image img-2: refused: image img-2 is refused: not enough space"]
     assert errors_after_tick() == []
-    assert [r.getMessage() for r in caplog.records if r.name == "update_agent.daemon"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "update_agent.daemon.loop"] == [
         "image img-2: refused: image img-2 is refused: not enough space (again)", "will retry in 4s"]
     assert errors_after_tick() == []
     assert errors_after_tick() == ["metadata server down"]

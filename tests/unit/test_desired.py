@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from update_agent import config
-from update_agent.desired import Desired, from_metadata
+from update_agent.sources.desired import Desired, from_metadata
 from update_agent.errors import BadInput
 
 SHA = hashlib.sha256(b"img").hexdigest()
@@ -110,7 +110,7 @@ def test_template_with_unknown_placeholder_is_bad_input(tmp_path):
 
 
 def test_an_image_id_at_the_length_limit_is_accepted():
-    from update_agent.desired import MAX_IMAGE_ID
+    from update_agent.sources.desired import MAX_IMAGE_ID
     image_id = "i" * MAX_IMAGE_ID
     assert from_metadata(md(image_url="https://a") | {"image_id": image_id}).image_id == image_id
 
@@ -126,7 +126,7 @@ def test_an_image_id_too_long_for_the_file_names_made_from_it_is_refused(length)
 
 
 def test_the_longest_name_made_from_an_image_id_fits_the_filesystem():
-    from update_agent.desired import MAX_IMAGE_ID
+    from update_agent.sources.desired import MAX_IMAGE_ID
     change_list = "%d-%s.json" % (99999999999, "i" * MAX_IMAGE_ID)   # journal.save_change_list
     temporary = "." + change_list + "." + "x" * 8                     # statefile.write_atomic
     assert len(temporary.encode()) <= 255

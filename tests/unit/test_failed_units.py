@@ -1,6 +1,7 @@
 """The units failed before an update, which the health check after it discounts."""
 
-from update_agent import apply as applying, health, journal
+from update_agent.apply import inplace as applying, health
+from update_agent.state import journal
 
 
 def _journal():

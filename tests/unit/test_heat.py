@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
-from update_agent import heat
-from update_agent.changes import ChangeSet
+from update_agent.sources import heat
+from update_agent.decide.changes import ChangeSet
 from update_agent.errors import AgentError, BadInput
-from update_agent.plan import Plan
-from update_agent.update import Outcome
+from update_agent.decide.plan import Plan
+from update_agent.update.agent import Outcome
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -3,12 +3,12 @@ an image that changes one, or a directory above one, is refused at plan time."""
 
 import pytest
 
-from update_agent import plan
-from update_agent.changes import too_long, type_conflicts
+from update_agent.decide import plan
+from update_agent.decide.changes import too_long, type_conflicts
 from update_agent.config import Config
-from update_agent.desired import Desired
-from update_agent.facts import Facts
-from update_agent.manifest import Entry
+from update_agent.sources.desired import Desired
+from update_agent.node.facts import Facts
+from update_agent.node.manifest import Entry
 
 KV = "6.1.0-9-amd64"
 DESIRED = Desired("img-2", "https://images/img-2.qcow2", "")

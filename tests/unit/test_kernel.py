@@ -2,9 +2,9 @@
 
 import pytest
 
-from update_agent import kernel
-from update_agent.kernel import ImageKernel, RunningKernel
-from update_agent.manifest import Entry
+from update_agent.decide import kernel
+from update_agent.decide.kernel import ImageKernel, RunningKernel
+from update_agent.node.manifest import Entry
 
 
 def F(digest):

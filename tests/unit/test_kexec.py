@@ -2,8 +2,8 @@
 
 import pytest
 
-from update_agent import kexec
-from update_agent.paths import NodePaths
+from update_agent.decide import kexec
+from update_agent.node.paths import NodePaths
 
 IMAGE = {"boot/vmlinuz-6.1.0-56-amd64": object(), "boot/initrd.img-6.1.0-56-amd64": object()}
 K = "6.1.0-56-amd64"

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from update_agent import manifest
-from update_agent.manifest import Entry, Excluder, Sig
+from update_agent.node import manifest
+from update_agent.node.manifest import Entry, Excluder, Sig
 
 
 def sha(data):

@@ -3,8 +3,8 @@
 import os
 import re
 
-from update_agent import metrics
-from update_agent.update import Outcome
+from update_agent.daemon import metrics
+from update_agent.update.agent import Outcome
 
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 LABEL_VALUE = r'"(?:[^"\\\n]|\\[\\"n])*"'

@@ -1,6 +1,6 @@
-"""report.mixed_root: what status and the history say of a root between sync and commit."""
+"""journal.mixed_root: what status and the history say of a root between sync and commit."""
 
-from update_agent import journal, report
+from update_agent.state import journal
 
 
 def j(steps, status="failed", failed_step="", error=""):
@@ -11,24 +11,24 @@ def j(steps, status="failed", failed_step="", error=""):
 
 
 def test_a_failed_sync_is_mixed_and_names_the_step_and_the_error():
-    text = report.mixed_root(j({"sync": "started"}, failed_step="sync", error="rsync: ENOSPC"))
+    text = journal.mixed_root(j({"sync": "started"}, failed_step="sync", error="rsync: ENOSPC"))
     assert text == "mixed: holds part of image img-B over img-A; step sync failed: rsync: ENOSPC"
 
 
 def test_a_failed_verify_is_mixed():
-    text = report.mixed_root(j({"sync": "done", "verify": "started"}, failed_step="verify",
+    text = journal.mixed_root(j({"sync": "done", "verify": "started"}, failed_step="verify",
                                error="1 paths do not match"))
     assert text.endswith("step verify failed: 1 paths do not match")
 
 
 def test_a_killed_sync_is_mixed_and_says_where_it_stopped():
     before = {"pre-configure": "done", "remount-rw": "done", "pin": "done"}
-    text = report.mixed_root(j(dict(before, sync="started"), status="running"))
+    text = journal.mixed_root(j(dict(before, sync="started"), status="running"))
     assert text == "mixed: holds part of image img-B over img-A; stopped at step sync"
 
 
 def test_before_the_sync_or_after_the_commit_the_root_is_not_mixed():
-    assert report.mixed_root(j({"pre-configure": "started"}, failed_step="pre-configure")) == ""
-    assert report.mixed_root(j({"sync": "done", "verify": "done", "commit": "done",
+    assert journal.mixed_root(j({"pre-configure": "started"}, failed_step="pre-configure")) == ""
+    assert journal.mixed_root(j({"sync": "done", "verify": "done", "commit": "done",
                                 "configure": "started"}, failed_step="configure")) == ""
-    assert report.mixed_root(j({"sync": "done", "commit": "done"}, status="done")) == ""
+    assert journal.mixed_root(j({"sync": "done", "commit": "done"}, status="done")) == ""

@@ -3,7 +3,7 @@
 import logging
 import os
 
-from update_agent import mounts
+from update_agent.node import mounts
 
 MOUNTINFO = r"""22 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw,errors=remount-ro
 23 22 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw
@@ -70,7 +70,7 @@ def test_a_root_writable_anywhere_has_no_unwritten_token(tmp_path):
     # the walk of such a root is never reused: something may write it while the
     # pre-configure hooks run. Only a root whose filesystem is read-only (the
     # superblock, not only the mount, which a writable bind elsewhere bypasses) may.
-    from update_agent import facts
+    from update_agent.node import facts
     root = str(tmp_path)
 
     def token(mount_opts, fstype, super_opts):
@@ -84,7 +84,7 @@ def test_a_root_writable_anywhere_has_no_unwritten_token(tmp_path):
 def test_mounts_made_since_the_facts_are_added_and_none_is_forgotten(tmp_path):
     # a pre-configure hook mounts a volume under the root and unmounts another: both
     # stay excluded, and what the node preserves is kept as it was
-    from update_agent import facts
+    from update_agent.node import facts
     root = str(tmp_path)
 
     def mountinfo(*below):
@@ -103,7 +103,7 @@ def test_mounts_made_since_the_facts_are_added_and_none_is_forgotten(tmp_path):
 def test_the_agents_own_mount_of_the_staged_image_is_not_reported(tmp_path, caplog):
     # the image is opened in the work dir, inside the state dir, under the root: that
     # mount is the agent's own, left alone with the state dir, and no news to anyone
-    from update_agent import facts
+    from update_agent.node import facts
     root = str(tmp_path)
     state = os.path.join(root, "var/lib/update-agent")
     before = facts.Facts(root=root, release="6.1", root_is_mount_point=True, root_read_only=True,

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from update_agent import notify
+from update_agent.daemon import notify
 
 
 @pytest.fixture

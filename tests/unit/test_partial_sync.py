@@ -4,7 +4,7 @@ import types
 
 import pytest
 
-from update_agent import sync
+from update_agent.apply import sync
 from update_agent.errors import AgentError, CommandFailed
 
 

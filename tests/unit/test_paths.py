@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from update_agent.paths import resolve_in_root
+from update_agent.node.paths import resolve_in_root
 
 
 @pytest.fixture

@@ -4,12 +4,12 @@ import dataclasses
 
 import pytest
 
-from update_agent import plan
+from update_agent.decide import plan
 from update_agent.config import Config
-from update_agent.desired import Desired
-from update_agent.facts import Facts
-from update_agent.journal import Journal
-from update_agent.manifest import Entry
+from update_agent.sources.desired import Desired
+from update_agent.node.facts import Facts
+from update_agent.state.journal import Journal
+from update_agent.node.manifest import Entry
 
 KV = "6.1.0-9-amd64"
 DESIRED = Desired("img-2", "https://images/img-2.qcow2", "")

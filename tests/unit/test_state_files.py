@@ -3,7 +3,8 @@
 import pytest
 
 from update_agent.errors import BadInput
-from update_agent.sources import metadata_files, nesting
+from update_agent import nesting
+from update_agent.sources import metadata_files
 
 
 def _nested(levels):

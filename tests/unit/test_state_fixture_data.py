@@ -7,7 +7,7 @@ import os
 import pytest
 
 import state_fixtures
-from update_agent import journal
+from update_agent.state import journal
 
 STORED = state_fixtures.stored()
 

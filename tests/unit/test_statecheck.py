@@ -8,9 +8,10 @@ import os
 
 import pytest
 
-from update_agent import journal, live, statecheck
+from update_agent.state import journal, statecheck
+from update_agent.apply import live
 from update_agent.images.store import ImageStore
-from update_agent.statecheck import DamagedState
+from update_agent.state.statecheck import DamagedState
 
 GOOD_JOURNAL = {"format": 1, "image_id": "img-B", "digest": "sha256:" + "b" * 64,
                 "previous_image_id": "img-A", "previous_digest": "", "action": "in-place",
@@ -300,7 +301,7 @@ def test_every_message_is_one_line_with_the_fix():
 
 
 def test_an_unreadable_account_base_is_no_base(tmp_path, caplog):
-    from update_agent import facts
+    from update_agent.node import facts
     for tree, text in (("node", "root:x:0:0::/root:/bin/sh\nop:x:1001:1001::/home/op:/bin/sh\n"),
                        ("image", "root:x:0:0::/root:/bin/sh\n")):
         (tmp_path / tree / "etc").mkdir(parents=True)

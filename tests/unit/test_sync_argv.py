@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import types
 
-from update_agent import sync
+from update_agent.apply import sync
 
 EXCLUDED = ["/etc/hostname", "/etc/ssh/ssh_host_*", "/var/lib/update-agent/", "/srv/data"]
 
@@ -101,7 +101,7 @@ def test_rsync_refuses_a_listed_path_below_an_excluded_directory(tmp_path):
 
 
 def test_mtimes_are_set_without_following_a_symlink_on_the_way(tmp_path):
-    from update_agent.manifest import Entry, Excluder
+    from update_agent.node.manifest import Entry, Excluder
     root, outside = tmp_path / "root", tmp_path / "outside"
     (root / "usr").mkdir(parents=True)
     (root / "usr" / "a").write_text("a")

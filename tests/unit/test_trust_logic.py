@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
-from update_agent import trust
-from update_agent.trust import Untrusted
+from update_agent.node import trust
+from update_agent.node.trust import Untrusted
 
 ROOT = "/sandbox/node"
 

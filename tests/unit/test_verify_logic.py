@@ -4,10 +4,11 @@ import os
 
 import pytest
 
-from update_agent import manifest, verify
-from update_agent.changes import ChangeSet
-from update_agent.manifest import Excluder
-from update_agent.plan import Plan
+from update_agent.node import manifest
+from update_agent.apply import verify
+from update_agent.decide.changes import ChangeSet
+from update_agent.node.manifest import Excluder
+from update_agent.decide.plan import Plan
 
 
 def entries_of(tree):

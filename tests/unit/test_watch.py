@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from update_agent import watch
-from update_agent.watch import CacheWatcher
+from update_agent.daemon import watch
+from update_agent.daemon.watch import CacheWatcher
 
 
 def later(fn, delay=0.05):

@@ -1,6 +1,6 @@
 """sync.write_list: names rsync's --files-from would take as comments."""
 
-from update_agent import sync
+from update_agent.apply import sync
 
 
 def test_names_that_begin_like_a_comment_are_written_as_dot_slash(tmp_path):

@@ -22,7 +22,7 @@ import pytest
 import debian_archive
 import debian_roots
 import nspawn_node
-from update_agent import manifest
+from update_agent.node import manifest
 
 pytestmark = [pytest.mark.wholenode, pytest.mark.usefixtures("need_mounts")]
 AGENT = "/opt/update-agent/bin/update-agent"

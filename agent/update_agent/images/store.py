@@ -11,10 +11,10 @@ import logging
 import os
 import urllib.parse
 
-from update_agent import manifest, statecheck, statefile
 from update_agent.errors import AgentError, BadInput
-from update_agent.images import fetch as fetching
-from update_agent.images import formats, signature
+from update_agent.images import fetch as fetching, formats, signature
+from update_agent.node import manifest
+from update_agent.state import statecheck, statefile
 
 LOG = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import os
 
 from os_apply_config import collect_config
 
+from update_agent import nesting
 from update_agent.errors import BadInput
-from update_agent.sources import nesting
 
 LOG = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import logging
 import urllib.error
 import urllib.request
 
+from update_agent import nesting
 from update_agent.errors import AgentError, BadInput
-from update_agent.sources import nesting
 from update_agent.http import Http
 
 LOG = logging.getLogger(__name__)

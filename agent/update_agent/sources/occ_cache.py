@@ -7,8 +7,9 @@ names are node paths, so they are resolved inside the root as well.
 import logging
 import os
 
+from update_agent import nesting
 from update_agent.errors import BadInput
-from update_agent.sources import metadata_files, nesting
+from update_agent.sources import metadata_files
 
 LOG = logging.getLogger(__name__)
 

@@ -18,10 +18,12 @@ import select
 import signal
 import time
 
-from update_agent import desired as desired_mod
-from update_agent import heat, locks, metrics, sources
+from update_agent import sources
+from update_agent.daemon import metrics
 from update_agent.errors import AgentError
 from update_agent.logs import log_fields
+from update_agent.sources import desired as desired_mod, heat
+from update_agent.state import locks
 
 LOG = logging.getLogger(__name__)
 

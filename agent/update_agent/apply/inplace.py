@@ -14,10 +14,11 @@ import logging
 import os
 import time
 
-from update_agent import busy, facts as facts_mod, health, hooks, live, journal as journaling, mounts, statefile, sync
-from update_agent import report, verify
+from update_agent.apply import health, hooks, live, sync, verify
 from update_agent.errors import AgentError, Interrupted
 from update_agent.logs import log_fields
+from update_agent.node import busy, facts as facts_mod, mounts
+from update_agent.state import journal as journaling, statefile
 
 LOG = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ class Executor:
                   "started_at": j.started_at, "ended_at": ended, "restarts": j.restarted,
                   "duration_s": round(ended - j.started_at, 3), "step_s": dict(j.step_s)}
         if result != "success" and j.mixed:
-            record["root"] = report.mixed_root(j)
+            record["root"] = journaling.mixed_root(j)
         if plan is not None and plan.changes is not None:
             record["changes"] = plan.to_dict()["changes"]
             record["changes"].pop("sample", None)

@@ -9,8 +9,8 @@ refused and which are rebuilt is the caller's decision (journal.py).
 import dataclasses
 import json
 
+from update_agent import nesting
 from update_agent.errors import AgentError
-from update_agent.sources import nesting
 
 
 class DamagedState(AgentError):

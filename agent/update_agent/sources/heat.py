@@ -15,9 +15,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from update_agent import desired as desired_mod
 from update_agent.errors import AgentError, BadInput
 from update_agent.http import Http
+from update_agent.sources import desired as desired_mod
 
 LOG = logging.getLogger(__name__)
 

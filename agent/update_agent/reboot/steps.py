@@ -20,10 +20,12 @@ the node is healthy (a rollback would be another reboot: the operator's call).
 import logging
 import os
 
-from update_agent import facts as facts_mod
-from update_agent import health, hooks, journal as journaling, kernel, kexec, live, statefile, sync
-from update_agent.apply import Executor, StepFailed
+from update_agent.apply import health, hooks, live, sync
+from update_agent.apply.inplace import Executor, StepFailed
+from update_agent.decide import kernel, kexec
 from update_agent.errors import AgentError
+from update_agent.node import facts as facts_mod
+from update_agent.state import journal as journaling, statefile
 
 LOG = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import os
 
 import psutil
 
-from update_agent import processes
+from update_agent.node import processes
 
 LOG = logging.getLogger(__name__)
 

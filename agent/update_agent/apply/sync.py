@@ -18,8 +18,10 @@ import os
 import shutil
 import stat
 
-from update_agent import accounts, changes, manifest, statefile
+from update_agent.decide import accounts, changes
 from update_agent.errors import AgentError, CommandFailed
+from update_agent.node import manifest
+from update_agent.state import statefile
 
 LOG = logging.getLogger(__name__)
 

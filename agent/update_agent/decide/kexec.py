@@ -5,19 +5,12 @@ which a GRUB node does not have: the agent loads the image's kernel with
 kexec-tools first (`kexec --load`, this boot's command line reused), then
 asks systemd to kexec. Where the config asks for kexec but this kernel or
 node cannot do it, the reboot goes through the firmware and the boot loader,
-and the plan says why. decide() is pure; facts() reads what it needs.
+and the plan says why. decide() is pure; node.facts reads what it needs.
 """
-
-import os
 
 SYSFS = "/sys/kernel/kexec_loaded"   # present when the running kernel can kexec
 TOOL = ("usr/sbin/kexec", "sbin/kexec")
 
-
-def facts(paths):
-    """(running kernel can kexec, the node's kexec binary or "")."""
-    tool = next((paths.node("/" + rel) for rel in TOOL if os.access(paths.node("/" + rel), os.X_OK)), "")
-    return os.path.exists(SYSFS), tool
 
 
 def decide(asked, kernel, image_entries, can_kexec, tool):

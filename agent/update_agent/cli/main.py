@@ -7,17 +7,20 @@ import os
 import signal
 import sys
 
-from update_agent import config as config_mod
-from update_agent import __version__, daemon, heat, logs, mounts, report, slotcli
-from update_agent.errors import BadInput
-from update_agent.notify import Notifier
+from update_agent import __version__, config as config_mod, logs
+from update_agent.cli import report, slot as slotcli
+from update_agent.daemon import loop as daemon
+from update_agent.daemon.notify import Notifier
+from update_agent.daemon.watch import CacheWatcher
+from update_agent.errors import AgentError, BadInput
+from update_agent.node import mounts
+from update_agent.node.paths import CONFIG_FILE, NodePaths
+from update_agent.sources import heat
 from update_agent.sources.metadata_url import UrlSource
-from update_agent.watch import CacheWatcher
-from update_agent.errors import AgentError
-from update_agent.statecheck import DamagedState
-from update_agent.paths import CONFIG_FILE, NodePaths
+from update_agent.state import journal
+from update_agent.state.statecheck import DamagedState
 from update_agent.system import System
-from update_agent.update import Agent
+from update_agent.update.agent import Agent
 
 LOG = logging.getLogger(__name__)
 
@@ -183,7 +186,7 @@ def cmd_status(args, agent, out):
         "unfinished_update": None if j is None or not j.unfinished else {
             "image_id": j.image_id, "status": j.status,
             "step": j.failed_step or j.stopped_at(), "error": j.error,
-            "mixed": report.mixed_root(j)},
+            "mixed": journal.mixed_root(j)},
         "held": state.hold(),
         "last_result": daemon_status.get("last_result") or (history[-1] if history else None),
         "last_error": daemon_status.get("last_error", ""),

@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 
-from update_agent import hooks, live
+from update_agent.apply import hooks, live
 from update_agent.errors import AgentError
 
 LOG = logging.getLogger(__name__)

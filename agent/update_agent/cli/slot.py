@@ -9,24 +9,11 @@ this node's reboot slot, clear restarts a group stopped by failed updates.
 
 import argparse
 import json
-import socket
 import sys
 
 from update_agent import coordination
+from update_agent.coordination import node_id as node_ids
 from update_agent.errors import BadInput
-
-
-def node_id(config, paths):
-    if config.node_id:
-        return config.node_id
-    try:
-        with open(paths.node("/etc/machine-id"), encoding="utf-8") as f:
-            mid = f.read().strip()
-        if mid:
-            return mid
-    except OSError:
-        pass
-    return socket.gethostname()
 
 
 def parser():
@@ -49,7 +36,7 @@ def main(agent, argv, out):
     config = agent.config
     if not config.coordination_backend:
         raise BadInput("no [coordination] backend in the config (%s)" % config.source)
-    node = args.node_id or node_id(config, agent.paths)
+    node = args.node_id or node_ids.node_id(config, agent.paths)
     if args.max_holders is not None and args.max_holders < 1:
         raise BadInput("--max %d must be at least 1" % args.max_holders)
     if args.action == "hold":

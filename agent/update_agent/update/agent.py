@@ -12,16 +12,19 @@ import logging
 import os
 import posixpath
 
-from update_agent import apply as applying
-from update_agent import desired as desired_mod
-from update_agent import facts as facts_mod
-from update_agent import coordination, health, hooks, journal, live, locks, manifest, mounts, \
-    plan as planning, processes, rebooting, slotcli, sources, trust
+from update_agent import coordination, sources
+from update_agent.apply import health, hooks, inplace as applying, live
+from update_agent.coordination import node_id as node_ids
+from update_agent.decide import plan as planning
 from update_agent.errors import AgentError, Interrupted
 from update_agent.images import formats
 from update_agent.images.store import ImageStore
-from update_agent.statecheck import DamagedState
-from update_agent.paths import KEYS_DIR
+from update_agent.node import facts as facts_mod, manifest, mounts, processes, trust
+from update_agent.node.paths import KEYS_DIR
+from update_agent.reboot import steps as rebooting
+from update_agent.sources import desired as desired_mod
+from update_agent.state import journal, locks
+from update_agent.state.statecheck import DamagedState
 
 LOG = logging.getLogger(__name__)
 
@@ -365,12 +368,12 @@ class Agent:
         c = self.config
         if not c.coordination_backend or c.coordinate == "never":
             return None
-        return coordination.reboot_slots(c, slotcli.node_id(c, self.paths), self.system.clock)
+        return coordination.reboot_slots(c, node_ids.node_id(c, self.paths), self.system.clock)
 
     def _in_place_slot(self, should_stop=None):
         c = self.config
         if c.coordination_backend and c.coordinate == "always":
-            return coordination.lease_slot(c, slotcli.node_id(c, self.paths), should_stop=should_stop)
+            return coordination.lease_slot(c, node_ids.node_id(c, self.paths), should_stop=should_stop)
         return contextlib.nullcontext()
 
     def _reboot_now(self, method, load=None):

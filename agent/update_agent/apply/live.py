@@ -14,9 +14,11 @@ import logging
 import os
 import time
 
-from update_agent import plan as planning, processes, restarts, statecheck
+from update_agent.decide import plan as planning, restarts
 from update_agent.errors import AgentError, CommandFailed
-from update_agent.facts import PIN_DIR
+from update_agent.node import processes
+from update_agent.node.facts import PIN_DIR
+from update_agent.state import statecheck
 
 LOG = logging.getLogger(__name__)
 

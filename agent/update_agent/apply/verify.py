@@ -11,8 +11,9 @@ import concurrent.futures
 import os
 import stat
 
-from update_agent import changes, manifest
+from update_agent.decide import changes
 from update_agent.errors import AgentError
+from update_agent.node import manifest
 
 SHOWN = 5  # mismatches named in the error
 

@@ -12,9 +12,9 @@ import logging
 import os
 import signal
 
-from update_agent import statecheck, statefile
 from update_agent.errors import AgentError
-from update_agent.statecheck import DamagedState
+from update_agent.state import statecheck, statefile
+from update_agent.state.statecheck import DamagedState
 
 LOG = logging.getLogger(__name__)
 
@@ -312,3 +312,14 @@ class Store:
             LOG.warning("%s: line %d: %s; skipped (unreadable lines: %d)", self.history_path,
                         number, wrong, len(bad))
         return records
+
+
+def mixed_root(j):
+    """What the root holds when an update stopped between its sync and its commit
+    (journal j), else ""."""
+    if not j.mixed:
+        return ""
+    over = "mixed: holds part of image %s over %s" % (j.image_id, j.previous_image_id or "(none)")
+    if j.failed_step:
+        return "%s; step %s failed: %s" % (over, j.failed_step, j.error or "?")
+    return "%s; stopped at step %s" % (over, j.stopped_at())  # killed: nothing recorded why

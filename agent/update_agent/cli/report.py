@@ -28,15 +28,6 @@ def plan_text(plan):
     return "\n".join(lines)
 
 
-def mixed_root(j):
-    """What the root holds when an update stopped between its sync and its commit
-    (journal j), else ""."""
-    if not j.mixed:
-        return ""
-    over = "mixed: holds part of image %s over %s" % (j.image_id, j.previous_image_id or "(none)")
-    if j.failed_step:
-        return "%s; step %s failed: %s" % (over, j.failed_step, j.error or "?")
-    return "%s; stopped at step %s" % (over, j.stopped_at())  # killed: nothing recorded why
 
 
 def emit(out, as_json, obj, text):

@@ -11,8 +11,8 @@ import logging
 import os
 import posixpath
 
-from update_agent import trust
 from update_agent.errors import AgentError, CommandFailed
+from update_agent.node import trust
 
 LOG = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import stat
 
 import psutil
 
-from update_agent import restarts
+from update_agent.decide import restarts
 
 LOG = logging.getLogger(__name__)
 

@@ -4,8 +4,11 @@ import dataclasses
 import logging
 import os
 
-from update_agent import accounts, desired, kernel, kexec, manifest, mounts, statefile
+from update_agent.decide import accounts, kernel, kexec
 from update_agent.errors import BadInput
+from update_agent.node import manifest, mounts
+from update_agent.sources import desired
+from update_agent.state import statefile
 
 LOG = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ def gather(paths, config, mountinfo=None):
         current_image_id=read_image_id(paths.image_id_file),
         excluded=excluded,
         root_errors=fs_errors(root_mount),
-        kexec=kexec.facts(paths),
+        kexec=kexec_facts(paths),
         root_free_inodes=free_inodes(vfs),
         state_fs=state_mount.mount_point if state_mount else "",
         state_free_bytes=state_vfs.f_bavail * state_vfs.f_frsize,
@@ -259,3 +262,9 @@ def save_account_base(image_root, base_dir):
                 statefile.write_atomic(dst, f.read(), mode=0o600)
         elif os.path.exists(dst):
             os.unlink(dst)
+
+
+def kexec_facts(paths):
+    """(running kernel can kexec, the node's kexec binary or "")."""
+    tool = next((paths.node("/" + rel) for rel in kexec.TOOL if os.access(paths.node("/" + rel), os.X_OK)), "")
+    return os.path.exists(kexec.SYSFS), tool

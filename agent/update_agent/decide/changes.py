@@ -6,7 +6,7 @@ predicted is exactly what is synced.
 
 import dataclasses
 
-from update_agent.manifest import NAME_MAX, PATH_MAX, show
+from update_agent.decide.entries import NAME_MAX, PATH_MAX, show
 
 
 @dataclasses.dataclass(frozen=True)

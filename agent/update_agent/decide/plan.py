@@ -7,8 +7,9 @@ their arguments, so --dry-run prints exactly what apply would do.
 
 import dataclasses
 
-from update_agent import accounts, capacity, kernel, kexec, manifest, restarts as restarting
-from update_agent import changes as changeset
+from update_agent.decide import (
+    accounts, capacity, changes as changeset, entries, kernel, kexec, restarts as restarting
+)
 
 NOOP = "noop"
 IN_PLACE = "in-place"
@@ -203,11 +204,11 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     image_k = kernel.image_kernel(image_entries)
     running = kernel.running_kernel(facts.release, node_entries, running_vmlinuz)
     # mount points the image would change and nothing else keeps: worth a note
-    preserved = manifest.Excluder(config.preserved)
+    preserved = entries.Excluder(config.preserved)
     skipped = tuple(sorted(r for r in set(facts.mount_points) & set(image_entries)
                            if not preserved.covers(r)))
     full_image = image_entries
-    excluded = manifest.Excluder(facts.excluded)
+    excluded = entries.Excluder(facts.excluded)
     image_entries = excluded.filter(image_entries)
     same_kernel, kernel_reasons = kernel.compare(running, image_k)
     fallback = kernel.fallback(running, image_k, node_entries, running_in_copy(facts, journal))
@@ -266,7 +267,7 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     if absent:
         reasons.append("%d preserved paths the image has are absent on the node and are not "
                        "created from the image (they are the node's own): %s"
-                       % (len(absent), ", ".join(manifest.show(r) for r in absent[:5])))
+                       % (len(absent), ", ".join(entries.show(r) for r in absent[:5])))
     if not same_kernel:
         if keep:
             kernel_reasons.append("the running kernel's files are kept until the new kernel "

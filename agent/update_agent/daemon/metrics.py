@@ -2,7 +2,7 @@
 
 import os
 
-from update_agent import statefile
+from update_agent.state import statefile
 
 FILE = "update_agent.prom"
 RESULTS = ("success", "noop", "failed", "refused", "reboot-required", "rebooting", "waiting",

@@ -1,0 +1,1 @@
+"""The command line: argument parsing, wiring and report rendering. Nothing imports it."""

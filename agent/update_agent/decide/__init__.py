@@ -1,0 +1,1 @@
+"""Pure decisions: the plan and everything it weighs. No I/O here."""

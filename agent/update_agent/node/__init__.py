@@ -1,0 +1,1 @@
+"""What the node is: its paths, facts, mounts, processes and the manifest walk."""

@@ -1,0 +1,1 @@
+"""The agent's own state dir: journal, atomic files, locks and their checks."""

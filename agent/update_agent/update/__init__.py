@@ -1,0 +1,1 @@
+"""One update, end to end: plan, then apply in place or reboot."""
