@@ -1,8 +1,7 @@
-"""sync.rsync_argv and write_list: exactly what rsync is told."""
+"""sync.rsync_argv and write_list: exactly what rsync is told (what the real rsync
+then does: tests/integration/test_rsync_files_from.py)."""
 
 import os
-import shutil
-import subprocess
 import types
 
 from update_agent.apply import sync
@@ -82,22 +81,6 @@ def test_a_deletion_around_what_is_left_alone_is_skipped(tmp_path):
     assert (tmp_path / "root" / "d" / "vol" / "data").exists()
     assert not (tmp_path / "root" / "e").exists()
     assert ran == [["sync", "--file-system", str(tmp_path / "root")]], "flushed before the step is done"
-
-
-def test_rsync_refuses_a_listed_path_below_an_excluded_directory(tmp_path):
-    # rsync matches a --files-from path by itself, not through its parents: the
-    # list may name a file in a directory mounted since the plan, and it must not land
-    image, root = tmp_path / "image", tmp_path / "root"
-    for tree in (image, root):
-        (tree / "srv" / "data").mkdir(parents=True)
-    (image / "srv" / "data" / "f").write_text("from the image")
-    (image / "srv" / "g").write_text("synced")
-    list_file = str(tmp_path / "list")
-    sync.write_list(list_file, ["srv/data/f", "srv/g"])
-    subprocess.run(sync.rsync_argv(shutil.which("rsync"), list_file, ["/srv/data"], str(image), str(root)),
-                   check=True)
-    assert not (root / "srv" / "data" / "f").exists()
-    assert (root / "srv" / "g").read_text() == "synced"
 
 
 def test_mtimes_are_set_without_following_a_symlink_on_the_way(tmp_path):

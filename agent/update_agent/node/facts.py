@@ -5,9 +5,9 @@ import logging
 import os
 
 from update_agent.decide import accounts, kernel, kexec
+from update_agent.decide.image_id import validate_image_id
 from update_agent.errors import BadInput
 from update_agent.node import manifest, mounts
-from update_agent.sources import desired
 from update_agent.state import statefile
 
 LOG = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def read_image_id(path):
     except UnicodeDecodeError:
         raise BadInput("%s is not text: the node's committed image id is unreadable" % path)
     try:
-        return desired.validate_image_id(text)
+        return validate_image_id(text)
     except BadInput:
         raise BadInput("%s holds an invalid image id %r: the node's committed image id is "
                        "unreadable" % (path, text[:80]))

@@ -6,20 +6,16 @@ the key and the offending value. Nothing downstream re-validates.
 
 import dataclasses
 import logging
-import re
 import urllib.parse
 
+# validate_image_id and MAX_IMAGE_ID are also read from here (the element, the tests)
+from update_agent.decide.image_id import MAX_IMAGE_ID, show_value, validate_image_id  # noqa: F401
 from update_agent.errors import BadInput
 from update_agent.images import signature
 from update_agent.images.fetch import Digest
 
 LOG = logging.getLogger(__name__)
 
-# File names are built from an image_id, and a name holds at most 255 bytes: the
-# longest is the temporary of a change list, ".<time>-<image_id>.json.XXXXXXXX", 27
-# bytes besides the id until the year 5138. 200 leaves room for a longer suffix.
-MAX_IMAGE_ID = 200
-IMAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]*")
 REBOOT_POLICIES = ("auto", "never", "manual")
 URL_SCHEMES = ("http", "https", "file")
 KNOWN_KEYS = ("image_url", "image_digest", "reboot", "image_signature")
@@ -38,27 +34,6 @@ class Desired:
         return dataclasses.asdict(self)
 
 
-def _show(value, limit=80):
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "...(%d chars)" % len(text)
-
-
-def validate_image_id(value, key="image_id"):
-    if value is None:
-        raise BadInput("metadata key %r is missing" % key)
-    if not isinstance(value, str):
-        raise BadInput("metadata key %r must be a string, got %s %s"
-                       % (key, type(value).__name__, _show(value)))
-    if len(value) > MAX_IMAGE_ID:
-        raise BadInput("metadata key %r is too long: %s is %d chars, the limit is %d (file "
-                       "names are made from it)" % (key, _show(value, 40), len(value),
-                                                    MAX_IMAGE_ID))
-    if not IMAGE_ID.fullmatch(value) or ".." in value:
-        raise BadInput("metadata key %r has invalid value %s (allowed: letters, digits, "
-                       "'._:+-', no '..', at most %d chars)" % (key, _show(value), MAX_IMAGE_ID))
-    return value
-
-
 def validate_digest(value, key="update_agent.image_digest"):
     if value is None or value == "":
         return ""
@@ -68,16 +43,16 @@ def validate_digest(value, key="update_agent.image_digest"):
 def validate_url(value, key="update_agent.image_url"):
     if not isinstance(value, str):
         raise BadInput("metadata key %r must be a string, got %s %s"
-                       % (key, type(value).__name__, _show(value)))
+                       % (key, type(value).__name__, show_value(value)))
     if len(value) > MAX_URL or any(ord(c) < 33 for c in value):
-        raise BadInput("metadata key %r has invalid URL %s" % (key, _show(value)))
+        raise BadInput("metadata key %r has invalid URL %s" % (key, show_value(value)))
     try:
         scheme = urllib.parse.urlsplit(value).scheme.lower()
     except ValueError as e:
-        raise BadInput("metadata key %r has invalid URL %s: %s" % (key, _show(value), e))
+        raise BadInput("metadata key %r has invalid URL %s: %s" % (key, show_value(value), e))
     if scheme not in URL_SCHEMES:
         raise BadInput("metadata key %r has unsupported URL scheme in %s (allowed: %s)"
-                       % (key, _show(value), ", ".join(URL_SCHEMES)))
+                       % (key, show_value(value), ", ".join(URL_SCHEMES)))
     return value
 
 
@@ -86,7 +61,7 @@ def validate_reboot(value, key="update_agent.reboot"):
         return ""
     if not isinstance(value, str) or value not in REBOOT_POLICIES:
         raise BadInput("metadata key %r has invalid value %s (expected one of: %s)"
-                       % (key, _show(value), ", ".join(REBOOT_POLICIES)))
+                       % (key, show_value(value), ", ".join(REBOOT_POLICIES)))
     return value
 
 
@@ -100,7 +75,7 @@ def from_metadata(metadata, url_template=""):
         opts = {}
     if not isinstance(opts, dict):
         raise BadInput("metadata key 'update_agent' must be an object, got %s %s"
-                       % (type(opts).__name__, _show(opts)))
+                       % (type(opts).__name__, show_value(opts)))
     for key in opts:
         if key not in KNOWN_KEYS:
             # a newer template may carry keys this agent does not know yet
