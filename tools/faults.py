@@ -31,7 +31,8 @@ sys.path[:0] = [HERE, os.path.join(PROJECT, "agent"), os.path.join(PROJECT, "tes
 
 import sandbox  # noqa: E402
 import world  # noqa: E402
-from update_agent.state.journal import FAULT_ENV, STEPS  # noqa: E402
+from update_agent.apply.inplace import STEPS  # noqa: E402
+from update_agent.state.journal import FAULT_ENV  # noqa: E402
 
 
 def boundary_points():

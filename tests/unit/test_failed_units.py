@@ -7,7 +7,7 @@ from update_agent.state import journal
 def _journal():
     return journal.Journal(image_id="img-2", digest="", previous_image_id="img-1", previous_digest="",
                            action="in-place", root_was_ro=True, started_at=0.0,
-                           steps={s: "pending" for s in journal.STEPS})
+                           steps={s: "pending" for s in applying.STEPS})
 
 
 def test_a_resumed_update_keeps_the_failed_units_its_first_attempt_saw(monkeypatch, tmp_path):

@@ -1,12 +1,13 @@
 """journal.mixed_root: what status and the history say of a root between sync and commit."""
 
+from update_agent.apply import inplace
 from update_agent.state import journal
 
 
 def j(steps, status="failed", failed_step="", error=""):
     return journal.Journal(image_id="img-B", digest="", previous_image_id="img-A",
                            previous_digest="", action="in-place", root_was_ro=True, started_at=0.0,
-                           steps=dict({s: "pending" for s in journal.STEPS}, **steps),
+                           steps=dict({s: "pending" for s in inplace.STEPS}, **steps),
                            status=status, failed_step=failed_step, error=error)
 
 

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from update_agent.node.paths import resolve_in_root
+from update_agent.node.paths import NodePaths, resolve_in_root
+from update_agent.reboot import steps as rebooting
 
 
 @pytest.fixture
@@ -47,3 +48,13 @@ def test_missing_components_are_appended(root):
     assert resolve_in_root(root, "/var/lib/update-agent/journal.json") == \
         os.path.join(root, "var/lib/update-agent/journal.json")
     assert resolve_in_root(root, "/var/run/missing/x") == os.path.join(root, "run/missing/x")
+
+
+def test_the_boot_id_is_read_through_the_roots_proc(tmp_path):
+    # the reboot path tells "still the same boot" by it: never this machine's under a sandbox
+    paths = NodePaths(str(tmp_path))
+    assert paths.boot_id_file == str(tmp_path / "proc/sys/kernel/random/boot_id")
+    assert rebooting.current_boot_id(paths) == ""
+    (tmp_path / "proc/sys/kernel/random").mkdir(parents=True)
+    (tmp_path / "proc/sys/kernel/random/boot_id").write_text("f00d\n")
+    assert rebooting.current_boot_id(paths) == "f00d"

@@ -169,7 +169,7 @@ def _stop_on_signals():
 def cmd_status(args, agent, out):
     state = agent.state
     damaged = []  # status shows a damaged journal or image state; it never repairs them
-    j = _readable(state.load_journal, None, damaged)
+    j = _readable(agent.journal, None, damaged)
     facts = agent.facts()
     images = _readable(state.load_state, {}, damaged)
     daemon_status = state.load_status()

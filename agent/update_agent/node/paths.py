@@ -104,6 +104,12 @@ class NodePaths:
     def image_id_file(self):
         return self.node("/etc/image_id")
 
+    # the kernel's view, through the node's /proc as for /proc/cmdline (a sandbox
+    # root's own, or none)
+    @property
+    def boot_id_file(self):
+        return self.node("/proc/sys/kernel/random/boot_id")
+
     @property
     def config_file(self):
         return self.node(CONFIG_FILE)

@@ -20,20 +20,8 @@ LOG = logging.getLogger(__name__)
 
 FORMAT = 1
 STATE_FILE = "images.json"
-# The steps of an in-place apply, in order (apply.py runs them).
-# verify: the change set matches the image before the commit names it
-STEPS = ("pre-configure", "remount-rw", "pin", "sync", "verify", "commit", "configure", "post-configure",
-         "migration", "restart", "remount-ro")
-# The reboot path (rebooting.py): up to the reboot, then after it.
-# fallback: a same-name rebuild's copy of the running build, made before the sync
-BEFORE_REBOOT = ("slot", "pre-configure", "remount-rw", "pin", "fallback", "sync", "verify", "commit",
-                 "bootloader", "remount-ro", "reboot")
-# health before the old kernel goes and the new one becomes the default: an unhealthy
-# node keeps its fallback; the old kernel goes before boot-default, whose update-grub
-# then drops its menu entries
-AFTER_REBOOT = ("boot-check", "remount-rw-after", "configure", "post-configure", "migration",
-                "health", "old-kernel", "boot-default", "remount-ro-after", "release")
-REBOOT_STEPS = BEFORE_REBOOT + AFTER_REBOOT
+# The step names and their order are the apply layer's (apply/inplace.py, reboot/steps.py):
+# a journal keeps the names it was made with, in run order.
 
 
 @dataclasses.dataclass
@@ -101,9 +89,11 @@ class Journal:
         return (self.unfinished and self.steps.get("sync", "pending") != "pending"
                 and not self.done("commit"))
 
-    def stopped_at(self):
-        """The first step not done, in run order (the saved dict is sorted by name)."""
-        for name in (REBOOT_STEPS if self.action == "reboot" else STEPS):
+    def stopped_at(self, order=None):
+        """The first step not done, in run order: order (the step names), else the order
+        of steps as the journal was made (the saved dict is sorted by name: its reader
+        puts it back in run order, reboot.steps.in_run_order)."""
+        for name in (self.steps if order is None else order):
             if self.steps.get(name, "pending") != "done":
                 return name
         return ""

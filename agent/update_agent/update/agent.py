@@ -103,13 +103,18 @@ class Agent:
         metadata = sources.read_metadata(self.paths, metadata_files)
         return desired_mod.from_metadata(metadata, self.config.image_url_template)
 
+    def journal(self):
+        """The journal of the update in progress or done last (None), its steps in run
+        order for what it says of where it stopped."""
+        return rebooting.in_run_order(self.state.load_journal())
+
     def facts(self):
         return facts_mod.gather(self.paths, self.config, self.read_mounts())
 
     def _early(self, want, adopt=False, rollback=False, force=False):
         """(facts, journal, rejected, the Plan if it needs no image, else None)."""
         facts = self.facts()
-        j = self.state.load_journal()
+        j = self.journal()
         # read here even when unused (--force ignores the rejections): damage stops the
         # update before the download, not when a failed health check must roll back
         self.state.load_state()
@@ -393,9 +398,9 @@ class Agent:
             slots=self._slots(),
             # never this machine under a sandbox root: the executor records instead
             reboot=self._reboot_now if self.paths.is_host_root else None)
-        j = self.state.load_journal()
+        j = self.journal()
         if j is not None and j.checks_due_for(want.image_id):
-            if j.boot_id and j.boot_id == rebooting.current_boot_id():
+            if j.boot_id and j.boot_id == rebooting.current_boot_id(self.paths):
                 # asked to reboot, still the same boot: the machine is going down
                 return outcome("rebooting")
             try:
@@ -453,7 +458,7 @@ class Agent:
 
     def _relock_partial(self, executor, plan):
         """After a crash mid-update the root may be writable: never leave it so."""
-        j = self.state.load_journal()
+        j = self.journal()
         if j is None or not j.unfinished or not j.root_was_ro:
             return ""
         executor.remount_ro()
