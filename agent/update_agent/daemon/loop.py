@@ -24,6 +24,7 @@ from update_agent.errors import AgentError
 from update_agent.logs import log_fields
 from update_agent.sources import desired as desired_mod, heat
 from update_agent.state import locks
+from update_agent.state.states import Result
 
 LOG = logging.getLogger(__name__)
 
@@ -52,11 +53,11 @@ def run_deployment(d, config, update):
         LOG.error("deployment %s: %s", d.id, e)
         return heat.payload(error=str(e)), None
     outcome = update(want)
-    if outcome.result in ("rebooting", "waiting"):
+    if outcome.result in (Result.REBOOTING, Result.WAITING):
         # in progress: rebooting (Heat hears once the node is back and checked) or
         # waiting for a fleet slot; Heat never revises a failure, so say nothing yet
         return None, None
-    return heat.payload(outcome), ("success" if outcome.ok else None)
+    return heat.payload(outcome), (Result.SUCCESS if outcome.ok else None)
 
 
 class CacheWatch:
@@ -243,7 +244,7 @@ class Daemon:
         error = ": " + outcome.error if outcome.error else ""
         if outcome.ok:
             LOG.info("image %s: %s%s", want.image_id, outcome.result, error, extra=fields)
-        elif outcome.result == "interrupted":  # a stop asked for, not a fault: the next start resumes
+        elif outcome.result == Result.INTERRUPTED:  # a stop asked for, not a fault: the next start resumes
             LOG.warning("image %s: %s%s", want.image_id, outcome.result, error, extra=fields)
         else:
             self._log_failure((want.image_id, outcome.result, outcome.error), "image %s: %s%s",

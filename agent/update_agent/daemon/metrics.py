@@ -3,10 +3,10 @@
 import os
 
 from update_agent.state import statefile
+from update_agent.state.states import Result
 
 FILE = "update_agent.prom"
-RESULTS = ("success", "noop", "failed", "refused", "reboot-required", "rebooting", "waiting",
-           "interrupted", "rolled-back", "unhealthy")
+RESULTS = tuple(Result)  # one gauge each, in this order
 
 
 def _label(value):

@@ -15,6 +15,8 @@ import signal
 from update_agent.errors import AgentError
 from update_agent.state import statecheck, statefile
 from update_agent.state.statecheck import DamagedState
+from update_agent.state.states import (FAILURES, STOPPED, UNFINISHED, BadTransition, Result,
+                                       Status, StepState)
 
 LOG = logging.getLogger(__name__)
 
@@ -22,6 +24,7 @@ FORMAT = 1
 STATE_FILE = "images.json"
 # The step names and their order are the apply layer's (apply/inplace.py, reboot/steps.py):
 # a journal keeps the names it was made with, in run order.
+SLOT_STEP = "slot"  # the reboot path's step that takes the fleet's reboot slot
 
 
 @dataclasses.dataclass
@@ -33,9 +36,9 @@ class Journal:
     action: str
     root_was_ro: bool
     started_at: float
-    steps: dict = dataclasses.field(default_factory=dict)   # name -> started|done
+    steps: dict = dataclasses.field(default_factory=dict)   # name -> StepState
     step_s: dict = dataclasses.field(default_factory=dict)  # name -> seconds its last run took
-    status: str = "running"                                 # running|failed|done
+    status: Status = Status.RUNNING
     failed_step: str = ""
     error: str = ""
     restarted: dict = dataclasses.field(default_factory=dict)
@@ -55,13 +58,18 @@ class Journal:
     failed_units: list = None
     format: int = FORMAT
 
+    def __post_init__(self):
+        # the saved strings (checked by statecheck.JOURNAL when loaded) as their types
+        self.status = Status(self.status)
+        self.steps = {name: StepState(state) for name, state in self.steps.items()}
+
     @property
     def unfinished(self):
-        # "superseded": an operator chose to start over (update-agent reboot after a failed boot)
-        return self.status not in ("done", "superseded")
+        # superseded: an operator chose to start over (update-agent reboot after a failed boot)
+        return self.status in UNFINISHED
 
     def done(self, step):
-        return self.steps.get(step) == "done"
+        return self.steps.get(step) == StepState.DONE
 
     @property
     def awaiting_boot(self):
@@ -86,15 +94,73 @@ class Journal:
     def mixed(self):
         """The sync began and the commit has not happened: the root holds part of
         the image over the previous one."""
-        return (self.unfinished and self.steps.get("sync", "pending") != "pending"
+        return (self.unfinished and self.steps.get("sync", StepState.PENDING) != StepState.PENDING
                 and not self.done("commit"))
+
+    # --- the moves between states, in the manner of a state machine: each one
+    # refuses (BadTransition) to move from a state it does not follow ---------
+    def _move(self, move, target, allowed=(Status.RUNNING,)):
+        current = Status(self.status)  # a plain string assigned by older code counts too
+        if current not in allowed:
+            raise BadTransition("update to %s" % self.image_id, move, current, target, allowed)
+        self.status = target
+
+    def start(self):
+        """Run, or run again: a new update, or one resumed after a failure, a stop, a
+        wait for a slot or a crash."""
+        self._move("start", Status.RUNNING, UNFINISHED)
+        self.failed_step, self.error = "", ""
+
+    def step_started(self, name):
+        """The step begins: again, too, if a crash or a failure stopped it, or if it is
+        one that always runs (a remount, the sync)."""
+        self._move("start step %s" % name, Status.RUNNING)
+        self.steps[name] = StepState.STARTED
+
+    def step_done(self, name):
+        self._move("finish step %s" % name, Status.RUNNING)
+        current = StepState(self.steps.get(name, StepState.PENDING))
+        if current != StepState.STARTED:
+            raise BadTransition("update to %s" % self.image_id, "finish step %s" % name,
+                                current, StepState.DONE, (StepState.STARTED,))
+        self.steps[name] = StepState.DONE
+
+    def fail(self, step, error, result=Result.FAILED):
+        """Step `step` failed (result failed or unhealthy) or was stopped (interrupted)."""
+        if result not in FAILURES:
+            raise ValueError("%s is not how a step fails (%s)" % (result, ", ".join(FAILURES)))
+        self._move("fail at step %s" % step, Status(result))
+        self.failed_step, self.error = step or "", str(error)
+
+    def wait_for_slot(self):
+        """No fleet slot free: the slot step is taken again by the next run."""
+        self._move("wait for a reboot slot", Status.WAITING)
+        self.steps[SLOT_STEP] = StepState.PENDING
+
+    def took_slot(self, node):
+        """The reboot slot is held as node (given back under that id after the reboot)."""
+        self._move("record the reboot slot", Status.RUNNING)
+        self.slot_node = node
+
+    def finish(self):
+        self._move("finish", Status.DONE)
+
+    def supersede(self):
+        """An operator starts over after a stopped update (a reboot that came back on
+        the old kernel); again, if the run that did so ended before a new journal."""
+        self._move("supersede", Status.SUPERSEDED, STOPPED + (Status.SUPERSEDED,))
+
+    def give_back_slot(self):
+        """A successful update gave back the slot an unhealthy reboot held."""
+        self._move("give back the reboot slot", Status.DONE, (Status.DONE,))
+        self.slot_node = ""
 
     def stopped_at(self, order=None):
         """The first step not done, in run order: order (the step names), else the order
         of steps as the journal was made (the saved dict is sorted by name: its reader
         puts it back in run order, reboot.steps.in_run_order)."""
         for name in (self.steps if order is None else order):
-            if self.steps.get(name, "pending") != "done":
+            if self.steps.get(name, StepState.PENDING) != StepState.DONE:
                 return name
         return ""
 
@@ -163,7 +229,12 @@ class Store:
         self._write_json(self.journal_path, dataclasses.asdict(journal))
 
     def step(self, journal, name, state):
-        journal.steps[name] = state
+        """Journal that step `name` started or is done, then save it."""
+        moves = {StepState.STARTED: journal.step_started, StepState.DONE: journal.step_done}
+        state = StepState(state)
+        if state not in moves:
+            raise ValueError("step %s: a step is journaled started or done, not %s" % (name, state))
+        moves[state](name)
         self.save_journal(journal)
         _fault_point("%s:%s" % (name, state))
 

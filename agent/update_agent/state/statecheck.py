@@ -11,6 +11,7 @@ import json
 
 from update_agent import nesting
 from update_agent.errors import AgentError
+from update_agent.state.states import Status, StepState
 
 
 class DamagedState(AgentError):
@@ -178,7 +179,7 @@ def _text(required=False):
 
 
 _IMAGE = Field((dict,), shape={"image_id": _text(), "digest": _text()})
-STEP_STATES = ("pending", "started", "done")
+STEP_STATES = tuple(StepState)
 
 # read first: a newer agent's journal may have another shape, and must say so
 VERSIONED = Field((dict,), shape={"format": Field((int,), True)})
@@ -190,7 +191,8 @@ JOURNAL = Field((dict,), shape={
     "started_at": Field(NUMBER, True),
     "steps": Field((dict,), each=Field((str,), choices=STEP_STATES)),
     "step_s": Field((dict,), each=Field(NUMBER)),
-    "status": _text(), "failed_step": _text(), "error": _text(), "restarted": Field((dict,)),
+    "status": Field((str,), choices=tuple(Status)),
+    "failed_step": _text(), "error": _text(), "restarted": Field((dict,)),
     "kernel": _text(), "old_kernel": _text(), "kept": Field((list,), each=_text()),
     "note": _text(), "boot_id": _text(), "slot_node": _text(),
     "failed_units": Field((list, type(None)), each=_text()),

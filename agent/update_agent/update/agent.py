@@ -24,6 +24,7 @@ from update_agent.node.paths import KEYS_DIR
 from update_agent.reboot import steps as rebooting
 from update_agent.sources import desired as desired_mod
 from update_agent.state import journal, locks
+from update_agent.state.states import Result
 from update_agent.state.statecheck import DamagedState
 
 LOG = logging.getLogger(__name__)
@@ -36,20 +37,21 @@ class Outcome:
     """How one update ended, for the CLI, the daemon, Heat and status."""
 
     image_id: str
-    # success | noop | failed | refused | reboot-required | rebooting | waiting | interrupted
-    # | rolled-back (a health check failed; back on the previous image) | unhealthy
-    result: str
+    result: Result
     plan: planning.Plan = None
     error: str = ""
     exit_code: int = 0
     started_at: float = 0.0
     duration_s: float = 0.0
 
+    def __post_init__(self):
+        self.result = Result(self.result)
+
     @property
     def ok(self):
-        # "rebooting": the machine is going down into the new kernel (or, under a
+        # rebooting: the machine is going down into the new kernel (or, under a
         # sandbox --root, that was recorded); the next start checks it
-        return self.result in ("success", "noop", "rebooting")
+        return self.result in (Result.SUCCESS, Result.NOOP, Result.REBOOTING)
 
     def to_dict(self):
         d = self.plan.to_dict() if self.plan is not None else {"image_id": self.image_id}
@@ -262,7 +264,7 @@ class Agent:
                     if on_plan:
                         on_plan(plan)
                     if plan.action == planning.NOOP:
-                        return outcome("noop")
+                        return outcome(Result.NOOP)
                     executor = self.executor(should_stop, status)
                     if plan.action in (planning.IN_PLACE, planning.ROLLBACK):
                         with self._in_place_slot(should_stop):
@@ -274,21 +276,21 @@ class Agent:
                             return self._unhealthy(want, plan, problems, outcome, rollback)
                         live.restart_self(self.system, self.paths, self.config,
                                           (record.get("restarts") or {}).get("agent"))
-                        return outcome("success")
+                        return outcome(Result.SUCCESS)
                     if plan.action == planning.REBOOT:
                         return self._reboot_path(want, plan, planned, outcome, should_stop,
                                                  status, force_reboot)
                     note = self._relock_partial(executor, plan)
                     refusals = [r for r in plan.reasons if not r.startswith("image_id ")]
-                    return outcome("refused", "refused to apply image %s: %s%s"
+                    return outcome(Result.REFUSED, "refused to apply image %s: %s%s"
                                    % (plan.image_id, "; ".join(refusals or plan.reasons),
                                       "; " + note if note else ""), 1)
         except Interrupted as e:
-            return outcome("interrupted", str(e), 1)
+            return outcome(Result.INTERRUPTED, str(e), 1)
         except trust.Untrusted as e:
-            return outcome("refused", str(e), e.exit_code)
+            return outcome(Result.REFUSED, str(e), e.exit_code)
         except AgentError as e:
-            return outcome("failed", str(e), e.exit_code)
+            return outcome(Result.FAILED, str(e), e.exit_code)
 
     def remember(self, outcome, want=None):
         """Keep an outcome for `status` (the daemon keeps its own the same way): a
@@ -317,7 +319,7 @@ class Agent:
         why = "health check failed after %s to %s: %s" % (plan.action, plan.image_id,
                                                           "; ".join(problems))
         if rolling_back or not self.config.health_rollback:
-            return outcome("unhealthy", why, 1)
+            return outcome(Result.UNHEALTHY, why, 1)
         try:
             self.state.reject(plan.image_id, plan.digest, "; ".join(problems), self.system.clock())
         except DamagedState as e:  # the way back matters more than the note that keeps it
@@ -325,10 +327,10 @@ class Agent:
         try:
             back = self._rollback_unlocked()
         except AgentError as e:  # keep why we were rolling back in the report
-            return outcome("failed", "%s; and the rollback failed: %s" % (why, e), 1)
-        if back.result != "success":
-            return outcome("failed", "%s; and the rollback failed: %s" % (why, back.error), 1)
-        return outcome("rolled-back", "%s; rolled back to %s" % (why, back.image_id), 1)
+            return outcome(Result.FAILED, "%s; and the rollback failed: %s" % (why, e), 1)
+        if back.result != Result.SUCCESS:
+            return outcome(Result.FAILED, "%s; and the rollback failed: %s" % (why, back.error), 1)
+        return outcome(Result.ROLLED_BACK, "%s; rolled back to %s" % (why, back.image_id), 1)
 
     def previous(self):
         """The Desired of the previous image, from the cache."""
@@ -351,7 +353,7 @@ class Agent:
                 self.state.reject(current["image_id"], current.get("digest", ""),
                                   "rolled back by an operator", self.system.clock())
         except AgentError as e:
-            return Outcome("", "refused", None, str(e), e.exit_code)
+            return Outcome("", Result.REFUSED, None, str(e), e.exit_code)
         return self.update(want, should_stop=should_stop, on_plan=on_plan, status=status,
                            rollback=True)
 
@@ -362,11 +364,11 @@ class Agent:
         with self.planned(want, rollback=True) as planned:
             plan = planned.plan
             if plan.action != planning.ROLLBACK:
-                return Outcome(want.image_id, "refused", plan, "cannot roll back in place: %s"
+                return Outcome(want.image_id, Result.REFUSED, plan, "cannot roll back in place: %s"
                                % "; ".join(plan.reasons), 1)
             self.executor().apply(plan, planned.facts, planned.tree, planned.image_entries,
                                   replan=planned.replan)
-        return Outcome(want.image_id, "success", plan)
+        return Outcome(want.image_id, Result.SUCCESS, plan)
 
     # --- the reboot path ---------------------------------------------------
     def _slots(self):
@@ -402,23 +404,23 @@ class Agent:
         if j is not None and j.checks_due_for(want.image_id):
             if j.boot_id and j.boot_id == rebooting.current_boot_id(self.paths):
                 # asked to reboot, still the same boot: the machine is going down
-                return outcome("rebooting")
+                return outcome(Result.REBOOTING)
             try:
                 executor.finish(j, self.images.cached_manifest(j.digest))
             except applying.StepFailed as e:
                 if e.step == "health":
-                    return outcome("unhealthy", str(e), 1)
+                    return outcome(Result.UNHEALTHY, str(e), 1)
                 raise
-            return outcome("success")
+            return outcome(Result.SUCCESS)
         policy = "auto" if force else (want.reboot or self.config.reboot)
         why = "image %s needs kernel %s (running %s)" % (plan.image_id, plan.image_kernel,
                                                         plan.running_kernel)
         if policy != "auto":
             note = self._relock_partial(executor, plan)
             if policy == "never":
-                return outcome("refused", "%s and reboot = never; %s"
+                return outcome(Result.REFUSED, "%s and reboot = never; %s"
                                % (why, note or "nothing was changed"), 1)
-            return outcome("reboot-required", "%s: reboot required (reboot = manual): run "
+            return outcome(Result.REBOOT_REQUIRED, "%s: reboot required (reboot = manual): run "
                            "`update-agent reboot`; %s" % (why, note or "nothing was changed"), 1)
         if executor.slots is not None and j is not None and j.holds_slot():
             # an unhealthy node's next image keeps the slot its last reboot took
@@ -426,8 +428,8 @@ class Agent:
         try:
             executor.start(plan, planned.facts, planned.tree, planned.image_entries)
         except rebooting.WaitingForSlot as e:
-            return outcome("waiting", "%s; %s" % (why, e), 1)
-        return outcome("rebooting")
+            return outcome(Result.WAITING, "%s; %s" % (why, e), 1)
+        return outcome(Result.REBOOTING)
 
     def _release_reboot_slot(self, j):
         """The in-place update j replaced a reboot that left the node unhealthy (and
@@ -445,7 +447,7 @@ class Agent:
                             "update gives it back, or `update-agent slot release`", j.slot_node, e)
                 return
             LOG.info("released the reboot slot an unhealthy reboot took, as node %s", j.slot_node)
-        j.slot_node = ""
+        j.give_back_slot()
         self.state.save_journal(j)
 
     def _forget_failed_boot(self):
@@ -453,7 +455,7 @@ class Agent:
         kernel: that failure no longer blocks (it stays in the history)."""
         j = self.state.load_journal()
         if j is not None and j.action == "reboot" and j.failed_step == "boot-check":
-            j.status = "superseded"
+            j.supersede()
             self.state.save_journal(j)
 
     def _relock_partial(self, executor, plan):
