@@ -66,7 +66,7 @@ class Executor:
         if self._root_read_only():
             return
         self.system.run([self.system.which("sync"), "--file-system", self.paths.root])
-        tries = max(1, self.config.remount_retries)
+        tries = max(1, self.config.agent.remount_retries)
         for attempt in range(tries):
             try:
                 self._remount("ro")
@@ -185,7 +185,7 @@ class Executor:
                  + len(plan.accounts) + len(plan.changes.deleted_top))
 
     def _phase(self, phase, env):
-        hooks.run_phase(self.system, self.paths, phase, env, self.config.hook_timeout)
+        hooks.run_phase(self.system, self.paths, phase, env, self.config.agent.hook_timeout)
 
     def run_steps(self, j, steps, actions, env, skip):
         """Run steps in order, each journaled before and after; skip(step) says which
