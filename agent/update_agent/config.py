@@ -3,9 +3,11 @@
 The base file is /etc/update-agent/update-agent.conf on the node (under
 --root), or the file given with --config; then the drop-ins conf.d/*.conf
 beside it, in name order, the later file winning; each must be trusted (trust.py:
-root-owned, written by nobody else) or it is refused. Every key is in KEYS, with
-its section and documentation (docs/configuration.md lists them all; a test
-keeps the two in step), and the Config remembers where each value came from.
+root-owned, written by nobody else) or it is refused. Each INI section is a
+frozen dataclass whose fields declare every key once: default, parser and
+documentation (docs/configuration.md lists them all; a test keeps the two in
+step). A consumer is handed its section; the Config remembers where each value
+came from.
 """
 
 import collections
@@ -56,72 +58,6 @@ DEFAULT_PRESERVE = (
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    # [agent]
-    image_url_template: str = ""
-    require_digest: bool = True
-    require_signature: bool = False
-    ca_file: str = ""
-    directory_images: tuple = ()
-    state_dir: str = DEFAULT_STATE_DIR
-    preserve: tuple = DEFAULT_PRESERVE
-    preserve_extra: tuple = ()
-    max_image_size: int = 32 << 30
-    free_space_margin: int = 64 << 20
-    hook_timeout: int = 1800
-    orc_lock_timeout: int = 600
-    remount_retries: int = 3
-    download_timeout: int = 10800
-    download_min_rate: int = 10 << 10
-    download_rate_window: int = 60
-    # where os-collect-config and an operator put images; "/" allows any node path
-    file_image_dirs: tuple = ("/var/lib/os-collect-config", "/var/lib/update-agent/images-in")
-    stage_space_margin: int = 64 << 20
-    stage_inode_margin: int = 1000
-    # [daemon]
-    metadata_url: str = ""
-    poll_interval: int = 30
-    splay: int = 30
-    metadata_timeout: int = 10
-    metrics_dir: str = ""
-    # [heat]
-    signal_retries: int = 5
-    signal_timeout: int = 30
-    # [restart]
-    restart_mode: str = "auto"
-    never_restart: tuple = ("dbus.service", "dbus-broker.service", "systemd-logind.service",
-                            "user@*.service", "getty@*.service", "serial-getty@*.service",
-                            "console-getty.service", "container-getty@*.service")
-    never_restart_extra: tuple = ()
-    leave_to_hooks: tuple = ("pacemaker.service", "pacemaker_remote.service", "corosync.service")
-    # [agent], the reboot path
-    reboot: str = "auto"
-    reboot_method: str = "reboot"
-    # [health]
-    health_urls: tuple = ()
-    health_timeout: int = 60
-    health_rollback: bool = True
-    # [coordination]
-    coordination_backend: str = ""
-    coordination_group: str = "default"
-    max_holders: int = 1
-    coordinate: str = "reboot"
-    max_hold_time: int = 7200
-    failure_threshold: int = 3
-    slot_timeout: int = 3600
-    node_id: str = ""
-    source: str = "(defaults)"
-    origins: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def preserved(self):
-        return tuple(self.preserve) + tuple(self.preserve_extra)
-
-    def origin(self, name):
-        return self.origins.get(name, "(default)")
 
 
 def _parse_size(key, text):
@@ -250,97 +186,170 @@ def _parse_node_id(key, text):
     return _parse_name(key, text) if text.strip() else ""
 
 
-Key = collections.namedtuple("Key", "section name parse doc field", defaults=(None,))
+def key(default, parse, doc):
+    """A config key, declared once: its default, its parser and its documentation line."""
+    return dataclasses.field(default=default, metadata={"parse": parse, "doc": doc})
 
-KEYS = (
-    Key("agent", "image_url_template", _parse_template,
-        "URL of an image when the metadata gives none; must contain {image_id}"),
-    Key("agent", "require_digest", _parse_bool,
-        "refuse an image whose metadata has no update_agent.image_digest"),
-    Key("agent", "require_signature", _parse_bool,
-        "refuse an image without an ed25519 update_agent.image_signature over its digest"),
-    Key("agent", "ca_file", _parse_host_dir,
-        "CA bundle (a host path) trusted for https image URLs instead of the system's"),
-    Key("agent", "directory_images", _parse_paths,
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """[agent]: images, the sync, hooks, downloads and the reboot path."""
+    image_url_template: str = key("", _parse_template,
+                                  "URL of an image when the metadata gives none; must contain {image_id}")
+    require_digest: bool = key(True, _parse_bool,
+                               "refuse an image whose metadata has no update_agent.image_digest")
+    require_signature: bool = key(
+        False, _parse_bool,
+        "refuse an image without an ed25519 update_agent.image_signature over its digest")
+    ca_file: str = key("", _parse_host_dir,
+                       "CA bundle (a host path) trusted for https image URLs instead of the system's")
+    directory_images: tuple = key(
+        (), _parse_paths,
         "host directories under which an image may be a plain directory (file:// URL); "
-        "none by default: metadata must not point the agent at any directory of the host"),
-    Key("agent", "state_dir", _parse_state_dir,
-        "node path of the journal, history, image cache and manifests (a writable filesystem)"),
-    Key("agent", "preserve", _parse_paths,
-        "node paths (globs allowed) the sync never modifies or deletes; replaces the defaults"),
-    Key("agent", "preserve_extra", _parse_paths, "node paths added to preserve"),
-    Key("agent", "max_image_size", _parse_size, "largest image the store downloads"),
-    Key("agent", "free_space_margin", _parse_size,
-        "free space kept on the root beyond the bytes the sync writes"),
-    Key("agent", "hook_timeout", _parse_positive,
-        "seconds one hook phase may run before it is killed with its children"),
-    Key("agent", "orc_lock_timeout", _parse_int, "seconds to wait for os-refresh-config's lock"),
-    Key("agent", "remount_retries", _parse_positive,
-        "attempts to remount the root read-only before naming who keeps it busy"),
-    Key("agent", "download_timeout", _parse_int,
-        "seconds one image download may take in all before it is abandoned (0: no limit)"),
-    Key("agent", "download_min_rate", _parse_size,
+        "none by default: metadata must not point the agent at any directory of the host")
+    state_dir: str = key(
+        DEFAULT_STATE_DIR, _parse_state_dir,
+        "node path of the journal, history, image cache and manifests (a writable filesystem)")
+    preserve: tuple = key(
+        DEFAULT_PRESERVE, _parse_paths,
+        "node paths (globs allowed) the sync never modifies or deletes; replaces the defaults")
+    preserve_extra: tuple = key((), _parse_paths, "node paths added to preserve")
+    max_image_size: int = key(32 << 30, _parse_size, "largest image the store downloads")
+    free_space_margin: int = key(64 << 20, _parse_size,
+                                 "free space kept on the root beyond the bytes the sync writes")
+    hook_timeout: int = key(1800, _parse_positive,
+                            "seconds one hook phase may run before it is killed with its children")
+    orc_lock_timeout: int = key(600, _parse_int, "seconds to wait for os-refresh-config's lock")
+    remount_retries: int = key(3, _parse_positive,
+                               "attempts to remount the root read-only before naming who keeps it busy")
+    download_timeout: int = key(
+        10800, _parse_int,
+        "seconds one image download may take in all before it is abandoned (0: no limit)")
+    download_min_rate: int = key(
+        10 << 10, _parse_size,
         "bytes/s a download must average over every download_rate_window, or it is "
-        "abandoned (0: no limit)"),
-    Key("agent", "download_rate_window", _parse_positive,
-        "seconds over which download_min_rate is measured"),
-    Key("agent", "file_image_dirs", _parse_paths,
+        "abandoned (0: no limit)")
+    download_rate_window: int = key(60, _parse_positive,
+                                    "seconds over which download_min_rate is measured")
+    # where os-collect-config and an operator put images; "/" allows any node path
+    file_image_dirs: tuple = key(
+        ("/var/lib/os-collect-config", "/var/lib/update-agent/images-in"), _parse_paths,
         "node directories a file:// image URL may point into (resolved under --root); "
         "any other file:// URL is refused before it is opened (\"/\": any node path; "
-        "empty: only the agent's own image cache)"),
-    Key("agent", "stage_space_margin", _parse_size,
-        "free bytes kept in the state dir beyond the image a download stages"),
-    Key("agent", "stage_inode_margin", _parse_int,
-        "free inodes kept in the state dir when a download stages an image"),
-    Key("daemon", "metadata_url", _parse_url,
-        "poll this URL for metadata (JSON) instead of watching os-collect-config's cache"),
-    Key("daemon", "poll_interval", _parse_positive,
-        "seconds between polls of the cache (fallback when inotify is missing) or metadata_url"),
-    Key("daemon", "splay", _parse_int,
-        "up to this many random seconds added to each poll, so a fleet never polls in lockstep"),
-    Key("daemon", "metadata_timeout", _parse_positive, "seconds a metadata_url request may take"),
-    Key("daemon", "metrics_dir", _parse_host_dir,
-        "node_exporter textfile collector directory for update_agent.prom (empty: off)"),
-    Key("heat", "signal_retries", _parse_int, "retries of a Heat signal that got a 5xx or no answer"),
-    Key("heat", "signal_timeout", _parse_positive, "seconds one Heat signal request may take"),
-    Key("restart", "restart_mode", _parse_restart_mode,
-        "auto: restart the units that run replaced code (when systemd runs this root); "
-        "report: only report them"),
-    Key("restart", "never_restart", _parse_units,
-        "units (globs) never restarted; they are reported as running old code"),
-    Key("restart", "never_restart_extra", _parse_units, "units added to never_restart"),
-    Key("restart", "leave_to_hooks", _parse_units,
-        "cluster-managed units (globs) the agent leaves to the quiesce hooks"),
-    Key("agent", "reboot", _choice("auto", "never", "manual"),
-        "when the image's kernel differs: auto reboots (under a fleet slot), never refuses, "
-        "manual stages and waits for `update-agent reboot`; metadata update_agent.reboot wins"),
-    Key("agent", "reboot_method", _choice("reboot", "kexec"),
-        "systemctl reboot, or systemctl kexec where the machine supports it"),
-    Key("health", "urls", _parse_urls,
-        "HTTP(S) URLs that must answer 2xx/3xx after an update", "health_urls"),
-    Key("health", "timeout", _parse_positive,
-        "seconds the probes may take to pass (and each health.d phase may run)", "health_timeout"),
-    Key("health", "rollback", _parse_bool,
-        "roll back to the previous image when a health check fails", "health_rollback"),
-    Key("coordination", "backend", _parse_backend,
-        "tooz URL (etcd3+http://host:2379, redis://host, zookeeper://host, file:///dir) or a "
-        "FleetLock base URL; empty: no coordination", "coordination_backend"),
-    Key("coordination", "group", _parse_name, "the group whose slots this node takes",
-        "coordination_group"),
-    Key("coordination", "max_holders", _parse_positive, "how many nodes of the group at once"),
-    Key("coordination", "coordinate", _choice("reboot", "always", "never"),
-        "take a slot for reboots, for in-place updates too (always), or never"),
-    Key("coordination", "max_hold_time", _parse_positive,
-        "seconds after which a held reboot slot is reported as overdue (never taken over)"),
-    Key("coordination", "failure_threshold", _parse_int,
-        "failed updates after which the group stops taking slots until cleared (0: never)"),
-    Key("coordination", "slot_timeout", _parse_positive,
-        "seconds to wait for a lease slot (in-place updates, slot hold)"),
-    Key("coordination", "node_id", _parse_node_id,
-        "this node's id in the slot records (default: its machine-id)"),
-)
+        "empty: only the agent's own image cache)")
+    stage_space_margin: int = key(64 << 20, _parse_size,
+                                  "free bytes kept in the state dir beyond the image a download stages")
+    stage_inode_margin: int = key(1000, _parse_int,
+                                  "free inodes kept in the state dir when a download stages an image")
+    reboot: str = key("auto", _choice("auto", "never", "manual"),
+                      "when the image's kernel differs: auto reboots (under a fleet slot), never "
+                      "refuses, manual stages and waits for `update-agent reboot`; metadata "
+                      "update_agent.reboot wins")
+    reboot_method: str = key("reboot", _choice("reboot", "kexec"),
+                             "systemctl reboot, or systemctl kexec where the machine supports it")
+
+    @property
+    def preserved(self):
+        return tuple(self.preserve) + tuple(self.preserve_extra)
+
+
+@dataclasses.dataclass(frozen=True)
+class DaemonConfig:
+    """[daemon]: how the daemon learns of new metadata."""
+    metadata_url: str = key("", _parse_url,
+                            "poll this URL for metadata (JSON) instead of watching os-collect-config's cache")
+    poll_interval: int = key(
+        30, _parse_positive,
+        "seconds between polls of the cache (fallback when inotify is missing) or metadata_url")
+    splay: int = key(30, _parse_int,
+                     "up to this many random seconds added to each poll, so a fleet never polls in lockstep")
+    metadata_timeout: int = key(10, _parse_positive, "seconds a metadata_url request may take")
+    metrics_dir: str = key("", _parse_host_dir,
+                           "node_exporter textfile collector directory for update_agent.prom (empty: off)")
+
+
+@dataclasses.dataclass(frozen=True)
+class HeatConfig:
+    """[heat]: signalling Heat software deployments."""
+    signal_retries: int = key(5, _parse_int, "retries of a Heat signal that got a 5xx or no answer")
+    signal_timeout: int = key(30, _parse_positive, "seconds one Heat signal request may take")
+
+
+@dataclasses.dataclass(frozen=True)
+class RestartConfig:
+    """[restart]: which units that run replaced code are restarted."""
+    restart_mode: str = key("auto", _parse_restart_mode,
+                            "auto: restart the units that run replaced code (when systemd runs this "
+                            "root); report: only report them")
+    never_restart: tuple = key(
+        ("dbus.service", "dbus-broker.service", "systemd-logind.service", "user@*.service",
+         "getty@*.service", "serial-getty@*.service", "console-getty.service",
+         "container-getty@*.service"), _parse_units,
+        "units (globs) never restarted; they are reported as running old code")
+    never_restart_extra: tuple = key((), _parse_units, "units added to never_restart")
+    leave_to_hooks: tuple = key(("pacemaker.service", "pacemaker_remote.service", "corosync.service"),
+                                _parse_units,
+                                "cluster-managed units (globs) the agent leaves to the quiesce hooks")
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthConfig:
+    """[health]: the checks after an update."""
+    urls: tuple = key((), _parse_urls, "HTTP(S) URLs that must answer 2xx/3xx after an update")
+    timeout: int = key(60, _parse_positive,
+                       "seconds the probes may take to pass (and each health.d phase may run)")
+    rollback: bool = key(True, _parse_bool, "roll back to the previous image when a health check fails")
+
+
+@dataclasses.dataclass(frozen=True)
+class CoordinationConfig:
+    """[coordination]: the fleet's slots."""
+    backend: str = key("", _parse_backend,
+                       "tooz URL (etcd3+http://host:2379, redis://host, zookeeper://host, file:///dir) "
+                       "or a FleetLock base URL; empty: no coordination")
+    group: str = key("default", _parse_name, "the group whose slots this node takes")
+    max_holders: int = key(1, _parse_positive, "how many nodes of the group at once")
+    coordinate: str = key("reboot", _choice("reboot", "always", "never"),
+                          "take a slot for reboots, for in-place updates too (always), or never")
+    max_hold_time: int = key(
+        7200, _parse_positive,
+        "seconds after which a held reboot slot is reported as overdue (never taken over)")
+    failure_threshold: int = key(
+        3, _parse_int, "failed updates after which the group stops taking slots until cleared (0: never)")
+    slot_timeout: int = key(3600, _parse_positive,
+                            "seconds to wait for a lease slot (in-place updates, slot hold)")
+    node_id: str = key("", _parse_node_id, "this node's id in the slot records (default: its machine-id)")
+
+
+# INI section -> its dataclass, in the order `update-agent config` shows them
+SECTIONS = {"agent": AgentConfig, "daemon": DaemonConfig, "heat": HeatConfig,
+            "restart": RestartConfig, "health": HealthConfig, "coordination": CoordinationConfig}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The whole configuration: one frozen value per INI section, so that each
+    consumer is handed its own section."""
+    agent: AgentConfig = AgentConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    heat: HeatConfig = HeatConfig()
+    restart: RestartConfig = RestartConfig()
+    health: HealthConfig = HealthConfig()
+    coordination: CoordinationConfig = CoordinationConfig()
+    source: str = "(defaults)"
+    # "section.key" -> the file its value came from
+    origins: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def origin(self, section, name):
+        return self.origins.get("%s.%s" % (section, name), "(default)")
+
+
+Key = collections.namedtuple("Key", "section name parse doc")
+
+# Every key, derived from the sections' fields (declared there once)
+KEYS = tuple(Key(section, f.name, f.metadata["parse"], f.metadata["doc"])
+             for section, cls in SECTIONS.items() for f in dataclasses.fields(cls))
 _BY_SECTION = {(k.section, k.name): k for k in KEYS}
-SECTIONS = tuple(dict.fromkeys(k.section for k in KEYS))
 
 
 def _conf_files(directory):
@@ -393,7 +402,7 @@ def _read(path):
             key = _BY_SECTION.get((section, name))
             if key is None:
                 raise BadInput("config %s: unknown key %r (= %r) in [%s]" % (path, name, text, section))
-            values[key.field or name] = key.parse(name, text)
+            values.setdefault(section, {})[name] = key.parse(name, text)
     return values
 
 
@@ -412,18 +421,18 @@ def load(path=None, root=None):
         if got is None:
             continue
         read.append(source)
-        values.update(got)
-        origins.update({name: source for name in got})
+        for section, keys in got.items():
+            values.setdefault(section, {}).update(keys)
+            origins.update({"%s.%s" % (section, name): source for name in keys})
     LOG.debug("config from %s: %s", read, values)
     if not read:
         return Config()
-    return dataclasses.replace(Config(), source=", ".join(read), origins=origins, **values)
+    sections = {section: SECTIONS[section](**keys) for section, keys in values.items()}
+    return Config(source=", ".join(read), origins=origins, **sections)
 
 
 def describe(config):
     """[(section, key, value, origin)] for every key, as `update-agent config` shows:
-    grouped by section (in the order sections first appear), so each is shown once."""
-    sections = list(dict.fromkeys(k.section for k in KEYS))
-    keys = sorted(KEYS, key=lambda k: sections.index(k.section))
-    return [(k.section, k.name, getattr(config, k.field or k.name), config.origin(k.field or k.name))
-            for k in keys]
+    grouped by section, so each is shown once."""
+    return [(k.section, k.name, getattr(getattr(config, k.section), k.name),
+             config.origin(k.section, k.name)) for k in KEYS]

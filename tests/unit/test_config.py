@@ -16,18 +16,18 @@ def load(tmp_path, body, section="[agent]\n"):
 def test_missing_file_means_defaults(tmp_path):
     assert config.load(str(tmp_path / "absent.conf")) == Config()
     assert config.load(None) == Config()
-    assert Config().preserved == config.DEFAULT_PRESERVE
+    assert Config().agent.preserved == config.DEFAULT_PRESERVE
 
 
 def test_values_are_parsed(tmp_path):
     c = load(tmp_path, "image_url_template = https://img/{image_id}.qcow2\n"
                        "require_digest = no\nhook_timeout = 60\n"
                        "preserve_extra = /srv/data, /opt/app/state\n  /var/lib/db\n")
-    assert c.image_url_template == "https://img/{image_id}.qcow2"
-    assert c.require_digest is False
-    assert c.hook_timeout == 60
-    assert c.preserve_extra == ("/srv/data", "/opt/app/state", "/var/lib/db")
-    assert c.preserved[-1] == "/var/lib/db"
+    assert c.agent.image_url_template == "https://img/{image_id}.qcow2"
+    assert c.agent.require_digest is False
+    assert c.agent.hook_timeout == 60
+    assert c.agent.preserve_extra == ("/srv/data", "/opt/app/state", "/var/lib/db")
+    assert c.agent.preserved[-1] == "/var/lib/db"
     assert c.source.endswith("update-agent.conf")
 
 
@@ -36,7 +36,7 @@ def test_values_are_parsed(tmp_path):
     ("2gb", 2 << 30),
 ])
 def test_sizes(tmp_path, text, expected):
-    assert load(tmp_path, "max_image_size = %s\n" % text).max_image_size == expected
+    assert load(tmp_path, "max_image_size = %s\n" % text).agent.max_image_size == expected
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -44,7 +44,7 @@ def test_sizes(tmp_path, text, expected):
     ("false", False), ("NO", False), ("off", False), ("0", False),
 ])
 def test_booleans(tmp_path, text, expected):
-    assert load(tmp_path, "require_digest = %s\n" % text).require_digest is expected
+    assert load(tmp_path, "require_digest = %s\n" % text).agent.require_digest is expected
 
 
 @pytest.mark.parametrize("body,words", [
@@ -83,17 +83,17 @@ def test_dropins_are_read_in_name_order_later_wins(tmp_path):
                                                        "[daemon]\npoll_interval = 5\n")
     (tmp_path / "conf.d" / "99-ignored.txt").write_text("[agent]\nhook_timeout = 99\n")
     c = config.load(str(base))
-    assert c.hook_timeout == 30 and c.remount_retries == 2 and c.poll_interval == 5
-    assert c.origin("hook_timeout").endswith("20-site.conf")
-    assert c.origin("remount_retries") == str(base)
-    assert c.origin("poll_interval").endswith("10-base.conf")
-    assert c.origin("splay") == "(default)"
+    assert c.agent.hook_timeout == 30 and c.agent.remount_retries == 2 and c.daemon.poll_interval == 5
+    assert c.origin("agent", "hook_timeout").endswith("20-site.conf")
+    assert c.origin("agent", "remount_retries") == str(base)
+    assert c.origin("daemon", "poll_interval").endswith("10-base.conf")
+    assert c.origin("daemon", "splay") == "(default)"
 
 
 def test_dropins_apply_without_a_base_file(tmp_path):
     (tmp_path / "conf.d").mkdir()
     (tmp_path / "conf.d" / "a.conf").write_text("[daemon]\nsplay = 0\n")
-    assert config.load(str(tmp_path / "update-agent.conf")).splay == 0
+    assert config.load(str(tmp_path / "update-agent.conf")).daemon.splay == 0
 
 
 def test_a_bad_dropin_is_named(tmp_path):
@@ -133,14 +133,14 @@ def test_the_elements_example_config_names_every_key_and_parses(tmp_path):
     path = tmp_path / "update-agent.conf"
     path.write_text(uncommented)
     loaded = config.load(str(path))  # every example value is valid
-    assert loaded.never_restart == config.Config().never_restart
+    assert loaded.restart.never_restart == config.Config().restart.never_restart
 
 
 def test_file_images_are_scoped_by_default_and_the_scope_can_be_opened_or_closed(tmp_path):
     # the metadata may point file:// URLs only where images are put on purpose
-    assert Config().file_image_dirs == ("/var/lib/os-collect-config",
+    assert Config().agent.file_image_dirs == ("/var/lib/os-collect-config",
                                         "/var/lib/update-agent/images-in")
-    assert load(tmp_path, "file_image_dirs = /\n").file_image_dirs == ("/",)
-    assert load(tmp_path, "file_image_dirs =\n").file_image_dirs == ()  # the cache only
+    assert load(tmp_path, "file_image_dirs = /\n").agent.file_image_dirs == ("/",)
+    assert load(tmp_path, "file_image_dirs =\n").agent.file_image_dirs == ()  # the cache only
     with pytest.raises(BadInput, match="file_image_dirs: 'images' is not an absolute node path"):
         load(tmp_path, "file_image_dirs = images\n")

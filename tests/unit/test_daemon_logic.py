@@ -10,11 +10,12 @@ import pytest
 from update_agent.daemon import loop as daemon
 from update_agent.sources import heat
 from update_agent.state import journal
-from update_agent.config import Config
+from update_agent.config import AgentConfig, Config, DaemonConfig
 from update_agent.errors import AgentError
 from update_agent.update.agent import Outcome
 
-CONFIG = Config(image_url_template="https://images/{image_id}.qcow2", poll_interval=30)
+CONFIG = Config(agent=AgentConfig(image_url_template="https://images/{image_id}.qcow2"),
+                daemon=DaemonConfig(poll_interval=30))
 
 
 def dep(dep_id, ident="1", image_id="img-2", **extra):
@@ -260,7 +261,7 @@ def _first_wait_before_the_first_read(env, journal_status):
         env.agent.state.save_journal(j)
     watch = TimedUrlWatch([{"image_id": "img-2"}])
     d = daemon.Daemon(env.agent, watch, env.notifier, env.signaller, clock=lambda: 1000.0)
-    d.config = Config(poll_interval=30, splay=600)
+    d.config = Config(daemon=DaemonConfig(poll_interval=30, splay=600))
     d._wake_r, w = os.pipe()
     os.set_blocking(d._wake_r, False)
     d.tick = lambda: setattr(d, "stopping", True) or watch.waits.append("read")

@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from update_agent.config import Config
+from update_agent.config import AgentConfig
 from update_agent.errors import AgentError
 from update_agent.images.fetch import Pace, _Sink
 from update_agent.images.store import room_shortfall
@@ -67,7 +67,7 @@ def test_no_limits_means_no_abandon():
 
 
 def test_room_refusal_names_the_numbers():
-    config = Config(stage_space_margin=100, stage_inode_margin=10)
+    config = AgentConfig(stage_space_margin=100, stage_inode_margin=10)
     why = room_shortfall(1000, 1099, 50, config, "/state/images")
     assert why == ("not enough room to stage the image in /state/images: it needs 1100 bytes "
                    "(1000 for the image + stage_space_margin 100), 1099 are free")
@@ -75,12 +75,12 @@ def test_room_refusal_names_the_numbers():
 
 
 def test_room_refusal_for_inodes():
-    config = Config(stage_space_margin=0, stage_inode_margin=10)
+    config = AgentConfig(stage_space_margin=0, stage_inode_margin=10)
     assert "needs 14 (4 + stage_inode_margin 10), 13 are free" in room_shortfall(
         1, 10, 13, config, "/s")
     assert room_shortfall(1, 10, None, config, "/s") is None  # no fixed inode count (btrfs)
 
 
 def test_room_refusal_of_a_local_file_does_not_tell_its_size():
-    why = room_shortfall(123456789, 1000, 50, Config(), "/s", show=False)
+    why = room_shortfall(123456789, 1000, 50, AgentConfig(), "/s", show=False)
     assert "123456789" not in why and "1000 bytes are free" in why

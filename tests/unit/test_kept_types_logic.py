@@ -5,7 +5,7 @@ import pytest
 
 from update_agent.decide import plan
 from update_agent.decide.changes import too_long, type_conflicts
-from update_agent.config import Config
+from update_agent.config import AgentConfig, Config
 from update_agent.sources.desired import Desired
 from update_agent.node.facts import Facts
 from update_agent.node.manifest import Entry
@@ -13,7 +13,7 @@ from update_agent.node.manifest import Entry
 KV = "6.1.0-9-amd64"
 DESIRED = Desired("img-2", "https://images/img-2.qcow2", "")
 PRESERVE = ("/etc/image_id", "/etc/hostname", "/etc/ssh/ssh_host_*", "/root", "/var/log")
-CONFIG = Config(free_space_margin=1000, preserve=PRESERVE)
+CONFIG = Config(agent=AgentConfig(free_space_margin=1000, preserve=PRESERVE))
 ACCOUNTS = ("etc/passwd", "etc/shadow")
 
 

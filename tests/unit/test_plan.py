@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from update_agent.decide import plan
-from update_agent.config import Config
+from update_agent.config import AgentConfig, Config
 from update_agent.sources.desired import Desired
 from update_agent.node.facts import Facts
 from update_agent.state.journal import Journal
@@ -13,7 +13,7 @@ from update_agent.node.manifest import Entry
 
 KV = "6.1.0-9-amd64"
 DESIRED = Desired("img-2", "https://images/img-2.qcow2", "")
-CONFIG = Config(free_space_margin=1000)
+CONFIG = Config(agent=AgentConfig(free_space_margin=1000))
 
 
 def F(digest, size=10):

@@ -149,7 +149,7 @@ def test_config_refuses_an_untrusted_drop_in_instead_of_skipping_it(tmp_path):
                             % drop)
     os.chmod(drop, 0o644)
     c = config.load(str(tmp_path / "a.conf"))
-    assert c.hook_timeout == 7 and c.preserve == ("/etc/image_id",)
+    assert c.agent.hook_timeout == 7 and c.agent.preserve == ("/etc/image_id",)
 
 
 def test_same_on_host_refuses_a_link_the_host_follows_elsewhere(tmp_path):

@@ -45,13 +45,13 @@ def check(system, paths, config, env, before, sleep=time.sleep, monotonic=time.m
     """The problems found (empty: healthy)."""
     problems = []
     try:
-        hooks.run_phase(system, paths, PHASE, env, config.health_timeout)
+        hooks.run_phase(system, paths, PHASE, env, config.health.timeout)
     except AgentError as e:
         problems.append(str(e))
-    deadline = monotonic() + config.health_timeout
-    pending = list(config.health_urls)
+    deadline = monotonic() + config.health.timeout
+    pending = list(config.health.urls)
     while pending:
-        failing = [(url, _probe(system.http, url, config.health_timeout)) for url in pending]
+        failing = [(url, _probe(system.http, url, config.health.timeout)) for url in pending]
         pending = [url for url, why in failing if why]
         if not pending or monotonic() >= deadline:
             problems += ["probe %s: %s" % (url, why) for url, why in failing if why]

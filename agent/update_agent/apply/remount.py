@@ -31,7 +31,7 @@ def remount_ro(ctx):
     if root_read_only(ctx):
         return
     ctx.system.run([ctx.system.which("sync"), "--file-system", ctx.paths.root])
-    tries = max(1, ctx.config.remount_retries)
+    tries = max(1, ctx.config.agent.remount_retries)
     for attempt in range(tries):
         try:
             _remount(ctx, "ro")

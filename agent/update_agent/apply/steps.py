@@ -87,7 +87,7 @@ class Context:
 
 
 def run_phase(ctx, phase, **env):
-    hooks.run_phase(ctx.system, ctx.paths, phase, dict(ctx.env, **env), ctx.config.hook_timeout)
+    hooks.run_phase(ctx.system, ctx.paths, phase, dict(ctx.env, **env), ctx.config.agent.hook_timeout)
 
 
 def phase(name, **env):

@@ -109,7 +109,7 @@ def _agent(args):
     # the default file by its node path: trust judges every link on the way to it
     default = os.path.join(os.path.abspath(args.root), CONFIG_FILE.lstrip("/"))
     config = config_mod.load(args.config or default, root=args.root)
-    paths = NodePaths(args.root, state_dir=config.state_dir)
+    paths = NodePaths(args.root, state_dir=config.agent.state_dir)
     return Agent(paths, config, System())
 
 
@@ -290,13 +290,13 @@ def cmd_unhold(args, agent, out):
 
 def cmd_run(args, agent, out):
     config = agent.config
-    if config.metadata_url:
-        watch = daemon.UrlWatch(UrlSource(config.metadata_url, config.metadata_timeout,
+    if config.daemon.metadata_url:
+        watch = daemon.UrlWatch(UrlSource(config.daemon.metadata_url, config.daemon.metadata_timeout,
                                                opener=agent.system.http))
     else:
         watch = daemon.CacheWatch(agent, CacheWatcher(agent.paths.occ_cache_dir))
-    signaller = heat.Signaller(opener=agent.system.http, retries=config.signal_retries,
-                               timeout=config.signal_timeout)
+    signaller = heat.Signaller(opener=agent.system.http, retries=config.heat.signal_retries,
+                               timeout=config.heat.signal_timeout)
     return daemon.Daemon(agent, watch, Notifier(), signaller).run(once=args.once)
 
 

@@ -33,9 +33,9 @@ def main(agent, argv, out):
         i = argv.index("--")
         argv, command = argv[:i], argv[i + 1:]
     args = parser().parse_args(argv)
-    config = agent.config
-    if not config.coordination_backend:
-        raise BadInput("no [coordination] backend in the config (%s)" % config.source)
+    config = agent.config.coordination
+    if not config.backend:
+        raise BadInput("no [coordination] backend in the config (%s)" % agent.config.source)
     node = args.node_id or node_ids.node_id(config, agent.paths)
     if args.max_holders is not None and args.max_holders < 1:
         raise BadInput("--max %d must be at least 1" % args.max_holders)
@@ -59,7 +59,7 @@ def main(agent, argv, out):
         out.write(json.dumps(state, indent=2, sort_keys=True) + "\n")
     else:
         out.write("group %s: %d of %d slots held%s\n" % (
-            args.group or config.coordination_group, len(state.get("holders", {})),
+            args.group or config.group, len(state.get("holders", {})),
             state.get("max", 0), "; STOPPED: %s" % state["frozen"] if state.get("frozen") else ""))
         for holder, since in sorted(state.get("holders", {}).items()):
             out.write("  %s since %d%s\n" % (holder, since, "  OVERDUE" if holder in overdue else ""))

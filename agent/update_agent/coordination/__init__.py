@@ -50,22 +50,22 @@ def is_fleetlock(url):
 
 
 def reboot_slots(config, node, clock, group=None, max_holders=None):
-    group = group or config.coordination_group
+    group = group or config.group
     n = max_holders or config.max_holders
-    if is_fleetlock(config.coordination_backend):
-        return fleetlock.Client(config.coordination_backend, group, node)
-    return RebootSlots(stores.for_url(config.coordination_backend), group, n, node, clock,
+    if is_fleetlock(config.backend):
+        return fleetlock.Client(config.backend, group, node)
+    return RebootSlots(stores.for_url(config.backend), group, n, node, clock,
                        config.failure_threshold)
 
 
 def lease_slot(config, node, group=None, max_holders=None, timeout=None, sleep=None, should_stop=None):
     """A context manager holding one lease slot of the group (waits for one, until
     the timeout or should_stop() says to give up: errors.Interrupted)."""
-    group = group or config.coordination_group
+    group = group or config.group
     n = max_holders or config.max_holders
     timeout = timeout if timeout is not None else config.slot_timeout
-    if is_fleetlock(config.coordination_backend):
-        return fleetlock.held(fleetlock.Client(config.coordination_backend, group, node), timeout,
+    if is_fleetlock(config.backend):
+        return fleetlock.held(fleetlock.Client(config.backend, group, node), timeout,
                               should_stop=should_stop)
-    return leases.held(config.coordination_backend, node, group, n, timeout, sleep,
+    return leases.held(config.backend, node, group, n, timeout, sleep,
                        should_stop=should_stop)

@@ -156,10 +156,11 @@ def preflight(desired, facts, journal, adopt=False, rejected=None):
     return None
 
 
-def policy(config):
-    return restarting.Policy(mode=config.restart_mode,
-                             never_restart=tuple(config.never_restart) + tuple(config.never_restart_extra),
-                             leave_to_hooks=tuple(config.leave_to_hooks))
+def policy(restart):
+    """The restart policy from the config's [restart] section."""
+    return restarting.Policy(mode=restart.restart_mode,
+                             never_restart=tuple(restart.never_restart) + tuple(restart.never_restart_extra),
+                             leave_to_hooks=tuple(restart.leave_to_hooks))
 
 
 def _kept_kinds(protected, node_entries, preserved, excluded):
@@ -204,7 +205,7 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     image_k = kernel.image_kernel(image_entries)
     running = kernel.running_kernel(facts.release, node_entries, running_vmlinuz)
     # mount points the image would change and nothing else keeps: worth a note
-    preserved = entries.Excluder(config.preserved)
+    preserved = entries.Excluder(config.agent.preserved)
     skipped = tuple(sorted(r for r in set(facts.mount_points) & set(image_entries)
                            if not preserved.covers(r)))
     full_image = image_entries
@@ -245,7 +246,7 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
             merged.append((rel, text))
     restart_plan = restarting.decide(procs, change_set,
                                      restarting.targets_of(change_set, node_sigs or {}),
-                                     policy(config), imports, agent_pid)
+                                     policy(config.restart), imports, agent_pid)
     plan = dict(image_id=desired.image_id, current_image_id=facts.current_image_id,
                 digest=digest, running_kernel=facts.release, image_kernel=image_k.version,
                 changes=change_set, accounts=tuple(merged), resume=resume,
@@ -256,7 +257,7 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     if not image_k.version:
         return Plan(REFUSE, tuple(reasons + kernel_reasons), **plan)
     copies = (sum(node_entries[src].size for src, _ in fallback.copies), len(fallback.copies))
-    refusals += capacity.check(facts, change_set, merged, restart_plan, config.free_space_margin,
+    refusals += capacity.check(facts, change_set, merged, restart_plan, config.agent.free_space_margin,
                                procs, copies)
     if refusals:
         return Plan(REFUSE, tuple(reasons + refusals), **plan)
@@ -280,7 +281,7 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
                 "keeps the ABI; the copy's initramfs has its early-boot modules)"
                 % (facts.release, ", ".join("/" + b for _, b in fallback.copies),
                    fallback.kernel, facts.release))
-        method, why = kexec.decide(config.reboot_method, image_k.version, image_entries, *facts.kexec)
+        method, why = kexec.decide(config.agent.reboot_method, image_k.version, image_entries, *facts.kexec)
         if why:
             kernel_reasons.append(why)
         return Plan(REBOOT, tuple(reasons + kernel_reasons), **dict(plan, reboot_method=method))

@@ -73,7 +73,7 @@ def gather(paths, config, mountinfo=None):
     state_real = os.path.realpath(paths.state_dir)
     state_rel = os.path.relpath(state_real, os.path.realpath(root))
     extra = ("/" + state_rel,) if not state_rel.startswith("..") and state_rel != "." else ()
-    excluded = _exclusions(tuple(config.preserved) + (config.state_dir, PIN_DIR) + extra, below)
+    excluded = _exclusions(tuple(config.agent.preserved) + (config.agent.state_dir, PIN_DIR) + extra, below)
     return Facts(
         root=root,
         release=os.uname().release,

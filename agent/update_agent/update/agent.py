@@ -75,7 +75,7 @@ class Agent:
         self.system = system
         self.read_mounts = read_mounts
         self.state = journal.Store(paths.state_dir)
-        self.images = ImageStore(paths.images_dir, config, system, opener=opener,
+        self.images = ImageStore(paths.images_dir, config.agent, system, opener=opener,
                                  keys_dir=paths.node(KEYS_DIR), node=paths.node)
         self._open_images = 0
 
@@ -103,7 +103,7 @@ class Agent:
 
     def desired(self, metadata_files=()):
         metadata = sources.read_metadata(self.paths, metadata_files)
-        return desired_mod.from_metadata(metadata, self.config.image_url_template)
+        return desired_mod.from_metadata(metadata, self.config.agent.image_url_template)
 
     def journal(self):
         """The journal of the update in progress or done last (None), its steps in run
@@ -230,7 +230,7 @@ class Agent:
         # plan and apply under os-refresh-config's lock: nothing it runs can change
         # the root between the plan and the sync
         return locks.flock(self.paths.orc_lock, "os-refresh-config",
-                           timeout=self.config.orc_lock_timeout)
+                           timeout=self.config.agent.orc_lock_timeout)
 
     def executor(self, should_stop=None, status=None):
         return applying.Executor(self.system, self.paths, self.config, self.state,
@@ -318,7 +318,7 @@ class Agent:
     def _unhealthy(self, want, plan, problems, outcome, rolling_back):
         why = "health check failed after %s to %s: %s" % (plan.action, plan.image_id,
                                                           "; ".join(problems))
-        if rolling_back or not self.config.health_rollback:
+        if rolling_back or not self.config.health.rollback:
             return outcome(Result.UNHEALTHY, why, 1)
         try:
             self.state.reject(plan.image_id, plan.digest, "; ".join(problems), self.system.clock())
@@ -372,14 +372,14 @@ class Agent:
 
     # --- the reboot path ---------------------------------------------------
     def _slots(self):
-        c = self.config
-        if not c.coordination_backend or c.coordinate == "never":
+        c = self.config.coordination
+        if not c.backend or c.coordinate == "never":
             return None
         return coordination.reboot_slots(c, node_ids.node_id(c, self.paths), self.system.clock)
 
     def _in_place_slot(self, should_stop=None):
-        c = self.config
-        if c.coordination_backend and c.coordinate == "always":
+        c = self.config.coordination
+        if c.backend and c.coordinate == "always":
             return coordination.lease_slot(c, node_ids.node_id(c, self.paths), should_stop=should_stop)
         return contextlib.nullcontext()
 
@@ -412,7 +412,7 @@ class Agent:
                     return outcome(Result.UNHEALTHY, str(e), 1)
                 raise
             return outcome(Result.SUCCESS)
-        policy = "auto" if force else (want.reboot or self.config.reboot)
+        policy = "auto" if force else (want.reboot or self.config.agent.reboot)
         why = "image %s needs kernel %s (running %s)" % (plan.image_id, plan.image_kernel,
                                                         plan.running_kernel)
         if policy != "auto":
