@@ -78,7 +78,8 @@ def _journal(names, root_was_ro=True, **steps_done):
 def _context(j, state=None):
     paths = types.SimpleNamespace(root="/nowhere", state_dir="/nowhere/state")
     return steps.Context(system=FakeSystem(), paths=paths,
-                         config=types.SimpleNamespace(agent=types.SimpleNamespace(hook_timeout=1, remount_retries=1)),
+                         config=types.SimpleNamespace(
+                             agent=types.SimpleNamespace(hook_timeout=1, remount_retries=1)),
                          state=state or FakeState(),
                          images=types.SimpleNamespace(retain=lambda digests: None),
                          journal=j)
