@@ -19,6 +19,7 @@ from update_agent.errors import AgentError, Interrupted
 from update_agent.logs import log_fields
 from update_agent.node import mounts
 from update_agent.state import journal as journaling
+from update_agent.state.states import Result, StepState
 
 LOG = logging.getLogger(__name__)
 
@@ -30,9 +31,8 @@ class StepFailed(AgentError):
 
 
 class Wait(AgentError):
-    """A condition to wait out, not a failure: the step runs again next time."""
-
-    status = "waiting"  # the journal's status meanwhile
+    """A condition to wait out, not a failure: the step runs again next time (the
+    journal waits: the reboot path's slot)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +116,7 @@ def journal_for(ctx, order):
     return journaling.Journal(
         image_id=plan.image_id, digest=plan.digest, previous_image_id=previous,
         previous_digest=previous_digest, action=plan.action, root_was_ro=plan.root_was_ro,
-        started_at=ctx.system.clock(), steps={s: "pending" for s in order},
+        started_at=ctx.system.clock(), steps={s: StepState.PENDING for s in order},
         # the slot an unhealthy reboot took stays owed until an update succeeds
         slot_node=old.slot_node if old is not None and old.holds_slot() else "")
 
@@ -125,7 +125,7 @@ def note_failed_units(ctx, j):
     """The units failed before the update, for the health check after it: noted
     before anything changes; a resumed update keeps what its first attempt saw
     (units failed since may be the update's doing: a crash mid-update)."""
-    if j.failed_units is None or not any(state == "done" for state in j.steps.values()):
+    if j.failed_units is None or not any(state == StepState.DONE for state in j.steps.values()):
         units = health.failed_units(ctx.system, ctx.paths)
         j.failed_units = sorted(units) if units is not None else None
 
@@ -138,7 +138,7 @@ def record(ctx, result, error):
            "action": j.action, "result": result, "step": j.failed_step, "error": error,
            "started_at": j.started_at, "ended_at": ended, "restarts": j.restarted,
            "duration_s": round(ended - j.started_at, 3), "step_s": dict(j.step_s)}
-    if result != "success" and j.mixed:
+    if result != Result.SUCCESS and j.mixed:
         rec["root"] = journaling.mixed_root(j)
     if plan is not None and plan.changes is not None:
         rec["changes"] = plan.to_dict()["changes"]
@@ -157,21 +157,21 @@ class Runner:
         self.run_phase = run_phase
         self.remount_ro = remount_ro
 
-    def run(self, ctx, steps, result="success"):
+    def run(self, ctx, steps, result=Result.SUCCESS):
         """Run steps; return the history record. result: what the history says once
         they all ran; "success" ends the update, another (the reboot path's
         "rebooting") leaves it running for the steps after. Raises StepFailed,
         Interrupted or Wait."""
         j = ctx.journal
-        j.status, j.failed_step, j.error = "running", "", ""
+        j.start()
         ctx.state.save_journal(j)
         self._run_steps(ctx, steps)
-        if result == "success":
-            j.status = "done"
+        if result == Result.SUCCESS:
+            j.finish()
         ctx.state.save_journal(j)
         rec = record(ctx, result, j.note)
         ctx.state.append_history(rec)
-        if j.status == "done":
+        if result == Result.SUCCESS:
             ctx.images.retain([j.digest, j.previous_digest])
         return rec
 
@@ -188,38 +188,38 @@ class Runner:
                                       "resumes the update" % name)
                 self._run_step(ctx, step)
         except Interrupted as e:
-            self._fail(ctx, name, e, result="interrupted")
+            self._fail(ctx, name, e, result=Result.INTERRUPTED)
             raise
         except Wait as e:
             LOG.info("step %s: %s", name, e)
-            j.steps[name] = "pending"
-            j.status = e.status
+            j.steps[name] = StepState.PENDING
+            j.wait_for_slot()
             ctx.state.save_journal(j)
             raise
         except Exception as e:
-            self._fail(ctx, name, e, result=getattr(e, "result", "failed"))
+            self._fail(ctx, name, e, result=getattr(e, "result", Result.FAILED))
             raise StepFailed(name, e)
         except BaseException as e:  # KeyboardInterrupt, SystemExit: still leave a sane node
-            self._fail(ctx, name, "%s" % (type(e).__name__), result="interrupted")
+            self._fail(ctx, name, "%s" % (type(e).__name__), result=Result.INTERRUPTED)
             raise
 
     def _run_step(self, ctx, step):
         j, name = ctx.journal, step.name
         LOG.info("step %s: start", name, extra=log_fields(j.image_id, j.action, name))
         ctx.status("%s to %s: %s" % (j.action, j.image_id, name))
-        ctx.state.step(j, name, "started")
+        ctx.state.step(j, name, StepState.STARTED)
         began = ctx.system.monotonic()
         step.run(ctx)
         j.step_s[name] = round(ctx.system.monotonic() - began, 3)
         LOG.info("step %s: done in %.2f s", name, j.step_s[name],
                  extra=log_fields(j.image_id, j.action, name))
-        ctx.state.step(j, name, "done")
+        ctx.state.step(j, name, StepState.DONE)
 
-    def _fail(self, ctx, name, error, result="failed"):
+    def _fail(self, ctx, name, error, result=Result.FAILED):
         j = ctx.journal
         LOG.error("step %s: %s: %s", name, result, error,
                   extra=log_fields(j.image_id, j.action, name, result))
-        j.status, j.failed_step, j.error = result, name, str(error)
+        j.fail(name, error, result)
         # the node first: error.d and read-only again, even if the state dir cannot be
         # written (full, or made read-only by the kernel after I/O errors)
         nothing_ran = name == hooks.PRE_CONFIGURE and isinstance(error, hooks.HookRefused)

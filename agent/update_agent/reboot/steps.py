@@ -29,6 +29,7 @@ from update_agent.decide import kernel, kexec
 from update_agent.errors import AgentError
 from update_agent.node import facts as facts_mod, mounts
 from update_agent.state import statefile
+from update_agent.state.states import Result, StepState
 
 LOG = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class WaitingForSlot(Wait):
 class Unhealthy(AgentError):
     """The new kernel runs but the node fails its health checks."""
 
-    result = "unhealthy"  # the journal's status and the history's result
+    result = Result.UNHEALTHY  # the journal's status and the history's result
 
 
 # --- before the reboot: steps, functions of the run's Context ---------------
@@ -63,14 +64,14 @@ def take_slot(ctx):
         raise WaitingForSlot("no reboot slot: %s" % why)
     # released under this id after the reboot: a node whose machine-id is made up
     # at each boot (empty in the image, read-only root) comes back as another id
-    ctx.journal.slot_node = slots.node
+    ctx.journal.took_slot(slots.node)
     LOG.info("reboot slot: %s", why)
 
 
 def copy_fallback(ctx):
     """Copy the running build's vmlinuz and initrd under the fallback's name."""
     plan, root = ctx.plan, ctx.paths.root
-    if ctx.journal.steps.get("sync", "pending") != "pending":
+    if ctx.journal.steps.get("sync", StepState.PENDING) != StepState.PENDING:
         # resumed after the sync began: those paths may hold the new build already
         LOG.warning("the sync has begun: the fallback copies %s are not made again",
                     ", ".join("/" + b for _, b in plan.fallback.copies))
@@ -234,7 +235,7 @@ class RebootExecutor:
         ctx = dataclasses.replace(self.context, plan=plan, facts=facts, image_tree=image_tree,
                                   image_entries=image_entries)
         j = ctx.journal = journal_for(ctx, STEPS)
-        j.steps = {s: j.steps.get(s, "pending") for s in STEPS}
+        j.steps = {s: j.steps.get(s, StepState.PENDING) for s in STEPS}
         fallback = plan.fallback.kernel or facts.release
         j.action, j.kernel, j.old_kernel = "reboot", plan.image_kernel, fallback
         j.fallback = fallback if fallback != facts.release else ""
@@ -244,7 +245,7 @@ class RebootExecutor:
                                  {"UPDATE_AGENT_KERNEL": plan.image_kernel,
                                   # the fallback: the boot loader keeps it the default
                                   "UPDATE_AGENT_OLD_KERNEL": fallback})
-        return self.runner.run(ctx, BEFORE_REBOOT, result="rebooting")
+        return self.runner.run(ctx, BEFORE_REBOOT, result=Result.REBOOTING)
 
     def finish(self, j, image_entries=None):
         """The checks and phases after the reboot; j is the journal that awaits them."""
