@@ -79,6 +79,18 @@ class System:
             raise CommandFailed(argv, proc.returncode, err)
         return result
 
+    def reboot(self, method, load=None):
+        """Reboot this machine: `systemctl <method>` (reboot, kexec), after the
+        kexec --load argv when given. The one place the agent reboots from."""
+        if load:
+            r = self.run(load, check=False)
+            if r.returncode != 0:
+                # the firmware and the boot loader still reach the new kernel, once
+                LOG.warning("`%s` failed (%s): rebooting through the boot loader instead",
+                            " ".join(load), (r.stderr or r.stdout or "").strip() or r.returncode)
+                method = "reboot"
+        self.run([self.which("systemctl"), method])
+
     @staticmethod
     def stop(proc, own_group):
         """SIGKILL proc (and its process group if it has its own), then reap it."""

@@ -4,6 +4,7 @@ an image that changes one, or a directory above one, is refused at plan time."""
 import pytest
 
 from update_agent.decide import plan
+from update_agent.decide.sides import ImageSide, NodeSide
 from update_agent.decide.changes import too_long, type_conflicts
 from update_agent.config import AgentConfig, Config
 from update_agent.sources.desired import Desired
@@ -59,8 +60,9 @@ def decide(image_edit, node_kept=None):
                             "root": D(), "var/log": D(), "var/lib/update-agent": D()})
     image_edit(image)
     accounts = {rel: ("", "", None) for rel in ACCOUNTS if image.get(rel, D()).kind == "f"}
-    return plan.decide(DESIRED, facts(), None, CONFIG, "sha256:abc", node, image, accounts,
-                       protected=dict(NODE_KEPT if node_kept is None else node_kept))
+    return plan.decide(DESIRED, facts(), None, CONFIG, ImageSide("sha256:abc", image),
+                       NodeSide(node, accounts,
+                                protected=dict(NODE_KEPT if node_kept is None else node_kept)))
 
 
 def refused_naming(p, path, *words):
@@ -150,9 +152,9 @@ def test_the_directory_above_the_account_files_is_guarded_too():
 def test_a_node_account_file_that_is_a_symlink_is_refused():
     # the merge would read nothing through it and replace it: the node is not guessed at
     node_kept = dict(NODE_KEPT)
-    p = plan.decide(DESIRED, facts(), None, CONFIG, "sha256:abc",
-                    dict(base(), **{"etc/shadow": L("/srv/shadow")}), base(),
-                    {"etc/shadow": ("", "", None)}, protected=node_kept)
+    p = plan.decide(DESIRED, facts(), None, CONFIG, ImageSide("sha256:abc", base()),
+                    NodeSide(dict(base(), **{"etc/shadow": L("/srv/shadow")}),
+                             {"etc/shadow": ("", "", None)}, protected=node_kept))
     refused_naming(p, "/etc/shadow", "a symlink on the node", "into a file")
 
 

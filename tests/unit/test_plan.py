@@ -6,6 +6,7 @@ import pytest
 
 from update_agent.decide import plan
 from update_agent.config import AgentConfig, Config
+from update_agent.decide.sides import ImageSide, NodeSide, PlanOptions
 from update_agent.sources.desired import Desired
 from update_agent.node.facts import Facts
 from update_agent.state.journal import Journal
@@ -54,10 +55,10 @@ def tree(kernel=KV, vmlinuz="build-1", motd="hello"):
 
 
 def decide(node=None, image=None, f=None, j=None, accounts=None, adopt=False, config=CONFIG):
-    return plan.decide(DESIRED, f or facts(), j, config, "sha256:abc",
-                       tree() if node is None else node,
-                       tree(motd="bye") if image is None else image,
-                       accounts or {}, adopt=adopt)
+    return plan.decide(DESIRED, f or facts(), j, config,
+                       ImageSide("sha256:abc", tree(motd="bye") if image is None else image),
+                       NodeSide(tree() if node is None else node, accounts or {}),
+                       PlanOptions(adopt=adopt))
 
 
 def test_noop_when_current_is_desired():
@@ -230,8 +231,9 @@ def test_a_node_running_the_copy_keeps_it_through_an_in_place_update():
     node = with_initrd(tree(vmlinuz="build-2"))
     node["boot/vmlinuz-" + PREV] = F("build-1", 100)
     node["boot/initrd.img-" + PREV] = F("initrd-1", 40)
-    p = plan.decide(DESIRED, facts(boot_image="vmlinuz-" + PREV), None, CONFIG, "sha256:abc",
-                    node, with_initrd(tree(vmlinuz="build-1")), {}, running_vmlinuz="build-1")
+    p = plan.decide(DESIRED, facts(boot_image="vmlinuz-" + PREV), None, CONFIG,
+                    ImageSide("sha256:abc", with_initrd(tree(vmlinuz="build-1"))),
+                    NodeSide(node, {}, running_vmlinuz="build-1"))
     assert p.action == plan.IN_PLACE, p.reasons
     assert "boot/vmlinuz-" + PREV not in p.changes.deleted
     assert "boot/initrd.img-" + PREV not in p.changes.deleted
@@ -273,9 +275,9 @@ def test_a_reboot_resumed_after_its_sync_still_reboots_and_keeps_the_copy():
     node["boot/vmlinuz-" + PREV] = F("build-1", 100)
     node["boot/initrd.img-" + PREV] = F("initrd-1", 40)
     j = reboot_journal({"fallback": "done", "sync": "done", "verify": "started"})
-    p = plan.decide(DESIRED, facts(), j, CONFIG, "sha256:abc", node,
-                    with_initrd(tree(vmlinuz="build-2"), build="initrd-2"), {},
-                    running_vmlinuz="build-1")
+    p = plan.decide(DESIRED, facts(), j, CONFIG,
+                    ImageSide("sha256:abc", with_initrd(tree(vmlinuz="build-2"), build="initrd-2")),
+                    NodeSide(node, {}, running_vmlinuz="build-1"))
     assert p.action == plan.REBOOT, p.reasons
     assert p.fallback == plan.kernel.Fallback(PREV, (), ("boot/vmlinuz-" + PREV,
                                                          "boot/initrd.img-" + PREV))

@@ -114,15 +114,15 @@ def _agent(args):
 
 
 def cmd_check(args, agent, out):
-    want = agent.desired(args.metadata)
+    want = agent.planner.desired(args.metadata)
     # staging writes the image cache: not while another agent works on it
-    with agent.lock(timeout=10), agent.planned(want, adopt=args.adopt) as planned:
+    with agent.lock(timeout=10), agent.planner.planned(want, adopt=args.adopt) as planned:
         report.emit(out, args.json, planned.plan.to_dict(), report.plan_text(planned.plan))
     return 0
 
 
 def cmd_apply(args, agent, out):
-    want = agent.desired(args.metadata) if args.command != "rollback" else None
+    want = agent.planner.desired(args.metadata) if args.command != "rollback" else None
 
     def show_plan(plan):
         if not args.json:
@@ -170,7 +170,7 @@ def cmd_status(args, agent, out):
     state = agent.state
     damaged = []  # status shows a damaged journal or image state; it never repairs them
     j = _readable(agent.journal, None, damaged)
-    facts = agent.facts()
+    facts = agent.planner.facts()
     images = _readable(state.load_state, {}, damaged)
     daemon_status = state.load_status()
     root_mount = mounts.mount_of(agent.read_mounts(), agent.paths.root)
@@ -367,7 +367,7 @@ def main(argv=None, out=None):
     try:
         agent = _agent(args)
         if command in ("status", "history", "hold", "unhold"):
-            agent.check_state_trust()  # the updating commands check all they rely on
+            agent.planner.check_state_trust()  # the updating commands check all they rely on
         commands = {"check": cmd_check, "apply": cmd_apply, "reboot": cmd_apply, "rollback": cmd_apply, "status": cmd_status,
                     "config": cmd_config, "run": cmd_run, "deploy": cmd_deploy,
                     "history": cmd_history, "hold": cmd_hold, "unhold": cmd_unhold}

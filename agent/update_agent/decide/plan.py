@@ -10,6 +10,7 @@ import dataclasses
 from update_agent.decide import (
     accounts, capacity, changes as changeset, entries, kernel, kexec, restarts as restarting
 )
+from update_agent.decide.sides import PlanOptions
 
 NOOP = "noop"
 IN_PLACE = "in-place"
@@ -184,26 +185,21 @@ def _absent_preserved(image, kept, preserved):
     return sorted(out)
 
 
-def decide(desired, facts, journal, config, digest, node_entries, image_entries,
-           account_texts, adopt=False, protected=None, running_vmlinuz=None,
-           node_sigs=None, procs=(), imports=None, agent_pid=None, rejected=None,
-           rollback=False):
+def decide(desired, facts, journal, config, image, node, options=PlanOptions()):
     """The full plan, from the node's and the image's manifests.
 
-    protected: node paths the walk excluded (preserved, mount points) that
-    exist; a directory holding one is never deleted or replaced.
-    running_vmlinuz: digest of the node's running vmlinuz when read apart from
-    the walk (/boot on its own partition).
-    node_sigs, procs, imports: the inodes of the node's files and the running
-    processes, for predicting what must restart.
+    image: an ImageSide; node: a NodeSide; options: PlanOptions (sides.py says
+    what each holds).
     """
-    early = preflight(desired, facts, journal, adopt, rejected)
+    image_entries, node_entries = image.entries, node.entries
+    protected = node.protected
+    early = preflight(desired, facts, journal, options.adopt, options.rejected)
     if early is not None:
         return early
     resume, reasons = _resume_reasons(desired, journal)
     # the kernel is judged on the whole image: /boot may be a mount point on the node
     image_k = kernel.image_kernel(image_entries)
-    running = kernel.running_kernel(facts.release, node_entries, running_vmlinuz)
+    running = kernel.running_kernel(facts.release, node_entries, node.running_vmlinuz)
     # mount points the image would change and nothing else keeps: worth a note
     preserved = entries.Excluder(config.agent.preserved)
     skipped = tuple(sorted(r for r in set(facts.mount_points) & set(image_entries)
@@ -234,7 +230,7 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
     refusals += changeset.type_conflicts(kept, full_image, merged_files)
     refusals += change_set.conflicts
     merged = []
-    for rel, texts in sorted(account_texts.items()):
+    for rel, texts in sorted(node.accounts.items()):
         node_text, image_text = texts[0], texts[1]
         base_text = texts[2] if len(texts) > 2 else None
         try:
@@ -244,11 +240,11 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
             continue
         if text != node_text:
             merged.append((rel, text))
-    restart_plan = restarting.decide(procs, change_set,
-                                     restarting.targets_of(change_set, node_sigs or {}),
-                                     policy(config.restart), imports, agent_pid)
+    restart_plan = restarting.decide(node.procs, change_set,
+                                     restarting.targets_of(change_set, node.sigs or {}),
+                                     policy(config.restart), node.imports, node.agent_pid)
     plan = dict(image_id=desired.image_id, current_image_id=facts.current_image_id,
-                digest=digest, running_kernel=facts.release, image_kernel=image_k.version,
+                digest=image.digest, running_kernel=facts.release, image_kernel=image_k.version,
                 changes=change_set, accounts=tuple(merged), resume=resume,
                 root_was_ro=root_was_ro(facts, journal), restarts=restart_plan,
                 skipped_mounts=skipped, kept_kernel=tuple(keep), fallback=fallback)
@@ -258,7 +254,7 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
         return Plan(REFUSE, tuple(reasons + kernel_reasons), **plan)
     copies = (sum(node_entries[src].size for src, _ in fallback.copies), len(fallback.copies))
     refusals += capacity.check(facts, change_set, merged, restart_plan, config.agent.free_space_margin,
-                               procs, copies)
+                               node.procs, copies)
     if refusals:
         return Plan(REFUSE, tuple(reasons + refusals), **plan)
     if change_set.kept:
@@ -304,6 +300,6 @@ def decide(desired, facts, journal, config, digest, node_entries, image_entries,
                    "%d bytes to write; %d touched (the image's mtime, no bytes)"
                    % (s["changed"] + len(merged), len(merged), s["added"], s["deleted"],
                       s["bytes"], s["touched"]))
-    if rollback:
+    if options.rollback:
         reasons.insert(0, "rolling back to the previous image %s" % desired.image_id)
-    return Plan(ROLLBACK if rollback else IN_PLACE, tuple(reasons + kernel_reasons), **plan)
+    return Plan(ROLLBACK if options.rollback else IN_PLACE, tuple(reasons + kernel_reasons), **plan)
