@@ -18,7 +18,7 @@ from update_agent.decide import plan as planning, restarts
 from update_agent.errors import AgentError, CommandFailed
 from update_agent.node import processes
 from update_agent.node.facts import PIN_DIR
-from update_agent.state import statecheck
+from update_agent.state import statecheck, statefile
 
 LOG = logging.getLogger(__name__)
 
@@ -28,9 +28,9 @@ TARGETS_FILE = "replaced-inodes.json"
 def pin(root, restart_plan, work_dir, clock=time.time):
     """Hard-link in-use inodes the sync will replace; drop links no longer used."""
     pin_dir = os.path.join(root, PIN_DIR.lstrip("/"))
-    with open(os.path.join(work_dir, TARGETS_FILE), "w", encoding="utf-8") as f:
-        json.dump({"since": clock(),
-                   "targets": [[ino, rel] for ino, rel in restart_plan.targets]}, f)
+    # atomic: a crash mid-write must not leave a torn file for the next run's restarts
+    statefile.write_atomic(os.path.join(work_dir, TARGETS_FILE), json.dumps(
+        {"since": clock(), "targets": [[ino, rel] for ino, rel in restart_plan.targets]}).encode())
     if not restart_plan.targets and not os.path.isdir(pin_dir):
         return 0
     os.makedirs(pin_dir, mode=0o700, exist_ok=True)
