@@ -1,14 +1,12 @@
-"""Metadata sources: one module each, chosen through this small registry.
+"""Metadata sources, one module each: os-collect-config's cache (occ_cache), files
+given with --metadata (metadata_files) and a URL the daemon polls (metadata_url).
 
-A source returns the merged metadata dict; desired.from_metadata validates it.
+Each returns the merged metadata dict; desired.from_metadata validates it. The
+choice between them is made in one place each (here for the commands, where
+the daemon is wired for metadata_url), so no registry is kept.
 """
 
 from update_agent.sources import metadata_files, occ_cache
-
-REGISTRY = {
-    occ_cache.NAME: occ_cache,
-    metadata_files.NAME: metadata_files,
-}
 
 
 def read_metadata(paths, metadata_files_given=()):
