@@ -10,7 +10,7 @@ import types
 import pytest
 
 from update_agent.apply.inplace import StepFailed
-from update_agent.config import Config
+from update_agent.config import AgentConfig, Config
 from update_agent.decide import plan as planning
 from update_agent.node.paths import NodePaths
 from update_agent.reboot import steps as rebooting
@@ -121,7 +121,7 @@ def env(tmp_path, monkeypatch):
         return types.SimpleNamespace(agent=agent, inplace=inplace)
     FakeReboot.made = []
     monkeypatch.setattr(rebooting, "RebootExecutor", FakeReboot)
-    monkeypatch.setattr(rebooting, "current_boot_id", lambda: BOOT_ID)
+    monkeypatch.setattr(rebooting, "current_boot_id", lambda paths: BOOT_ID)
     monkeypatch.setattr(agent_mod.live, "restart_self", lambda *a: None)
     return make
 
@@ -169,7 +169,7 @@ def test_a_refused_plan_changes_nothing_and_says_why(env):
 
 @pytest.mark.parametrize("policy, result", [("manual", "reboot-required"), ("never", "refused")])
 def test_a_reboot_the_policy_does_not_allow_is_not_started(env, policy, result):
-    e = env(plan(planning.REBOOT), Config(reboot=policy))
+    e = env(plan(planning.REBOOT), Config(agent=AgentConfig(reboot=policy)))
     out = e.agent.update(WANT)
     assert out.result == result and out.exit_code == 1
     assert "needs kernel 6.1.0-10-amd64 (running 6.1.0-9-amd64)" in out.error
