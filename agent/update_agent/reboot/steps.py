@@ -28,7 +28,7 @@ from update_agent.apply.steps import (Context, Runner, Step, StepFailed, Wait, i
 from update_agent.decide import kernel, kexec
 from update_agent.errors import AgentError
 from update_agent.node import facts as facts_mod, mounts
-from update_agent.state import statefile
+from update_agent.state import journal as journaling, statefile
 from update_agent.state.states import Result, StepState
 
 LOG = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def count_failure(ctx):
 # the in-place steps they share, with the reboot path's skip rules: its
 # pre-configure and verify are done once journaled, its sync once verified
 BEFORE_REBOOT = [
-    Step("slot", take_slot),
+    Step(journaling.SLOT_STEP, take_slot),
     dataclasses.replace(inplace.PRE_CONFIGURE, done_when=None),
     inplace.REMOUNT_RW,
     inplace.PIN,

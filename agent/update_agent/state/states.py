@@ -47,7 +47,7 @@ class Result(enum.StrEnum):
 UNFINISHED = (Status.RUNNING, Status.WAITING, Status.FAILED, Status.INTERRUPTED, Status.UNHEALTHY)
 # the results a failed step leaves as the journal's status, and those statuses
 FAILURES = (Result.FAILED, Result.INTERRUPTED, Result.UNHEALTHY)
-STOPPED = (Status.FAILED, Status.INTERRUPTED, Status.UNHEALTHY)
+STOPPED = tuple(Status(result) for result in FAILURES)
 
 
 class BadTransition(AgentError):
