@@ -10,20 +10,21 @@ import dataclasses
 from update_agent.decide import (
     accounts, capacity, changes as changeset, entries, kernel, kexec, restarts as restarting
 )
+from update_agent.decide.actions import Action
 from update_agent.decide.sides import PlanOptions
 
-NOOP = "noop"
-IN_PLACE = "in-place"
-ROLLBACK = "rollback"      # an in-place update back to the previous image
-REBOOT = "reboot"
-REFUSE = "refuse"
+NOOP = Action.NOOP
+IN_PLACE = Action.IN_PLACE
+ROLLBACK = Action.ROLLBACK
+REBOOT = Action.REBOOT
+REFUSE = Action.REFUSE
 
 SAMPLE = 20
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    action: str
+    action: Action
     reasons: tuple
     image_id: str
     current_image_id: str
@@ -85,7 +86,7 @@ def _resume_reasons(desired, journal):
 
 def _not_rebooted(journal):
     """An unfinished reboot path that has not rebooted yet (None if there is none)."""
-    if (journal is not None and journal.unfinished and journal.action == "reboot"
+    if (journal is not None and journal.unfinished and journal.action == REBOOT
             and not journal.done("reboot")):
         return journal
     return None
@@ -122,8 +123,8 @@ def preflight(desired, facts, journal, adopt=False, rejected=None):
                                    "are due (running %s)" % (journal.kernel, journal.image_id,
                                                              facts.release)]),
                     **dict(base, image_id=journal.image_id, image_kernel=journal.kernel, resume=True))
-    if (journal is not None and journal.action == "reboot" and journal.status == "failed"
-            and journal.failed_step == "boot-check" and journal.image_id == desired.image_id):
+    if (journal is not None and journal.failed_boot_check
+            and journal.image_id == desired.image_id):
         return Plan(REFUSE, tuple(["the last reboot into kernel %s for image %s came back on %s; "
                                    "not trying again on its own: check the boot, then run "
                                    "`update-agent reboot`, or publish another image"

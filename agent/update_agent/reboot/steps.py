@@ -29,7 +29,7 @@ from update_agent.decide import kernel, kexec
 from update_agent.errors import AgentError
 from update_agent.node import facts as facts_mod, mounts
 from update_agent.state import journal as journaling, statefile
-from update_agent.state.states import Result, StepState
+from update_agent.state.states import Action, Result, StepState
 
 LOG = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ BEFORE_REBOOT = [
 # node keeps its fallback; the old kernel goes before boot-default, whose update-grub
 # then drops its menu entries
 AFTER_REBOOT = [
-    Step("boot-check", check_kernel),
+    Step(journaling.BOOT_CHECK_STEP, check_kernel),
     Step("remount-rw-after", remount.remount_rw, rerun=True),
     inplace.CONFIGURE,
     inplace.POST_CONFIGURE,
@@ -203,7 +203,7 @@ STEPS = names(BEFORE_REBOOT + AFTER_REBOOT)  # the journal's step names, in run 
 
 def step_names(action):
     """The journal's step names of an update of this action, in run order."""
-    return STEPS if action == "reboot" else inplace.STEPS
+    return STEPS if action == Action.REBOOT else inplace.STEPS
 
 
 def in_run_order(j):
@@ -237,7 +237,7 @@ class RebootExecutor:
         j = ctx.journal = journal_for(ctx, STEPS)
         j.steps = {s: j.steps.get(s, StepState.PENDING) for s in STEPS}
         fallback = plan.fallback.kernel or facts.release
-        j.action, j.kernel, j.old_kernel = "reboot", plan.image_kernel, fallback
+        j.action, j.kernel, j.old_kernel = Action.REBOOT, plan.image_kernel, fallback
         j.fallback = fallback if fallback != facts.release else ""
         j.kept = list(plan.kept_kernel)
         note_failed_units(ctx, j)
@@ -259,7 +259,7 @@ class RebootExecutor:
         try:
             return self.runner.run(ctx, AFTER_REBOOT)
         except StepFailed as e:
-            if e.step == "boot-check":
+            if e.step == journaling.BOOT_CHECK_STEP:
                 count_failure(ctx)
                 release(ctx)
             elif e.step == "health" and not unhealthy_before:

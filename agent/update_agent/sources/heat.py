@@ -15,6 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from update_agent.decide.actions import Action
 from update_agent.errors import AgentError, BadInput
 from update_agent.http import Http
 from update_agent.sources import desired as desired_mod
@@ -80,7 +81,7 @@ def payload(outcome=None, message="", error=""):
     if outcome is None:
         return {"deploy_stdout": message, "deploy_stderr": error,
                 "deploy_status_code": 2 if error else 0,
-                "image_id": "", "action": "noop" if not error else "refuse",
+                "image_id": "", "action": Action.NOOP if not error else Action.REFUSE,
                 "reasons": [message or error], "duration_s": 0, "changes": {}}
     d = outcome.to_dict()
     changes = dict(d.get("changes") or {})

@@ -15,8 +15,8 @@ import signal
 from update_agent.errors import AgentError
 from update_agent.state import statecheck, statefile
 from update_agent.state.statecheck import DamagedState
-from update_agent.state.states import (FAILURES, STOPPED, UNFINISHED, BadTransition, Result,
-                                       Status, StepState)
+from update_agent.state.states import (FAILURES, STOPPED, UNFINISHED, Action, BadTransition,
+                                       Result, Status, StepState)
 
 LOG = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ STATE_FILE = "images.json"
 # The step names and their order are the apply layer's (apply/inplace.py, reboot/steps.py):
 # a journal keeps the names it was made with, in run order.
 SLOT_STEP = "slot"  # the reboot path's step that takes the fleet's reboot slot
+BOOT_CHECK_STEP = "boot-check"  # the reboot path's step that checks the kernel booted
 
 
 @dataclasses.dataclass
@@ -74,8 +75,18 @@ class Journal:
     @property
     def awaiting_boot(self):
         """The reboot was made (or recorded): the checks after it are due."""
-        return (self.action == "reboot" and self.unfinished and self.done("reboot")
-                and self.failed_step != "boot-check")
+        return (self.action == Action.REBOOT and self.unfinished and self.done("reboot")
+                and not self.came_back_on_old_kernel)
+
+    @property
+    def came_back_on_old_kernel(self):
+        """The reboot path's boot check failed: the node booted its old kernel again."""
+        return self.action == Action.REBOOT and self.failed_step == BOOT_CHECK_STEP
+
+    @property
+    def failed_boot_check(self):
+        """Stopped there, and not yet superseded by an operator."""
+        return self.came_back_on_old_kernel and self.status == Status.FAILED
 
     def checks_due_for(self, image_id):
         """The checks after the reboot come before anything else, unless the node failed
@@ -86,9 +97,9 @@ class Journal:
     def holds_slot(self):
         """A reboot slot taken and not yet released (released under slot_node); a boot
         that came back on the old kernel released it already."""
-        if self.action != "reboot":
+        if self.action != Action.REBOOT:
             return bool(self.slot_node)  # inherited; cleared once given back
-        return bool(self.slot_node) and not self.done("release") and self.failed_step != "boot-check"
+        return bool(self.slot_node) and not self.done("release") and not self.came_back_on_old_kernel
 
     @property
     def mixed(self):

@@ -1,4 +1,4 @@
-"""The values a journal's status, a step's state and an update's result take.
+"""The values a journal's action, status, a step's state and an update's result take.
 
 StrEnums: each member is its saved string, so the JSON on disk is what it always
 was, and a string written by older code (or still assigned somewhere) compares
@@ -7,6 +7,7 @@ equal to its member.
 
 import enum
 
+from update_agent.decide.actions import Action  # noqa: F401  (decide names it; state keeps it)
 from update_agent.errors import AgentError
 
 

@@ -295,7 +295,7 @@ class Agent:
         """An operator asks for the reboot again after one that came back on the old
         kernel: that failure no longer blocks (it stays in the history)."""
         j = self.state.load_journal()
-        if j is not None and j.action == "reboot" and j.failed_step == "boot-check":
+        if j is not None and j.came_back_on_old_kernel:
             j.supersede()
             self.state.save_journal(j)
 
