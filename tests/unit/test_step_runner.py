@@ -57,15 +57,22 @@ class FakeSystem:
 class Node:
     """What a failure does to the node: the hook phases run, the root remounted."""
 
-    def __init__(self):
+    def __init__(self, read_only=False):
         self.phases = []
         self.remounted_ro = 0
+        self.ro = read_only     # the root's mount, as the runner reads it
 
     def run_phase(self, ctx, phase, **env):
         self.phases.append((phase, env))
 
     def remount_ro(self, ctx):
         self.remounted_ro += 1
+
+    def remount_rw(self, ctx):
+        self.ro = False
+
+    def read_only(self, ctx):
+        return self.ro
 
 
 def _journal(names, root_was_ro=True, **steps_done):
@@ -86,7 +93,8 @@ def _context(j, state=None):
 
 
 def _runner(node, should_stop=None):
-    return steps.Runner(should_stop, run_phase=node.run_phase, remount_ro=node.remount_ro)
+    return steps.Runner(should_stop, run_phase=node.run_phase, remount_ro=node.remount_ro,
+                        read_only=node.read_only)
 
 
 def _recording(ran, name, **kw):
@@ -267,6 +275,29 @@ def test_a_step_that_writes_the_root_runs_only_while_it_is_writable(path):
         elif step.run is remount.remount_ro_if_it_was:
             writable = False
         assert writable or not step.needs_rw, "%s runs on a read-only root" % step.name
+
+
+def test_a_step_that_writes_the_root_is_refused_on_a_read_only_root_before_it_starts():
+    ran = []
+    path = [_recording(ran, "a"), _recording(ran, "write", needs_rw=True)]
+    j = _journal(steps.names(path))
+    ctx, node = _context(j), Node(read_only=True)
+    with pytest.raises(steps.StepFailed) as e:
+        _runner(node).run(ctx, path)
+    assert ran == ["a"] and e.value.step == "write"
+    assert "read-only" in str(e.value) and "remount-rw" in str(e.value)
+    assert j.steps["write"] == "pending" and (j.status, j.failed_step) == ("failed", "write")
+    assert ctx.state.history[-1]["result"] == "failed"
+
+
+def test_a_step_that_writes_the_root_runs_once_a_remount_made_it_writable():
+    ran = []
+    node = Node(read_only=True)
+    path = [steps.Step("remount-rw", node.remount_rw, rerun=True),
+            _recording(ran, "write", needs_rw=True)]
+    j = _journal(steps.names(path))
+    _runner(node).run(_context(j), path)
+    assert ran == ["write"] and j.status == "done"
 
 
 def test_the_journal_names_are_the_lists_names_in_run_order():

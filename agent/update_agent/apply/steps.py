@@ -150,12 +150,16 @@ def record(ctx, result, error):
 class Runner:
     """Runs a list of steps for the journal in the context; see the module's doc.
 
-    run_phase and remount_ro are what a failure runs (error.d, read-only again)."""
+    run_phase and remount_ro are what a failure runs (error.d, read-only again);
+    read_only(ctx) says whether the root is read-only now: a step that needs it
+    writable fails before it starts if it is (its path lacks a remount-rw before it)."""
 
-    def __init__(self, should_stop=None, run_phase=run_phase, remount_ro=remount.remount_ro):
+    def __init__(self, should_stop=None, run_phase=run_phase, remount_ro=remount.remount_ro,
+                 read_only=remount.root_read_only):
         self.should_stop = should_stop or (lambda: False)
         self.run_phase = run_phase
         self.remount_ro = remount_ro
+        self.read_only = read_only
 
     def run(self, ctx, steps, result=Result.SUCCESS):
         """Run steps; return the history record. result: what the history says once
@@ -205,6 +209,11 @@ class Runner:
 
     def _run_step(self, ctx, step):
         j, name = ctx.journal, step.name
+        if step.needs_rw and self.read_only(ctx):
+            # the remounts are steps of their own, so that a resume redoes them: one missing
+            # before this step is a bug in its path, not a reason to write a read-only root
+            raise AgentError("the root %s is read-only, and step %s writes it: no remount-rw "
+                             "step ran before it" % (ctx.paths.root, name))
         LOG.info("step %s: start", name, extra=log_fields(j.image_id, j.action, name))
         ctx.status("%s to %s: %s" % (j.action, j.image_id, name))
         ctx.state.step(j, name, StepState.STARTED)
