@@ -182,7 +182,7 @@ def test_a_reboot_the_policy_does_not_allow_is_not_started(env, policy, result):
 
 def test_after_the_reboot_the_checks_finish_the_journal(env):
     e = env(plan(planning.REBOOT))
-    e.agent.state.save_journal(reboot_journal())
+    e.agent.state.journal.save(reboot_journal())
     out = e.agent.update(WANT)
     assert out.result == "success"
     [executor] = FakeReboot.made
@@ -192,7 +192,7 @@ def test_after_the_reboot_the_checks_finish_the_journal(env):
 
 def test_still_the_boot_that_asked_for_the_reboot_means_it_is_going_down(env):
     e = env(plan(planning.REBOOT))
-    e.agent.state.save_journal(reboot_journal(boot_id=BOOT_ID))
+    e.agent.state.journal.save(reboot_journal(boot_id=BOOT_ID))
     out = e.agent.update(WANT)
     assert out.result == "rebooting"
     assert FakeReboot.made[0].finished == [] and FakeReboot.made[0].started == []
@@ -200,7 +200,7 @@ def test_still_the_boot_that_asked_for_the_reboot_means_it_is_going_down(env):
 
 def test_a_failed_health_check_after_the_reboot_is_unhealthy(env, monkeypatch):
     e = env(plan(planning.REBOOT))
-    e.agent.state.save_journal(reboot_journal())
+    e.agent.state.journal.save(reboot_journal())
     error = StepFailed("health", "unit app.service failed")
     real = FakeReboot.__init__
 
@@ -217,7 +217,7 @@ def test_an_unhealthy_reboot_does_not_hold_back_a_new_image(env):
     """The checks of img-2 failed; the metadata now asks for img-3: img-3 is
     planned and applied, not made to wait for img-2's checks."""
     e = env(plan(planning.IN_PLACE, image_id="img-3", image_kernel="6.1.0-9-amd64"))
-    e.agent.state.save_journal(reboot_journal(status="failed", failed_step="health"))
+    e.agent.state.journal.save(reboot_journal(status="failed", failed_step="health"))
     assert e.agent.update(Desired("img-3", "file:///images/img-3.img", "")).result == "success"
     assert len(e.inplace.applied) == 1
 
@@ -229,14 +229,14 @@ def test_an_unhealthy_reboot_does_not_hold_back_a_new_image(env):
 
 def test_the_same_image_after_an_unhealthy_reboot_still_waits_for_its_checks(env):
     e = env(plan(planning.REBOOT))
-    e.agent.state.save_journal(reboot_journal(status="failed", failed_step="health"))
+    e.agent.state.journal.save(reboot_journal(status="failed", failed_step="health"))
     assert e.agent.update(WANT).result == "success"
     assert FakeReboot.made[0].finished == [("img-2", {"cached": "sha256:img-2"})]
 
 
 def test_a_resumed_reboot_keeps_the_slot_its_journal_holds(env):
     e = env(plan(planning.REBOOT, resume=True))
-    e.agent.state.save_journal(reboot_journal(steps={"sync": "done"}, status="failed",
+    e.agent.state.journal.save(reboot_journal(steps={"sync": "done"}, status="failed",
                                               failed_step="reboot", slot_node="node-a"))
     e.agent._slots = lambda: types.SimpleNamespace(node="node-b")
     assert e.agent.update(WANT).result == "rebooting"
@@ -247,7 +247,7 @@ def test_a_resumed_reboot_keeps_the_slot_its_journal_holds(env):
 
 def test_a_resumed_in_place_update_is_applied_again(env):
     e = env(plan(planning.IN_PLACE, resume=True, image_kernel="6.1.0-9-amd64"))
-    e.agent.state.save_journal(Journal("img-2", "sha256:two", "img-1", "sha256:one", "in-place",
+    e.agent.state.journal.save(Journal("img-2", "sha256:two", "img-1", "sha256:one", "in-place",
                                        True, 0.0, steps={"sync": "started"}, status="failed",
                                        failed_step="sync"))
     assert e.agent.update(WANT).result == "success"
@@ -257,7 +257,7 @@ def test_a_resumed_in_place_update_is_applied_again(env):
 
 def test_a_refused_plan_over_a_partial_update_makes_the_root_read_only_again(env):
     e = env(plan(planning.REFUSE, reasons=("the root filesystem has recorded 3 errors",)))
-    e.agent.state.save_journal(Journal("img-2", "sha256:two", "img-1", "sha256:one", "in-place",
+    e.agent.state.journal.save(Journal("img-2", "sha256:two", "img-1", "sha256:one", "in-place",
                                        True, 0.0, steps={"sync": "started"}, status="failed",
                                        failed_step="sync"))
     out = e.agent.update(WANT)

@@ -10,6 +10,7 @@ import pytest
 from update_agent.daemon import loop as daemon
 from update_agent.sources import heat
 from update_agent.state import journal
+from update_agent.state.store import Store
 from update_agent.config import AgentConfig, Config, DaemonConfig
 from update_agent.errors import AgentError
 from update_agent.update.agent import Outcome
@@ -27,7 +28,7 @@ def dep(dep_id, ident="1", image_id="img-2", **extra):
 class FakeAgent:
     def __init__(self, state_dir):
         self.config = CONFIG
-        self.state = journal.Store(str(state_dir))
+        self.state = Store(str(state_dir))
         self.images = types.SimpleNamespace(staged_bytes=lambda: 0)
         self.calls = []
         self.result, self.error = "success", ""
@@ -126,7 +127,7 @@ def test_run_deployment_success_and_failure():
 # --- Daemon -----------------------------------------------------------------
 
 def test_hold_prevents_update(env):
-    env.agent.state.set_hold("maintenance", 1.0)
+    env.agent.state.flags.set_hold("maintenance", 1.0)
     assert env.daemon.handle({"deployments": [dep("a")]}) is True
     assert env.agent.calls == [] and env.signaller.sent == []
     assert env.notifier.statuses[-1] == "held: maintenance"
@@ -137,7 +138,7 @@ def test_each_new_deployment_updated_once(env):
                           {"group": "script", "id": "other"}]}
     assert env.daemon.handle(md) is True
     assert env.agent.calls == ["img-2", "img-3"]
-    done = env.agent.state.deployments_done()
+    done = env.agent.state.flags.deployments_done()
     assert set(done) == {"a/1", "b/1"} and done["a/1"]["result"] == "success"
     assert env.daemon.handle(md) is True
     assert env.agent.calls == ["img-2", "img-3"] and len(env.signaller.sent) == 2
@@ -160,25 +161,25 @@ def test_failed_deployment_signalled_once_but_retried(env):
     assert env.daemon.handle(md) is False
     assert env.agent.calls == ["img-2", "img-2"]
     assert len(env.signaller.sent) == 1 and env.signaller.sent[0][1]["deploy_stderr"] == "disk full"
-    assert env.agent.state.deployments_done() == {}
+    assert env.agent.state.flags.deployments_done() == {}
     env.agent.error = "another error"
     env.daemon.handle(md)
     assert len(env.signaller.sent) == 2
     env.agent.result, env.agent.error = "success", ""
     assert env.daemon.handle(md) is True
-    assert len(env.signaller.sent) == 3 and "a/1" in env.agent.state.deployments_done()
+    assert len(env.signaller.sent) == 3 and "a/1" in env.agent.state.flags.deployments_done()
 
 
 def test_success_not_recorded_when_signal_fails(env):
     env.signaller.fail = AgentError("heat down")
     assert env.daemon.handle({"deployments": [dep("a")]}) is False
-    assert env.agent.state.deployments_done() == {}
+    assert env.agent.state.flags.deployments_done() == {}
 
 
 def test_top_level_image_id_without_deployments(env):
     assert env.daemon.handle({"image_id": "img-9"}) is True
     assert env.agent.calls == ["img-9"]
-    assert env.agent.state.load_status()["desired"]["image_id"] == "img-9"
+    assert env.agent.state.flags.load_status()["desired"]["image_id"] == "img-9"
 
 
 def test_tick_counts_failures_and_resets(env):
@@ -187,7 +188,7 @@ def test_tick_counts_failures_and_resets(env):
     env.daemon.tick()
     env.daemon.tick()
     assert env.daemon.failures == 2
-    assert env.agent.state.load_status()["last_error"] == "still down"
+    assert env.agent.state.flags.load_status()["last_error"] == "still down"
     assert env.notifier.statuses[-1] == "error: still down"
     env.daemon.tick()
     assert env.daemon.failures == 0 and env.agent.calls == ["img-2"]
@@ -258,7 +259,7 @@ def _first_wait_before_the_first_read(env, journal_status):
         j = journal.Journal(image_id="img-2", digest="", previous_image_id="img-1",
                             previous_digest="", action="reboot", root_was_ro=True,
                             started_at=0.0, status=journal_status)
-        env.agent.state.save_journal(j)
+        env.agent.state.journal.save(j)
     watch = TimedUrlWatch([{"image_id": "img-2"}])
     d = daemon.Daemon(env.agent, watch, env.notifier, env.signaller, clock=lambda: 1000.0)
     d.config = Config(daemon=DaemonConfig(poll_interval=30, splay=600))
@@ -289,7 +290,7 @@ def test_damaged_deployments_are_not_redone_and_the_daemon_goes_on(env, tmp_path
     env.watch.results = [{"deployments": [dep("a")]}]
     env.daemon.tick()
     assert env.agent.calls == [] and env.signaller.sent == [] and env.daemon.failures == 1
-    assert env.agent.state.load_status()["last_error"].startswith(
+    assert env.agent.state.flags.load_status()["last_error"].startswith(
         str(tmp_path / "state" / "deployments.json") + ": the file is an array")
 
 
@@ -305,4 +306,4 @@ def test_a_damaged_image_state_does_not_stop_the_report(env, tmp_path):
     (tmp_path / "state" / "images.json").write_text("7")
     env.watch.results = [{"image_id": "img-2"}]
     env.daemon.tick()  # the fake update succeeds; the report reads images.json for its metrics
-    assert env.agent.state.load_status()["last_result"]["result"] == "success"
+    assert env.agent.state.flags.load_status()["last_result"]["result"] == "success"

@@ -2,6 +2,7 @@
 
 from update_agent.apply import inplace as applying, health
 from update_agent.state import journal
+from update_agent.state.store import Store
 
 
 def _journal():
@@ -21,9 +22,9 @@ def test_a_resumed_update_keeps_the_failed_units_its_first_attempt_saw(monkeypat
     j.steps["pre-configure"] = "done"
     executor._note_failed_units(j)
     assert j.failed_units == ["old.service"]
-    store = journal.Store(str(tmp_path))
-    store.save_journal(j)
-    executor.journal = store.load_journal()  # as a restarted agent finds it
+    store = Store(str(tmp_path))
+    store.journal.save(j)
+    executor.journal = store.journal.load()  # as a restarted agent finds it
     assert executor.failed_before() == {"old.service"}
 
 

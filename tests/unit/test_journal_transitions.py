@@ -13,6 +13,7 @@ import pytest
 import state_fixtures
 from update_agent.errors import AgentError
 from update_agent.state import journal
+from update_agent.state.store import Store
 from update_agent.state.states import BadTransition, Result, Status, StepState
 
 
@@ -147,26 +148,26 @@ def test_strings_become_their_types_and_compare_equal_to_the_strings():
 
 
 def test_store_step_journals_through_the_moves(tmp_path):
-    store = journal.Store(str(tmp_path))
+    store = Store(str(tmp_path))
     j = _journal(Status.RUNNING, steps={"sync": "pending"})
-    store.step(j, "sync", "started")
-    assert store.load_journal().steps["sync"] is StepState.STARTED
-    store.step(j, "sync", StepState.DONE)
-    assert store.load_journal().steps["sync"] is StepState.DONE
+    store.journal.step(j, "sync", "started")
+    assert store.journal.load().steps["sync"] is StepState.STARTED
+    store.journal.step(j, "sync", StepState.DONE)
+    assert store.journal.load().steps["sync"] is StepState.DONE
     with pytest.raises(BadTransition):
-        store.step(j, "sync", "done")  # done twice
-    assert store.load_journal().steps["sync"] == "done"
+        store.journal.step(j, "sync", "done")  # done twice
+    assert store.journal.load().steps["sync"] == "done"
 
 
 def test_the_saved_journal_holds_the_same_strings(tmp_path):
-    store = journal.Store(str(tmp_path))
+    store = Store(str(tmp_path))
     j = _journal(Status.RUNNING, steps={"slot": "pending"})
     j.step_started("slot")
     j.wait_for_slot()
-    store.save_journal(j)
+    store.journal.save(j)
     text = (tmp_path / "journal.json").read_text()
     assert '"status": "waiting"' in text and '"slot": "pending"' in text
-    loaded = store.load_journal()
+    loaded = store.journal.load()
     assert loaded == j and loaded.status is Status.WAITING
 
 
@@ -175,10 +176,10 @@ def test_the_saved_journal_holds_the_same_strings(tmp_path):
 def test_a_stored_journal_of_an_earlier_release_loads_and_saves_its_values(tmp_path, version, name):
     src = os.path.join(state_fixtures.DATA, version, name, "state", "journal.json")
     shutil.copy(src, tmp_path / "journal.json")
-    store = journal.Store(str(tmp_path))
-    j = store.load_journal()
+    store = Store(str(tmp_path))
+    j = store.journal.load()
     assert isinstance(j.status, Status) and all(isinstance(s, StepState) for s in j.steps.values())
-    store.save_journal(j)
+    store.journal.save(j)
     with open(src) as f:
         old = json.load(f)
     saved = json.loads((tmp_path / "journal.json").read_text())

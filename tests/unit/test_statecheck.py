@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from update_agent.state import journal, statecheck
+from update_agent.state import journal, records, statecheck
+from update_agent.state.store import Store
 from update_agent.apply import live
 from update_agent.images.store import ImageStore
 from update_agent.state.statecheck import DamagedState
@@ -62,7 +63,7 @@ JOURNALS = GARBAGE + [
 
 def _store(tmp_path, name, data):
     (tmp_path / name).write_bytes(data)
-    return journal.Store(str(tmp_path))
+    return Store(str(tmp_path))
 
 
 def _assert_one_line(e, path, field, words):
@@ -76,26 +77,26 @@ def _assert_one_line(e, path, field, words):
 def test_a_damaged_journal_is_refused_naming_the_file_and_field(tmp_path, name, data, field, words):
     store = _store(tmp_path, "journal.json", data)
     with pytest.raises(DamagedState) as e:
-        store.load_journal()
+        store.journal.load()
     _assert_one_line(e.value, tmp_path / "journal.json", field, words)
     assert "docs/state.md" in str(e.value) and e.value.exit_code == 1
 
 
 def test_a_good_journal_is_read(tmp_path):
-    j = _store(tmp_path, "journal.json", _bytes(GOOD_JOURNAL)).load_journal()
+    j = _store(tmp_path, "journal.json", _bytes(GOOD_JOURNAL)).journal.load()
     assert (j.image_id, j.mixed) == ("img-B", True)
 
 
 def test_a_newer_journal_says_upgrade_not_damaged(tmp_path):
     store = _store(tmp_path, "journal.json", _bytes({"format": 2, "image_id": ["new shape"]}))
     with pytest.raises(journal.AgentError, match="newer than this agent"):
-        store.load_journal()
+        store.journal.load()
 
 
 def test_a_journal_that_is_a_directory_is_named(tmp_path):
     (tmp_path / "journal.json").mkdir()
     with pytest.raises(DamagedState, match="journal.json: cannot be read"):
-        journal.Store(str(tmp_path)).load_journal()
+        Store(str(tmp_path)).journal.load()
 
 
 IMAGE_STATES = GARBAGE + [
@@ -107,10 +108,10 @@ IMAGE_STATES = GARBAGE + [
 
 @pytest.mark.parametrize("name, data, field, words", IMAGE_STATES, ids=[c[0] for c in IMAGE_STATES])
 def test_damaged_image_state_is_refused(tmp_path, name, data, field, words):
-    store = _store(tmp_path, journal.STATE_FILE, data)
+    store = _store(tmp_path, records.STATE_FILE, data)
     with pytest.raises(DamagedState) as e:
-        store.load_state()
-    _assert_one_line(e.value, tmp_path / journal.STATE_FILE, field, words)
+        store.records.load()
+    _assert_one_line(e.value, tmp_path / records.STATE_FILE, field, words)
     assert "previous" in e.value.fix  # what moving it aside costs
 
 
@@ -123,8 +124,8 @@ REJECTED = GARBAGE + [
 @pytest.mark.parametrize("name, data, field, words", REJECTED, ids=[c[0] for c in REJECTED])
 def test_damaged_rejections_are_refused_never_forgotten(tmp_path, name, data, field, words):
     store = _store(tmp_path, "rejected.json", data)
-    for read in (store.rejected, lambda: store.reject("img-C", "", "why", 1.0),
-                 lambda: store.unreject("img-B")):
+    for read in (store.records.rejected, lambda: store.records.reject("img-C", "", "why", 1.0),
+                 lambda: store.records.unreject("img-B")):
         with pytest.raises(DamagedState) as e:
             read()
         _assert_one_line(e.value, tmp_path / "rejected.json", field, words)
@@ -138,7 +139,7 @@ DEPLOYMENTS = GARBAGE + [("a record a number", _bytes({"7:x": 3}), "7:x", "is a 
 def test_damaged_deployments_are_refused(tmp_path, name, data, field, words):
     store = _store(tmp_path, "deployments.json", data)
     with pytest.raises(DamagedState) as e:
-        store.deployments_done()
+        store.flags.deployments_done()
     _assert_one_line(e.value, tmp_path / "deployments.json", field, words)
 
 
@@ -147,7 +148,7 @@ HOLDS = GARBAGE + [("since a string", _bytes({"reason": "x", "since": "today"}),
 
 @pytest.mark.parametrize("name, data, field, words", HOLDS, ids=[c[0] for c in HOLDS])
 def test_a_damaged_hold_holds(tmp_path, caplog, name, data, field, words):
-    held = _store(tmp_path, "hold.json", data).hold()
+    held = _store(tmp_path, "hold.json", data).flags.hold()
     assert held and "hold.json is damaged" in held["reason"] and "unhold" in held["reason"]
     assert held["since"] is None
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -155,10 +156,10 @@ def test_a_damaged_hold_holds(tmp_path, caplog, name, data, field, words):
 
 
 def test_a_good_hold_and_no_hold(tmp_path):
-    store = journal.Store(str(tmp_path))
-    assert store.hold() is None
-    store.set_hold("maintenance", 5.0)
-    assert store.hold() == {"reason": "maintenance", "since": 5.0}
+    store = Store(str(tmp_path))
+    assert store.flags.hold() is None
+    store.flags.set_hold("maintenance", 5.0)
+    assert store.flags.hold() == {"reason": "maintenance", "since": 5.0}
 
 
 STATUSES = GARBAGE + [("desired a string", _bytes({"desired": "img-B"}), "desired", ""),
@@ -167,7 +168,7 @@ STATUSES = GARBAGE + [("desired a string", _bytes({"desired": "img-B"}), "desire
 
 @pytest.mark.parametrize("name, data, field, words", STATUSES, ids=[c[0] for c in STATUSES])
 def test_a_damaged_status_file_is_ignored_with_a_warning(tmp_path, caplog, name, data, field, words):
-    assert _store(tmp_path, "status.json", data).load_status() == {}
+    assert _store(tmp_path, "status.json", data).flags.load_status() == {}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and warnings[0].startswith(str(tmp_path / "status.json"))
 
@@ -179,7 +180,7 @@ CHANGE_LISTS = GARBAGE + [("added a string", _bytes({"added": "/etc"}), "added",
 def test_a_damaged_change_list_is_ignored(tmp_path, name, data, field, words):
     (tmp_path / "changes").mkdir()
     (tmp_path / "changes" / "1-img-B.json").write_bytes(data)
-    assert journal.Store(str(tmp_path)).load_change_list("1-img-B.json") is None
+    assert Store(str(tmp_path)).history.load_change_list("1-img-B.json") is None
 
 
 def _record(image_id, **extra):
@@ -189,12 +190,12 @@ def _record(image_id, **extra):
 
 def _history(tmp_path, *lines):
     (tmp_path / "history.jsonl").write_bytes(b"".join(lines))
-    return journal.Store(str(tmp_path))
+    return Store(str(tmp_path))
 
 
 def test_a_torn_last_history_line_is_skipped_unsaid(tmp_path, caplog):
     store = _history(tmp_path, _bytes(_record("img-A")) + b"\n", b'{"image_id": "img-B", "res')
-    assert [r["image_id"] for r in store.history()] == ["img-A"]
+    assert [r["image_id"] for r in store.history.last()] == ["img-A"]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -215,7 +216,7 @@ BAD_LINES = [
 def test_a_bad_history_line_in_the_middle_is_skipped_with_one_warning(tmp_path, caplog, name, line):
     store = _history(tmp_path, _bytes(_record("img-A")) + b"\n", line + b"\n",
                      _bytes(_record("img-B")) + b"\n")
-    assert [r["image_id"] for r in store.history()] == ["img-A", "img-B"]
+    assert [r["image_id"] for r in store.history.last()] == ["img-A", "img-B"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and warnings[0].startswith(str(tmp_path / "history.jsonl") + ": line 2:")
 
@@ -223,13 +224,13 @@ def test_a_bad_history_line_in_the_middle_is_skipped_with_one_warning(tmp_path, 
 def test_history_keeps_its_limit_past_bad_lines(tmp_path):
     lines = [_bytes(_record("img-%d" % i)) + b"\n" for i in range(4)]
     store = _history(tmp_path, lines[0], lines[1], b"[]\n", lines[2], b"7\n", lines[3])
-    assert [r["image_id"] for r in store.history(3)] == ["img-1", "img-2", "img-3"]
+    assert [r["image_id"] for r in store.history.last(3)] == ["img-1", "img-2", "img-3"]
 
 
 def test_a_record_appended_after_a_torn_line_starts_a_line_of_its_own(tmp_path):
     store = _history(tmp_path, _bytes(_record("img-A")) + b"\n", b'{"image_id": "img-B", "res')
-    store.append_history(_record("img-C"))
-    assert [r["image_id"] for r in store.history()] == ["img-A", "img-C"]
+    store.history.append(_record("img-C"))
+    assert [r["image_id"] for r in store.history.last()] == ["img-A", "img-C"]
 
 
 class _Config:

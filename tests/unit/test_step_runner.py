@@ -13,33 +13,44 @@ from update_agent.apply import hooks, inplace, remount, steps
 from update_agent.errors import AgentError, Interrupted
 from update_agent.reboot import steps as rebooting
 from update_agent.state import journal
+from update_agent.state.journal import JournalFile
 
 
-class FakeState:
-    """The state dir, in memory: every journal save and step boundary, in order."""
+class FakeJournalFile:
+    """journal.json, in memory: every save and step boundary, in order."""
 
     def __init__(self, old=None):
         self.old = old
         self.events = []        # (step, started|done)
         self.saves = []         # the journal as saved, each time
-        self.history = []
 
-    def load_journal(self):
+    def load(self):
         return self.old
 
-    def load_state(self):
-        return {}
-
-    def save_journal(self, j):
+    def save(self, j):
         self.saves.append(copy.deepcopy(dataclasses.asdict(j)))
 
     def step(self, j, name, state):
         j.steps[name] = state
         self.events.append((name, state))
-        self.save_journal(j)
+        self.save(j)
 
-    def append_history(self, record):
-        self.history.append(record)
+
+class FakeState:
+    """The state dir, in memory (state.store.Store's parts that the runner uses)."""
+
+    def __init__(self, old=None):
+        self.journal = FakeJournalFile(old)
+        self.records = types.SimpleNamespace(load=lambda: {})
+        self.history = []       # the records appended, in order
+
+    @property
+    def events(self):
+        return self.journal.events
+
+    @property
+    def saves(self):
+        return self.journal.saves
 
 
 class FakeSystem:
@@ -313,7 +324,7 @@ STORED = state_fixtures.stored()
 def test_an_earlier_releases_journal_says_where_it_stopped_as_that_release_did(version, name):
     # its steps dict, saved sorted by name, read back in run order
     case = state_fixtures.load(version, name)
-    j = journal.Store(os.path.join(state_fixtures.DATA, version, name, "state")).load_journal()
+    j = JournalFile(os.path.join(state_fixtures.DATA, version, name, "state")).load()
     said = (case["status"].get("unfinished_update") or {}).get("step")
     assert set(j.steps) <= set(rebooting.step_names(j.action))
     if said:

@@ -71,7 +71,7 @@ def commit(ctx):
     facts_mod.save_account_base(ctx.image_tree, paths.accounts_base)
     statefile.write_atomic(path, (plan.image_id + "\n").encode(), mode=0o644, uid=0, gid=0)
     _keep_image_time(paths, os.path.dirname(path), ctx.image_tree)
-    ctx.state.commit_state(plan.image_id, plan.digest, j.previous_image_id, j.previous_digest)
+    ctx.state.records.commit(plan.image_id, plan.digest, j.previous_image_id, j.previous_digest)
     LOG.info("committed image_id %s", plan.image_id)
 
 
@@ -90,7 +90,7 @@ def restart(ctx):
     j = ctx.journal
     j.restarted = live.restart(ctx.system, ctx.paths, ctx.config, ctx.plan,
                                ctx.paths.work_dir, ctx.status)
-    ctx.state.save_journal(j)
+    ctx.state.journal.save(j)
 
 
 # remounts check the real state; the sync is driven by a fresh plan (empty when

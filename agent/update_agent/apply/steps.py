@@ -70,7 +70,7 @@ class Context:
     system: object
     paths: object                   # node.paths.NodePaths
     config: object
-    state: object                   # state.journal.Store
+    state: object                   # state.store.Store
     images: object                  # images.store.ImageStore
     read_mounts: Callable = mounts.read
     sleep: Callable = time.sleep
@@ -105,12 +105,12 @@ def in_order(j, order):
 def journal_for(ctx, order):
     """The journal of the update ctx.plan makes, or of the one it resumes."""
     plan, facts = ctx.plan, ctx.facts
-    old = ctx.state.load_journal()
+    old = ctx.state.journal.load()
     if plan.resume and old is not None:
         old.digest = plan.digest  # the same image_id may now name a rebuilt image
         return in_order(old, order)
     # previous is what the node has committed (a superseded update may have committed)
-    current = ctx.state.load_state().get("current") or {}
+    current = ctx.state.records.load().get("current") or {}
     previous = facts.current_image_id
     previous_digest = current.get("digest", "") if current.get("image_id") == previous else ""
     return journaling.Journal(
@@ -143,7 +143,7 @@ def record(ctx, result, error):
     if plan is not None and plan.changes is not None:
         rec["changes"] = plan.to_dict()["changes"]
         rec["changes"].pop("sample", None)
-        rec["change_list"] = ctx.state.save_change_list(j.started_at, j.image_id, plan)
+        rec["change_list"] = ctx.state.history.save_change_list(j.started_at, j.image_id, plan)
     return rec
 
 
@@ -168,13 +168,13 @@ class Runner:
         Interrupted or Wait."""
         j = ctx.journal
         j.start()
-        ctx.state.save_journal(j)
+        ctx.state.journal.save(j)
         self._run_steps(ctx, steps)
         if result == Result.SUCCESS:
             j.finish()
-        ctx.state.save_journal(j)
+        ctx.state.journal.save(j)
         rec = record(ctx, result, j.note)
-        ctx.state.append_history(rec)
+        ctx.state.history.append(rec)
         if result == Result.SUCCESS:
             ctx.images.retain([j.digest, j.previous_digest])
         return rec
@@ -198,7 +198,7 @@ class Runner:
             LOG.info("step %s: %s", name, e)
             j.steps[name] = StepState.PENDING
             j.wait_for_slot()
-            ctx.state.save_journal(j)
+            ctx.state.journal.save(j)
             raise
         except Exception as e:
             self._fail(ctx, name, e, result=getattr(e, "result", Result.FAILED))
@@ -216,13 +216,13 @@ class Runner:
                              "step ran before it" % (ctx.paths.root, name))
         LOG.info("step %s: start", name, extra=log_fields(j.image_id, j.action, name))
         ctx.status("%s to %s: %s" % (j.action, j.image_id, name))
-        ctx.state.step(j, name, StepState.STARTED)
+        ctx.state.journal.step(j, name, StepState.STARTED)
         began = ctx.system.monotonic()
         step.run(ctx)
         j.step_s[name] = round(ctx.system.monotonic() - began, 3)
         LOG.info("step %s: done in %.2f s", name, j.step_s[name],
                  extra=log_fields(j.image_id, j.action, name))
-        ctx.state.step(j, name, StepState.DONE)
+        ctx.state.journal.step(j, name, StepState.DONE)
 
     def _fail(self, ctx, name, error, result=Result.FAILED):
         j = ctx.journal
@@ -245,7 +245,7 @@ class Runner:
                 j.error += "; and the root is still read-write: %s" % e
                 LOG.error("%s", e)
         try:
-            ctx.state.save_journal(j)
-            ctx.state.append_history(record(ctx, result, j.error))
+            ctx.state.journal.save(j)
+            ctx.state.history.append(record(ctx, result, j.error))
         except OSError as e:
             LOG.error("cannot record the failure in %s: %s", ctx.paths.state_dir, e)

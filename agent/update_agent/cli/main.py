@@ -171,10 +171,10 @@ def cmd_status(args, agent, out):
     damaged = []  # status shows a damaged journal or image state; it never repairs them
     j = _readable(agent.journal, None, damaged)
     facts = agent.planner.facts()
-    images = _readable(state.load_state, {}, damaged)
-    daemon_status = state.load_status()
+    images = _readable(state.records.load, {}, damaged)
+    daemon_status = state.flags.load_status()
     root_mount = mounts.mount_of(agent.read_mounts(), agent.paths.root)
-    history = state.history(5)  # read once: a damaged line is warned of once
+    history = state.history.last(5)  # read once: a damaged line is warned of once
     obj = {
         "root": agent.paths.root,
         "current_image_id": facts.current_image_id,
@@ -187,7 +187,7 @@ def cmd_status(args, agent, out):
             "image_id": j.image_id, "status": j.status,
             "step": j.failed_step or j.stopped_at(), "error": j.error,
             "mixed": journal.mixed_root(j)},
-        "held": state.hold(),
+        "held": state.flags.hold(),
         "last_result": daemon_status.get("last_result") or (history[-1] if history else None),
         "last_error": daemon_status.get("last_error", ""),
         "history": history,
@@ -198,7 +198,7 @@ def cmd_status(args, agent, out):
              "staged:   %s" % (", ".join(s["image_id"] for s in obj["staged"]) or "nothing"),
              "root:     %s (%s)" % (obj["root"], "read-only" if obj["root_read_only"] else "read-write")]
     u = obj["unfinished_update"]
-    journal_damaged = any(d.startswith(state.journal_path + ":") for d in damaged)
+    journal_damaged = any(d.startswith(state.journal.path + ":") for d in damaged)
     lines.append("update:   " + ("unknown: the journal is damaged" if journal_damaged else
                                  "none in progress" if u is None else
                                  "%s to %s at step %s %s" % (u["status"], u["image_id"], u["step"], u["error"])))
@@ -256,10 +256,10 @@ def _when(ts):
 
 
 def cmd_history(args, agent, out):
-    records = agent.state.history(max(1, args.n))
+    records = agent.state.history.last(max(1, args.n))
     if args.changes:
         for rec in records:
-            rec["change_lists"] = agent.state.load_change_list(rec.get("change_list"))
+            rec["change_lists"] = agent.state.history.load_change_list(rec.get("change_list"))
     lines = []
     for rec in records:
         ch = rec.get("changes") or {}
@@ -275,14 +275,14 @@ def cmd_history(args, agent, out):
 
 
 def cmd_hold(args, agent, out):
-    agent.state.set_hold(args.reason, agent.system.clock())
+    agent.state.flags.set_hold(args.reason, agent.system.clock())
     report.emit(out, args.json, {"held": True, "reason": args.reason},
                 "automatic updates held%s" % (": " + args.reason if args.reason else ""))
     return 0
 
 
 def cmd_unhold(args, agent, out):
-    was = agent.state.clear_hold()
+    was = agent.state.flags.clear_hold()
     report.emit(out, args.json, {"held": False, "was_held": was},
                 "automatic updates resumed" if was else "updates were not held")
     return 0

@@ -174,7 +174,7 @@ class Daemon:
 
     def _unfinished(self):
         try:
-            j = self.agent.state.load_journal()
+            j = self.agent.state.journal.load()
         except AgentError:
             return True  # the tick reports it
         return j is not None and j.unfinished
@@ -219,7 +219,7 @@ class Daemon:
                 *args, **kw)
 
     def handle(self, metadata):
-        hold = self.agent.state.hold()
+        hold = self.agent.state.flags.hold()
         if hold:
             self.notifier.status("held: %s" % hold.get("reason", ""))
             LOG.info("updates are held (%s); not acting on the metadata", hold.get("reason"))
@@ -253,7 +253,7 @@ class Daemon:
         return outcome
 
     def handle_deployment(self, d):
-        if d.key in self.agent.state.deployments_done():
+        if d.key in self.agent.state.flags.deployments_done():
             return True
         body, record = run_deployment(d, self.config, self.update)
         return self._finish(d, body, record)
@@ -273,7 +273,7 @@ class Daemon:
         if failed:
             self.signalled_failures.add((d.key, body["deploy_stderr"]))
             return False
-        self.agent.state.mark_deployment_done(d.key, {"result": record, "image_id": body["image_id"],
+        self.agent.state.flags.mark_deployment_done(d.key, {"result": record, "image_id": body["image_id"],
                                                       "at": self.clock()})
         return True
 
@@ -283,13 +283,13 @@ class Daemon:
         """The committed image for the metrics; "" while images.json is damaged (the
         update that read it said so): the report must not fail over it."""
         try:
-            return (state.load_state().get("current") or {}).get("image_id", "")
+            return (state.records.load().get("current") or {}).get("image_id", "")
         except AgentError:
             return ""
 
     def _report(self, outcome, desired=None, error=""):
         state = self.agent.state
-        status = state.load_status()
+        status = state.flags.load_status()
         status["updated_at"] = self.clock()
         if desired is not None:
             status["desired"] = desired.to_dict()
@@ -302,9 +302,9 @@ class Daemon:
             status["last_error"] = error
             self.notifier.status("error: %s" % error[:200])
         try:
-            state.save_status(status)
+            state.flags.save_status(status)
             current = self._current(state)
             metrics.write(self.config.daemon.metrics_dir, metrics.render(
-                current, outcome, self.agent.images.staged_bytes(), bool(state.hold()), self.clock()))
+                current, outcome, self.agent.images.staged_bytes(), bool(state.flags.hold()), self.clock()))
         except OSError as e:
             LOG.error("cannot write status: %s", e)

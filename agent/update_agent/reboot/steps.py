@@ -105,7 +105,7 @@ def reboot(ctx):
         return
     ctx.status("rebooting into kernel %s" % j.kernel)
     j.boot_id = current_boot_id(ctx.paths)
-    ctx.state.save_journal(j)
+    ctx.state.journal.save(j)
     ctx.reboot(method, load)
 
 

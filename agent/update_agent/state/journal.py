@@ -1,4 +1,4 @@
-"""The state journal (one update in progress), the image state and the history.
+"""The state journal: one update in progress, or the last one.
 
 Every write is atomic. Steps are recorded before they start and after they
 end, so a killed agent resumes where it stopped. The journal carries a format
@@ -7,21 +7,18 @@ to read and finish what an older one journalled.
 """
 
 import dataclasses
-import json
 import logging
 import os
 import signal
 
 from update_agent.errors import AgentError
 from update_agent.state import statecheck, statefile
-from update_agent.state.statecheck import DamagedState
 from update_agent.state.states import (FAILURES, STOPPED, UNFINISHED, Action, BadTransition,
                                        Result, Status, StepState)
 
 LOG = logging.getLogger(__name__)
 
 FORMAT = 1
-STATE_FILE = "images.json"
 # The step names and their order are the apply layer's (apply/inplace.py, reboot/steps.py):
 # a journal keeps the names it was made with, in run order.
 SLOT_STEP = "slot"  # the reboot path's step that takes the fleet's reboot slot
@@ -187,18 +184,8 @@ def _fault_point(where):
         os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
-# what to do about a damaged state file, the end of its one line
 JOURNAL_FIX = ("the journal is never guessed at: inspect it, then repair it or move it aside "
                "as docs/state.md says (\"A damaged journal\")")
-STATE_FIX = ("move it aside: the next commit writes it again, but until then no previous "
-             "image is known to roll back to")
-REJECTED_FIX = ("it lists the images not applied again: repair it by hand, or move it aside "
-                "to forget those rejections")
-DEPLOYMENTS_FIX = ("it lists the Heat deployments done: repair it by hand, or move it aside "
-                   "and the deployments in the metadata are applied and signalled again")
-HOLD_FIX = "treated as held: `update-agent unhold` removes it"
-STATUS_FIX = "ignored: the next run writes it again"
-CHANGES_FIX = "ignored: this update's change list is not shown"
 
 
 def _upgrade(data):
@@ -212,32 +199,24 @@ def _upgrade(data):
     return data
 
 
-class Store:
-    """Journal, image state and history under the agent's state dir."""
+class JournalFile:
+    """journal.json in the agent's state dir: the update in progress, or the last one."""
 
     def __init__(self, state_dir):
-        self.state_dir = state_dir
-        self.journal_path = os.path.join(state_dir, "journal.json")
-        self.state_path = os.path.join(state_dir, STATE_FILE)
-        self.history_path = os.path.join(state_dir, "history.jsonl")
+        self.path = os.path.join(state_dir, "journal.json")
 
-    def _write_json(self, path, data):
-        os.makedirs(self.state_dir, exist_ok=True)
-        statefile.write_atomic(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode(),
-                               mode=0o600)
-
-    def load_journal(self):
+    def load(self):
         """The journal, or None. A damaged one is refused (DamagedState), never guessed
         at: it says which steps ran on the root, so only an operator may repair it."""
-        data = statecheck.load(self.journal_path, statecheck.VERSIONED, JOURNAL_FIX)
+        data = statecheck.load(self.path, statecheck.VERSIONED, JOURNAL_FIX)
         if data is None:
             return None
-        data = statecheck.check(self.journal_path, _upgrade(data), statecheck.JOURNAL, JOURNAL_FIX)
+        data = statecheck.check(self.path, _upgrade(data), statecheck.JOURNAL, JOURNAL_FIX)
         known = {f.name for f in dataclasses.fields(Journal)}
         return Journal(**{k: v for k, v in data.items() if k in known})
 
-    def save_journal(self, journal):
-        self._write_json(self.journal_path, dataclasses.asdict(journal))
+    def save(self, journal):
+        statefile.write_json(self.path, dataclasses.asdict(journal))
 
     def step(self, journal, name, state):
         """Journal that step `name` started or is done, then save it."""
@@ -246,144 +225,8 @@ class Store:
         if state not in moves:
             raise ValueError("step %s: a step is journaled started or done, not %s" % (name, state))
         moves[state](name)
-        self.save_journal(journal)
+        self.save(journal)
         _fault_point("%s:%s" % (name, state))
-
-    def load_state(self):
-        """{'current': {'image_id', 'digest'}, 'previous': {...}} as committed.
-
-        A damaged file is refused, not rebuilt from /etc/image_id: that gives the
-        current image's id but not the previous one, and an update that went on
-        would lose, unsaid, the rollback a failed health check relies on."""
-        return statecheck.load(self.state_path, statecheck.IMAGE_STATE, STATE_FIX, missing={})
-
-    def commit_state(self, image_id, digest, previous_image_id="", previous_digest=""):
-        state = self.load_state()
-        current = state.get("current") or {}
-        if current.get("image_id") not in (None, image_id):
-            state["previous"] = current
-        elif previous_image_id and previous_image_id != image_id:
-            state["previous"] = {"image_id": previous_image_id, "digest": previous_digest}
-        state["current"] = {"image_id": image_id, "digest": digest}
-        self._write_json(self.state_path, state)
-
-    def save_change_list(self, started_at, image_id, plan, keep=20):
-        """Keep the full change list of an update beside the history (the last `keep`)."""
-        directory = os.path.join(self.state_dir, "changes")
-        os.makedirs(directory, exist_ok=True)
-        name = "%d-%s.json" % (int(started_at), image_id)
-        ch = plan.changes
-        data = {"image_id": image_id, "changed": ["/" + p for p in ch.changed] +
-                ["/" + rel for rel, _ in plan.accounts],
-                "added": ["/" + p for p in ch.added], "deleted": ["/" + p for p in ch.deleted]}
-        statefile.write_atomic(os.path.join(directory, name),
-                               json.dumps(data, indent=0).encode("utf-8", "surrogateescape"),
-                               mode=0o600)
-        for old in sorted(os.listdir(directory))[:-keep]:
-            os.unlink(os.path.join(directory, old))
-        return name
-
-    def load_change_list(self, name):
-        if not name or "/" in name:
-            return None
-        return self._cache(os.path.join("changes", name), statecheck.CHANGE_LIST, CHANGES_FIX, None)
-
-    def append_history(self, record):
-        os.makedirs(self.state_dir, exist_ok=True)
-        line = json.dumps(record, sort_keys=True) + "\n"
-        fd = os.open(self.history_path,
-                     os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                line = "\n" + line  # a crash tore the last line: do not glue this one to it
-            os.write(fd, line.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    # --- small state files: hold, Heat deployments done, the daemon's status ---
-    def _path(self, name):
-        return os.path.join(self.state_dir, name)
-
-    def _decision(self, name, field, fix, missing):
-        """A file that records an operator's or the agent's decision: refused when damaged."""
-        return statecheck.load(self._path(name), field, fix, missing)
-
-    def _cache(self, name, field, fix, missing):
-        """A file the agent can do without: ignored, with one warning, when damaged."""
-        try:
-            return statecheck.load(self._path(name), field, fix, missing)
-        except DamagedState as e:
-            LOG.warning("%s", e)
-            return missing
-
-    def hold(self):
-        """{'reason', 'since'} when automatic updates are held, else None. A damaged
-        hold.json holds: someone meant to stop the updates."""
-        try:
-            return self._decision("hold.json", statecheck.HOLD, HOLD_FIX, None)
-        except DamagedState as e:
-            LOG.warning("%s", e)
-            why = "%s: %s" % (e.field, e.wrong) if e.field else e.wrong
-            return {"reason": "hold.json is damaged (%s); %s" % (why, HOLD_FIX), "since": None}
-
-    def set_hold(self, reason, since):
-        self._write_json(self._path("hold.json"), {"reason": reason, "since": since})
-
-    def clear_hold(self):
-        try:
-            os.unlink(self._path("hold.json"))
-            return True
-        except FileNotFoundError:
-            return False
-
-    def deployments_done(self):
-        return self._decision("deployments.json", statecheck.DEPLOYMENTS, DEPLOYMENTS_FIX, {})
-
-    def mark_deployment_done(self, key, record):
-        done = self.deployments_done()
-        done[key] = record
-        self._write_json(self._path("deployments.json"), done)
-
-    def rejected(self):
-        """{image_id: {"digest", "why", "at"}}: images rolled back from; not applied again.
-        A damaged file is refused: read as empty, it would re-apply a rolled-back image."""
-        return self._decision("rejected.json", statecheck.REJECTED, REJECTED_FIX, {})
-
-    def reject(self, image_id, digest, why, at):
-        data = self.rejected()
-        data[image_id] = {"digest": digest, "why": why, "at": at}
-        self._write_json(self._path("rejected.json"), data)
-
-    def unreject(self, image_id):
-        data = self.rejected()
-        if data.pop(image_id, None) is not None:
-            self._write_json(self._path("rejected.json"), data)
-
-    def save_status(self, status):
-        self._write_json(self._path("status.json"), status)
-
-    def load_status(self):
-        return self._cache("status.json", statecheck.STATUS, STATUS_FIX, {})
-
-    def history(self, limit=10):
-        """The last `limit` readable records, oldest first. A torn last line is what a
-        crash leaves: skipped. Other unreadable lines are skipped with one warning."""
-        try:
-            with open(self.history_path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        except OSError as e:
-            LOG.warning("%s: cannot be read (%s); no history shown", self.history_path, e.strerror)
-            return []
-        records, bad = statecheck.history_records(data, limit)
-        if bad:
-            number, wrong = bad[0]  # the latest
-            LOG.warning("%s: line %d: %s; skipped (unreadable lines: %d)", self.history_path,
-                        number, wrong, len(bad))
-        return records
 
 
 def mixed_root(j):

@@ -8,10 +8,13 @@ refused and which are rebuilt is the caller's decision (journal.py).
 
 import dataclasses
 import json
+import logging
 
 from update_agent import nesting
 from update_agent.errors import AgentError
 from update_agent.state.states import Status, StepState
+
+LOG = logging.getLogger(__name__)
 
 
 class DamagedState(AgentError):
@@ -141,6 +144,15 @@ def load(path, field, fix, missing=None):
     except OSError as e:
         raise DamagedState(path, "", "cannot be read (%s)" % e.strerror, fix)
     return value_of(path, data, field, fix)
+
+
+def load_or_warn(path, field, fix, missing=None):
+    """A file the agent can do without (a cache): missing when damaged, with one warning."""
+    try:
+        return load(path, field, fix, missing)
+    except DamagedState as e:
+        LOG.warning("%s", e)
+        return missing
 
 
 def history_records(data, limit):

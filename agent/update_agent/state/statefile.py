@@ -1,6 +1,7 @@
 """Atomic writes: a reader sees the old content or the new, never a mix."""
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -61,3 +62,10 @@ def copy_atomic(src, dst):
         os.fchmod(out.fileno(), st.st_mode & 0o7777)
         os.fchown(out.fileno(), st.st_uid, st.st_gid)
         os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def write_json(path, data):
+    """A state file: JSON, sorted and indented as the state dir has always held it,
+    readable by root alone; its directory made if missing."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_atomic(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode(), mode=0o600)

@@ -21,7 +21,8 @@ from update_agent.node import mounts, trust
 from update_agent.node.paths import KEYS_DIR
 from update_agent.reboot import steps as rebooting
 from update_agent.sources import desired as desired_mod
-from update_agent.state import journal, locks
+from update_agent.state import locks
+from update_agent.state.store import Store
 from update_agent.state.states import Result
 from update_agent.state.statecheck import DamagedState
 from update_agent.update.planner import Planner
@@ -64,15 +65,16 @@ class Agent:
         self.config = config
         self.system = system
         self.read_mounts = read_mounts
-        self.state = journal.Store(paths.state_dir)
+        self.state = Store(paths.state_dir)
         self.images = ImageStore(paths.images_dir, config.agent, system, opener=opener,
                                  keys_dir=paths.node(KEYS_DIR), node=paths.node)
-        self.planner = Planner(paths, config, system, self.state, self.images, read_mounts)
+        self.planner = Planner(paths, config, system, self.state.journal, self.state.records,
+                               self.images, read_mounts)
 
     def journal(self):
         """The journal of the update in progress or done last (None), its steps in run
         order for what it says of where it stopped."""
-        return rebooting.in_run_order(self.state.load_journal())
+        return rebooting.in_run_order(self.state.journal.load())
 
     def lock(self, timeout=0):
         return locks.flock(self.paths.agent_lock, "update-agent", timeout=timeout)
@@ -151,13 +153,13 @@ class Agent:
             self.planner.check_state_trust()
         except trust.Untrusted:
             return
-        status = self.state.load_status()
+        status = self.state.flags.load_status()
         status.update(last_result=outcome.to_dict(), updated_at=self.system.clock())
         if want is not None:  # what the metadata asked for, as the daemon records it
             status["desired"] = want.to_dict()
         status.pop("last_error", None)  # that error came before this outcome
         try:
-            self.state.save_status(status)
+            self.state.flags.save_status(status)
         except OSError as e:
             LOG.warning("cannot write status: %s", e)
 
@@ -172,7 +174,7 @@ class Agent:
         if rolling_back or not self.config.health.rollback:
             return outcome(Result.UNHEALTHY, why, 1)
         try:
-            self.state.reject(plan.image_id, plan.digest, "; ".join(problems), self.system.clock())
+            self.state.records.reject(plan.image_id, plan.digest, "; ".join(problems), self.system.clock())
         except DamagedState as e:  # the way back matters more than the note that keeps it
             LOG.error("image %s is not recorded as rejected: %s", plan.image_id, e)
         try:
@@ -185,7 +187,7 @@ class Agent:
 
     def previous(self):
         """The Desired of the previous image, from the cache."""
-        prev = self.state.load_state().get("previous") or {}
+        prev = self.state.records.load().get("previous") or {}
         staged = self.images.lookup(prev.get("digest", "")) if prev.get("digest") else None
         if not prev.get("image_id") or staged is None:
             raise AgentError("no previous image to roll back to in the cache (%s)"
@@ -198,10 +200,10 @@ class Agent:
         try:
             self.planner.check_trust()
             want = self.previous()
-            self.state.load_journal()  # damaged: refused before the current image is rejected
-            current = self.state.load_state().get("current") or {}
+            self.state.journal.load()  # damaged: refused before the current image is rejected
+            current = self.state.records.load().get("current") or {}
             if current.get("image_id"):
-                self.state.reject(current["image_id"], current.get("digest", ""),
+                self.state.records.reject(current["image_id"], current.get("digest", ""),
                                   "rolled back by an operator", self.system.clock())
         except AgentError as e:
             return Outcome("", Result.REFUSED, None, str(e), e.exit_code)
@@ -289,15 +291,15 @@ class Agent:
                 return
             LOG.info("released the reboot slot an unhealthy reboot took, as node %s", j.slot_node)
         j.give_back_slot()
-        self.state.save_journal(j)
+        self.state.journal.save(j)
 
     def _forget_failed_boot(self):
         """An operator asks for the reboot again after one that came back on the old
         kernel: that failure no longer blocks (it stays in the history)."""
-        j = self.state.load_journal()
+        j = self.state.journal.load()
         if j is not None and j.came_back_on_old_kernel:
             j.supersede()
-            self.state.save_journal(j)
+            self.state.journal.save(j)
 
     def _relock_partial(self, executor, plan):
         """After a crash mid-update the root may be writable: never leave it so."""

@@ -46,11 +46,13 @@ class _Walk:
 
 
 class Planner:
-    def __init__(self, paths, config, system, state, images, read_mounts):
+    def __init__(self, paths, config, system, journal, records, images, read_mounts):
+        """journal, records: the state dir's journal and image records (state.store)."""
         self.paths = paths
         self.config = config
         self.system = system
-        self.state = state
+        self.journal = journal
+        self.records = records
         self.images = images
         self.read_mounts = read_mounts
         self._open_images = 0
@@ -87,11 +89,11 @@ class Planner:
     def _early(self, want, adopt=False, rollback=False, force=False):
         """(facts, journal, rejected, the Plan if it needs no image, else None)."""
         facts = self.facts()
-        j = rebooting.in_run_order(self.state.load_journal())
+        j = rebooting.in_run_order(self.journal.load())
         # read here even when unused (--force ignores the rejections): damage stops the
         # update before the download, not when a failed health check must roll back
-        self.state.load_state()
-        rejected = self.state.rejected()
+        self.records.load()
+        rejected = self.records.rejected()
         rejected = {} if force or rollback else rejected
         return facts, j, rejected, planning.preflight(want, facts, j, adopt, rejected)
 
