@@ -9,6 +9,7 @@ import types
 
 import pytest
 
+from fakes import FakeSystem
 from update_agent.apply.inplace import StepFailed
 from update_agent.config import AgentConfig, Config
 from update_agent.decide import plan as planning
@@ -109,7 +110,7 @@ def env(tmp_path, monkeypatch):
     def make(action_plan, config=Config()):
         root = tmp_path / "root"
         root.mkdir(exist_ok=True)
-        system = types.SimpleNamespace(clock=lambda: 100.0, reboot=None)
+        system = FakeSystem(now=100.0)
         agent = agent_mod.Agent(NodePaths(str(root)), config, system, read_mounts=lambda: [])
         agent.planner = FakePlanner(action_plan)
         agent.lock = lambda timeout=0: contextlib.nullcontext()

@@ -4,20 +4,13 @@ import io
 
 import pytest
 
+from fakes import Clock
 from update_agent.config import AgentConfig
 from update_agent.errors import AgentError
 from update_agent.images.fetch import Pace, _Sink
 from update_agent.images.store import room_shortfall
 
 URL = "http://images.example/img"
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 def sink(pace):

@@ -4,8 +4,9 @@ import types
 
 import pytest
 
+from fakes import Answer, FakeSystem
 from update_agent.apply import sync
-from update_agent.errors import AgentError, CommandFailed
+from update_agent.errors import AgentError
 
 
 @pytest.mark.parametrize("code, complaint", [
@@ -13,12 +14,8 @@ from update_agent.errors import AgentError, CommandFailed
     (24, 'file has vanished: "/img/usr/share/x"'),
 ])
 def test_a_partial_transfer_fails_the_sync(tmp_path, code, complaint):
-    def stream(argv, on_line):
-        on_line("usr/bin/app")
-        raise CommandFailed(argv, code, complaint + "\nrsync error: some files could not be "
-                                                    "transferred (code %d)\n" % code)
-    ran = []
-    system = types.SimpleNamespace(which=lambda name: name, stream=stream, run=ran.append)
+    system = FakeSystem({"rsync": Answer(code, "usr/bin/app\n", complaint + "\nrsync error: some "
+                                         "files could not be transferred (code %d)\n" % code)})
     changes = types.SimpleNamespace(transfer=("usr/bin/app",), deleted_top=("usr/old",))
     plan = types.SimpleNamespace(accounts=(), changes=changes)
     (tmp_path / "root" / "usr" / "old").mkdir(parents=True)

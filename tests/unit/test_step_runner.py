@@ -9,6 +9,7 @@ import types
 import pytest
 
 import state_fixtures
+from fakes import FakeSystem
 from update_agent.apply import hooks, inplace, remount, steps
 from update_agent.errors import AgentError, Interrupted
 from update_agent.reboot import steps as rebooting
@@ -53,18 +54,6 @@ class FakeState:
         return self.journal.saves
 
 
-class FakeSystem:
-    def __init__(self):
-        self.ticks = 0.0
-
-    def clock(self):
-        return 1000.0
-
-    def monotonic(self):
-        self.ticks += 0.5
-        return self.ticks
-
-
 class Node:
     """What a failure does to the node: the hook phases run, the root remounted."""
 
@@ -95,7 +84,7 @@ def _journal(names, root_was_ro=True, **steps_done):
 
 def _context(j, state=None):
     paths = types.SimpleNamespace(root="/nowhere", state_dir="/nowhere/state")
-    return steps.Context(system=FakeSystem(), paths=paths,
+    return steps.Context(system=FakeSystem(tick=0.5), paths=paths,
                          config=types.SimpleNamespace(
                              agent=types.SimpleNamespace(hook_timeout=1, remount_retries=1)),
                          state=state or FakeState(),

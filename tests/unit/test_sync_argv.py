@@ -4,6 +4,7 @@ then does: tests/integration/test_rsync_files_from.py)."""
 import os
 import types
 
+from fakes import FakeSystem
 from update_agent.apply import sync
 
 EXCLUDED = ["/etc/hostname", "/etc/ssh/ssh_host_*", "/var/lib/update-agent/", "/srv/data"]
@@ -72,15 +73,15 @@ def test_a_deletion_around_what_is_left_alone_is_skipped(tmp_path):
     for d in ("d/vol", "e"):
         (tmp_path / "root" / d).mkdir(parents=True)
         (tmp_path / "root" / d / "data").write_text("x")
-    ran = []
-    system = types.SimpleNamespace(which=lambda name: name, run=ran.append)
+    system = FakeSystem()
     plan = types.SimpleNamespace(accounts=(), changes=types.SimpleNamespace(
         transfer=[], deleted_top=["d", "e"], touched=[]))
     sync.sync(system, plan, str(tmp_path / "image"), {}, str(tmp_path / "root"), ("/d/vol",),
               str(tmp_path / "work"))
     assert (tmp_path / "root" / "d" / "vol" / "data").exists()
     assert not (tmp_path / "root" / "e").exists()
-    assert ran == [["sync", "--file-system", str(tmp_path / "root")]], "flushed before the step is done"
+    assert system.ran == [["/usr/bin/sync", "--file-system", str(tmp_path / "root")]], \
+        "flushed before the step is done"
 
 
 def test_mtimes_are_set_without_following_a_symlink_on_the_way(tmp_path):
