@@ -4,7 +4,8 @@ A test that needs rsync, mount or a shell belongs in tests/integration/, where
 the machine's tools are checked for and everything runs in a private mount
 namespace. Here, starting a process fails the test, naming it; so does a socket
 to anything but this machine's loopback: AF_UNIX sockets (notify's stand-in for
-systemd) and in-process HTTP servers on 127.0.0.1 stay allowed.
+systemd) and in-process HTTP servers on 127.0.0.1 stay allowed. A test that must
+start a process (rarely right here) says so with @pytest.mark.allow_subprocess.
 """
 
 import ipaddress
@@ -19,6 +20,7 @@ SPAWNERS = ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system", "popen",
             "execv", "execve", "execl", "execle", "execlp", "execlpe", "execvp", "execvpe",
             "spawnv", "spawnve", "spawnvp", "spawnvpe", "spawnl", "spawnle", "spawnlp", "spawnlpe")
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+ALLOW_SUBPROCESS = "allow_subprocess"  # the marker of a test that may start processes
 
 
 class BoundaryCrossed(AssertionError):
@@ -66,9 +68,7 @@ def _resolve_loopback_only(test, real):
     return getaddrinfo
 
 
-@pytest.fixture(autouse=True)
-def no_processes_no_network(request, monkeypatch):
-    test = request.node.nodeid
+def _no_processes(test, monkeypatch):
     monkeypatch.setattr(subprocess, "Popen", _refuse(test, "start a process with subprocess"))
     # what bypasses subprocess.Popen: a reference to it or a subclass taken before the
     # test (subprocess forks through its own _fork_exec), multiprocessing
@@ -78,7 +78,23 @@ def no_processes_no_network(request, monkeypatch):
     for name in SPAWNERS:
         if hasattr(os, name):
             monkeypatch.setattr(os, name, _refuse(test, "call os.%s" % name))
+
+
+def _loopback_network_only(test, monkeypatch):
     for name in ("connect", "connect_ex", "bind", "sendto"):
         monkeypatch.setattr(socket.socket, name,
                             _loopback_only(test, getattr(socket.socket, name)))
     monkeypatch.setattr(socket, "getaddrinfo", _resolve_loopback_only(test, socket.getaddrinfo))
+
+
+def guard(node, monkeypatch):
+    """Put the boundary up for the test item node. A test marked allow_subprocess
+    (as cloud-init's allow_all_subp) may start processes; none may reach the network."""
+    if node.get_closest_marker(ALLOW_SUBPROCESS) is None:
+        _no_processes(node.nodeid, monkeypatch)
+    _loopback_network_only(node.nodeid, monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def no_processes_no_network(request, monkeypatch):
+    guard(request.node, monkeypatch)

@@ -3,12 +3,14 @@
 import os
 import socket
 import subprocess
+import types
 
 import pytest
 
 # taken before any test's guard is in place, as a module doing `from subprocess
 # import Popen` would
 EARLY_POPEN = subprocess.Popen
+EARLY_SYSTEM = os.system
 REFUSED = "a unit test may not"
 
 
@@ -47,3 +49,37 @@ def test_loopback_and_unix_sockets_still_work():
         with socket.create_connection(server.getsockname(), timeout=5):
             conn, _ = server.accept()
             conn.close()
+
+
+@pytest.mark.allow_subprocess
+def test_a_marked_test_may_start_processes_but_still_not_reach_the_network():
+    assert subprocess.Popen is EARLY_POPEN and os.system is EARLY_SYSTEM
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        with pytest.raises(AssertionError, match=REFUSED):
+            s.connect(("192.0.2.1", 80))
+
+
+def _guard(request):
+    """conftest.py's guard (two conftest modules share that name: found by its file)."""
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conftest.py")
+    return next(p for p in request.config.pluginmanager.get_plugins()
+                if getattr(p, "__file__", None) == here).guard
+
+
+def _item(marked):
+    return types.SimpleNamespace(
+        nodeid="tests/unit/test_x.py::test_x",
+        get_closest_marker=lambda name: object() if marked and name == "allow_subprocess" else None)
+
+
+@pytest.mark.allow_subprocess  # so that what the guard does here is all its own
+def test_the_guard_refuses_processes_to_an_unmarked_test_only(request):
+    guard = _guard(request)
+    with pytest.MonkeyPatch.context() as mp:
+        guard(_item(marked=False), mp)
+        with pytest.raises(AssertionError, match=REFUSED) as e:
+            subprocess.run(["true"], check=True)
+        assert "test_x.py::test_x" in str(e.value)
+    with pytest.MonkeyPatch.context() as mp:
+        guard(_item(marked=True), mp)
+        assert subprocess.Popen is EARLY_POPEN and os.system is EARLY_SYSTEM
