@@ -14,9 +14,11 @@ from update_agent.state.store import Store
 from update_agent.config import AgentConfig, Config, DaemonConfig
 from update_agent.errors import AgentError
 from update_agent.update.agent import Outcome
+from update_agent.update.planner import Planner
 
 CONFIG = Config(agent=AgentConfig(image_url_template="https://images/{image_id}.qcow2"),
                 daemon=DaemonConfig(poll_interval=30))
+TEMPLATE = CONFIG.agent.image_url_template
 
 
 def dep(dep_id, ident="1", image_id="img-2", **extra):
@@ -29,6 +31,7 @@ class FakeAgent:
     def __init__(self, state_dir):
         self.config = CONFIG
         self.state = Store(str(state_dir))
+        self.planner = Planner(None, CONFIG, None, self.state.journal, self.state.records, None, None)
         self.images = types.SimpleNamespace(staged_bytes=lambda: 0)
         self.calls = []
         self.result, self.error = "success", ""
@@ -101,7 +104,7 @@ def fake_update(result, error=""):
 
 def test_run_deployment_unset_identifier_does_not_update():
     update = fake_update("success")
-    body, record = daemon.run_deployment(heat.Deployment("d1", "d1", {"image_id": "img-2"}), CONFIG, update)
+    body, record = daemon.run_deployment(heat.Deployment("d1", "d1", {"image_id": "img-2"}), TEMPLATE, update)
     assert record == "unset" and update.calls == []
     assert body["deploy_stdout"] == heat.UNSET_MESSAGE and body["deploy_status_code"] == 0
 
@@ -109,7 +112,7 @@ def test_run_deployment_unset_identifier_does_not_update():
 def test_run_deployment_invalid_inputs_is_an_error_payload():
     update = fake_update("success")
     d = heat.Deployment("d1", "d1", {"image_id": "../etc", "update_identifier": "1"})
-    body, record = daemon.run_deployment(d, CONFIG, update)
+    body, record = daemon.run_deployment(d, TEMPLATE, update)
     assert record is None and update.calls == []
     assert body["deploy_status_code"] == 2 and "image_id" in body["deploy_stderr"]
 
@@ -117,10 +120,10 @@ def test_run_deployment_invalid_inputs_is_an_error_payload():
 def test_run_deployment_success_and_failure():
     d = heat.Deployment("d1", "d1", {"image_id": "img-2", "update_identifier": "1"})
     update = fake_update("success")
-    body, record = daemon.run_deployment(d, CONFIG, update)
+    body, record = daemon.run_deployment(d, TEMPLATE, update)
     assert record == "success" and body["deploy_status_code"] == 0
     assert [w.image_url for w in update.calls] == ["https://images/img-2.qcow2"]
-    body, record = daemon.run_deployment(d, CONFIG, fake_update("failed", "disk full"))
+    body, record = daemon.run_deployment(d, TEMPLATE, fake_update("failed", "disk full"))
     assert record is None and body["deploy_status_code"] == 1 and body["deploy_stderr"] == "disk full"
 
 
@@ -262,7 +265,7 @@ def _first_wait_before_the_first_read(env, journal_status):
         env.agent.state.journal.save(j)
     watch = TimedUrlWatch([{"image_id": "img-2"}])
     d = daemon.Daemon(env.agent, watch, env.notifier, env.signaller, clock=lambda: 1000.0)
-    d.config = Config(daemon=DaemonConfig(poll_interval=30, splay=600))
+    d.config = DaemonConfig(poll_interval=30, splay=600)
     d._wake_r, w = os.pipe()
     os.set_blocking(d._wake_r, False)
     d.tick = lambda: setattr(d, "stopping", True) or watch.waits.append("read")

@@ -3,15 +3,15 @@ health timeout ends, on a scripted clock (nothing sleeps, nothing is reached).""
 
 from fakes import FakeHttp, FakeSystem, Response
 from update_agent.apply import health
-from update_agent.config import Config, HealthConfig
+from update_agent.config import HealthConfig
 from update_agent.node.paths import NodePaths
 
 URL = "http://127.0.0.1:8080/healthz"
 
 
 def check(tmp_path, system, timeout=60):
-    config = Config(health=HealthConfig(urls=(URL,), timeout=timeout))
-    return health.check(system, NodePaths(str(tmp_path)), config, {}, None,
+    return health.check(system, NodePaths(str(tmp_path)), HealthConfig(urls=(URL,), timeout=timeout),
+                        {}, None,
                         sleep=system.sleep, monotonic=system.monotonic)
 
 

@@ -41,17 +41,18 @@ def _probe(opener, url, timeout):
         return str(getattr(e, "reason", e)) or type(e).__name__
 
 
-def check(system, paths, config, env, before, sleep=time.sleep, monotonic=time.monotonic):
-    """The problems found (empty: healthy)."""
+def check(system, paths, health_config, env, before, sleep=time.sleep, monotonic=time.monotonic):
+    """The problems found (empty: healthy). health_config: the [health] section."""
     problems = []
+    timeout = health_config.timeout
     try:
-        hooks.run_phase(system, paths, PHASE, env, config.health.timeout)
+        hooks.run_phase(system, paths, PHASE, env, timeout)
     except AgentError as e:
         problems.append(str(e))
-    deadline = monotonic() + config.health.timeout
-    pending = list(config.health.urls)
+    deadline = monotonic() + timeout
+    pending = list(health_config.urls)
     while pending:
-        failing = [(url, _probe(system.http, url, config.health.timeout)) for url in pending]
+        failing = [(url, _probe(system.http, url, timeout)) for url in pending]
         pending = [url for url, why in failing if why]
         if not pending or monotonic() >= deadline:
             problems += ["probe %s: %s" % (url, why) for url, why in failing if why]

@@ -88,8 +88,8 @@ def _keep_image_time(paths, node_dir, image_tree):
 
 def restart(ctx):
     j = ctx.journal
-    j.restarted = live.restart(ctx.system, ctx.paths, ctx.config, ctx.plan,
-                               ctx.paths.work_dir, ctx.status)
+    j.restarted = live.restart(ctx.system, ctx.paths, ctx.config.restart,
+                               ctx.config.agent.hook_timeout, ctx.plan, ctx.paths.work_dir, ctx.status)
     ctx.state.journal.save(j)
 
 

@@ -107,14 +107,16 @@ def systemd_manages(paths):
     return paths.is_host_root and os.path.isdir("/run/systemd/system")
 
 
-def restart(system, paths, config, plan, work_dir, status=lambda text: None):
-    """Restart what runs replaced code; return a summary for the journal and history."""
+def restart(system, paths, restart_config, hook_timeout, plan, work_dir, status=lambda text: None):
+    """Restart what runs replaced code; return a summary for the journal and history.
+
+    restart_config: the [restart] section; hook_timeout bounds each systemctl call."""
     procs = processes.scan(paths.root)
     imports = {p.pid: processes.python_imports(p, paths.node) for p in procs}
     pinned, since = old_code(paths.root, work_dir)
-    rp = restarts.decide(procs, plan.changes, pinned, planning.policy(config.restart), imports,
-                         os.getpid(), since)
-    acting = config.restart.restart_mode == "auto" and systemd_manages(paths)
+    policy = planning.policy(restart_config)
+    rp = restarts.decide(procs, plan.changes, pinned, policy, imports, os.getpid(), since)
+    acting = restart_config.restart_mode == "auto" and systemd_manages(paths)
     summary = {"acted": acting, "units": list(rp.restart), "daemon_reexec": rp.daemon_reexec,
                "daemon_reload": rp.daemon_reload, "failed": [], "still_old": [],
                "excluded": [u for u, _ in rp.excluded], "left_to_hooks": list(rp.hooks),
@@ -123,26 +125,26 @@ def restart(system, paths, config, plan, work_dir, status=lambda text: None):
         summary["still_old"] = _old(rp)
         if rp.affected:
             LOG.warning("not restarting (%s): %s", "restart_mode = report"
-                        if config.restart.restart_mode != "auto" else "systemd does not run this root",
+                        if restart_config.restart_mode != "auto" else "systemd does not run this root",
                         "; ".join("pid %d %s: %s" % a for a in rp.affected))
         return summary
     systemctl = system.which("systemctl")
     if rp.daemon_reexec:
         status("restarting: systemd (daemon-reexec)")
-        system.run([systemctl, "daemon-reexec"], timeout=config.agent.hook_timeout)
+        system.run([systemctl, "daemon-reexec"], timeout=hook_timeout)
         LOG.info("re-executed systemd (PID 1 ran replaced code)")
     if rp.daemon_reload or rp.restart:
-        system.run([systemctl, "daemon-reload"], timeout=config.agent.hook_timeout)
+        system.run([systemctl, "daemon-reload"], timeout=hook_timeout)
     for unit in rp.restart:
         status("restarting: %s" % unit)
         try:
-            system.run([systemctl, "restart", unit], timeout=config.agent.hook_timeout)
+            system.run([systemctl, "restart", unit], timeout=hook_timeout)
             LOG.info("restarted %s", unit)
         except (CommandFailed, AgentError) as e:
             LOG.error("restart of %s failed: %s", unit, e)
             summary["failed"].append(unit)
-    still = restarts.decide(processes.scan(paths.root), plan.changes, pinned,
-                            planning.policy(config.restart), imports, os.getpid(), since)
+    still = restarts.decide(processes.scan(paths.root), plan.changes, pinned, policy, imports,
+                            os.getpid(), since)
     summary["still_old"] = _old(still)
     if summary["still_old"]:
         LOG.warning("still running replaced code: %s", "; ".join(summary["still_old"]))
@@ -152,14 +154,14 @@ def restart(system, paths, config, plan, work_dir, status=lambda text: None):
     return summary
 
 
-def restart_self(system, paths, config, runs_old_code):
+def restart_self(system, paths, restart_config, runs_old_code):
     """The agent is a process too: once an update is done, restart the service if
     the sync replaced its interpreter or libraries (systemd stops this process
     with SIGTERM, between updates). Run by hand, it only says so."""
     if not runs_old_code:
         return False
-    unit = planning.policy(config.restart).agent_unit
-    if config.restart.restart_mode == "auto" and systemd_manages(paths) \
+    unit = planning.policy(restart_config).agent_unit
+    if restart_config.restart_mode == "auto" and systemd_manages(paths) \
             and processes.unit_of(os.getpid()) == unit:
         system.run([system.which("systemctl"), "--no-block", "restart", unit])
         LOG.info("update-agent runs replaced code: %s restart queued", unit)

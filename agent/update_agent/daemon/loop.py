@@ -22,7 +22,7 @@ from update_agent import sources
 from update_agent.daemon import metrics
 from update_agent.errors import AgentError
 from update_agent.logs import log_fields
-from update_agent.sources import desired as desired_mod, heat
+from update_agent.sources import heat
 from update_agent.state import locks
 from update_agent.state.states import Result
 
@@ -38,8 +38,9 @@ def backoff(failures, interval):
     return min(float(interval), BACKOFF_BASE * 2 ** (failures - 1))
 
 
-def run_deployment(d, config, update):
+def run_deployment(d, url_template, update):
     """Apply one deployment with update(want) -> Outcome; return (signal body, record).
+    url_template: the config's image_url_template.
 
     record is what to remember once Heat has the signal, None if the
     deployment must be tried again (it failed).
@@ -48,7 +49,7 @@ def run_deployment(d, config, update):
         LOG.info("deployment %s: %s", d.id, heat.UNSET_MESSAGE)
         return heat.payload(message=heat.UNSET_MESSAGE), "unset"
     try:
-        want = heat.desired(d, config.agent.image_url_template)
+        want = heat.desired(d, url_template)
     except AgentError as e:
         LOG.error("deployment %s: %s", d.id, e)
         return heat.payload(error=str(e)), None
@@ -109,7 +110,8 @@ class Daemon:
         self.signaller = signaller
         self.rng = rng or random.Random()
         self.clock = clock
-        self.config = agent.config
+        self.config = agent.config.daemon  # the [daemon] section: all the loop reads
+        self.url_template = agent.config.agent.image_url_template
         self.stopping = False
         self.failures = 0
         self.last_metadata = None
@@ -152,11 +154,11 @@ class Daemon:
         return 1 if once and self.failures else 0
 
     def _loop(self, once):
-        if isinstance(self.watch, UrlWatch) and self.config.daemon.splay and not once \
+        if isinstance(self.watch, UrlWatch) and self.config.splay and not once \
                 and not self._unfinished():
             # a fleet that boots together must not poll the server together either
             # (but a node back from an update's reboot finishes it at once: it holds a slot)
-            self.watch.wait(self.rng.uniform(0, self.config.daemon.splay), self._wake_r)
+            self.watch.wait(self.rng.uniform(0, self.config.splay), self._wake_r)
             self._drain_wake()
         changed = True  # look once at start: an update may be pending or unfinished
         while not self.stopping:
@@ -164,9 +166,9 @@ class Daemon:
                 self.tick()
             if once or self.stopping:
                 return
-            timeout = backoff(self.failures, self.config.daemon.poll_interval)
+            timeout = backoff(self.failures, self.config.poll_interval)
             if self.watch.splayed and not self.failures:
-                timeout += self.rng.uniform(0, self.config.daemon.splay)
+                timeout += self.rng.uniform(0, self.config.splay)
             changed = self.watch.wait(timeout, self._wake_r)
             if not changed and not self.failures and self.watch.splayed:
                 changed = True  # a poll is due
@@ -210,7 +212,7 @@ class Daemon:
             self.failure_logged = None
         if not ok:
             LOG.log(logging.INFO if self.failures > 1 else logging.WARNING, "will retry in %.0fs",
-                    backoff(self.failures, self.config.daemon.poll_interval))
+                    backoff(self.failures, self.config.poll_interval))
 
     def _log_failure(self, key, msg, *args, **kw):
         repeat = key == self.failure_logged
@@ -231,7 +233,7 @@ class Daemon:
         if "deployments" in metadata and "image_id" not in metadata:
             self.notifier.status("idle: no deployment of group %s" % heat.GROUP)
             return True  # a Heat-managed node without an update for us: nothing to do
-        want = desired_mod.from_metadata(metadata, self.config.agent.image_url_template)
+        want = self.agent.planner.desired_of(metadata)
         outcome = self.update(want)
         return outcome.ok
 
@@ -255,7 +257,7 @@ class Daemon:
     def handle_deployment(self, d):
         if d.key in self.agent.state.flags.deployments_done():
             return True
-        body, record = run_deployment(d, self.config, self.update)
+        body, record = run_deployment(d, self.url_template, self.update)
         return self._finish(d, body, record)
 
     def _finish(self, d, body, record):
@@ -304,7 +306,7 @@ class Daemon:
         try:
             state.flags.save_status(status)
             current = self._current(state)
-            metrics.write(self.config.daemon.metrics_dir, metrics.render(
+            metrics.write(self.config.metrics_dir, metrics.render(
                 current, outcome, self.agent.images.staged_bytes(), bool(state.flags.hold()), self.clock()))
         except OSError as e:
             LOG.error("cannot write status: %s", e)

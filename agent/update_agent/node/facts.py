@@ -57,7 +57,8 @@ def read_image_id(path):
                        "unreadable" % (path, text[:80]))
 
 
-def gather(paths, config, mountinfo=None):
+def gather(paths, agent_config, mountinfo=None):
+    """The node's facts; agent_config: the [agent] section (what the sync leaves alone)."""
     mountinfo = mountinfo if mountinfo is not None else mounts.read()
     root = paths.root
     root_mount = mounts.mount_of(mountinfo, root)
@@ -73,7 +74,8 @@ def gather(paths, config, mountinfo=None):
     state_real = os.path.realpath(paths.state_dir)
     state_rel = os.path.relpath(state_real, os.path.realpath(root))
     extra = ("/" + state_rel,) if not state_rel.startswith("..") and state_rel != "." else ()
-    excluded = _exclusions(tuple(config.agent.preserved) + (config.agent.state_dir, PIN_DIR) + extra, below)
+    excluded = _exclusions(tuple(agent_config.preserved) + (agent_config.state_dir, PIN_DIR) + extra,
+                           below)
     return Facts(
         root=root,
         release=os.uname().release,

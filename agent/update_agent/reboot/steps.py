@@ -133,7 +133,7 @@ def check_kernel(ctx):
 def check_health(ctx):
     j = ctx.journal
     before = set(j.failed_units) if j.failed_units is not None else None
-    problems = health.check(ctx.system, ctx.paths, ctx.config, ctx.env, before)
+    problems = health.check(ctx.system, ctx.paths, ctx.config.health, ctx.env, before)
     if problems:
         raise Unhealthy("the node runs kernel %s but is unhealthy: %s; kernel %s stays the "
                         "boot default and the reboot slot stays held until the checks pass "

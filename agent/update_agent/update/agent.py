@@ -127,7 +127,7 @@ class Agent:
                         problems = self._health(plan, executor.failed_before())
                         if problems:
                             return self._unhealthy(want, plan, problems, outcome, rollback)
-                        live.restart_self(self.system, self.paths, self.config,
+                        live.restart_self(self.system, self.paths, self.config.restart,
                                           (record.get("restarts") or {}).get("agent"))
                         return outcome(Result.SUCCESS)
                     if plan.action == planning.REBOOT:
@@ -166,7 +166,7 @@ class Agent:
     # --- health and rollback -------------------------------------------
     def _health(self, plan, before):
         env = hooks.hook_env(self.paths, plan.image_id, plan.current_image_id, plan.action)
-        return health.check(self.system, self.paths, self.config, env, before)
+        return health.check(self.system, self.paths, self.config.health, env, before)
 
     def _unhealthy(self, want, plan, problems, outcome, rolling_back):
         why = "health check failed after %s to %s: %s" % (plan.action, plan.image_id,

@@ -80,11 +80,15 @@ class Planner:
             hooks.check_phase_dir(self.paths, phase)
 
     def desired(self, metadata_files=()):
-        metadata = sources.read_metadata(self.paths, metadata_files)
+        """What the node's metadata (or the given files) asks for."""
+        return self.desired_of(sources.read_metadata(self.paths, metadata_files))
+
+    def desired_of(self, metadata):
+        """What metadata already read (the daemon's watch) asks for."""
         return desired_mod.from_metadata(metadata, self.config.agent.image_url_template)
 
     def facts(self):
-        return facts_mod.gather(self.paths, self.config, self.read_mounts())
+        return facts_mod.gather(self.paths, self.config.agent, self.read_mounts())
 
     def _early(self, want, adopt=False, rollback=False, force=False):
         """(facts, journal, rejected, the Plan if it needs no image, else None)."""
