@@ -14,7 +14,7 @@ import state_fixtures
 from update_agent.errors import AgentError
 from update_agent.state import journal
 from update_agent.state.store import Store
-from update_agent.state.states import BadTransition, Result, Status, StepState
+from update_agent.state.states import Action, BadTransition, Result, Status, StepState
 
 
 def _journal(status, steps=None, **kw):
@@ -192,3 +192,21 @@ def test_the_results_are_those_reported_and_counted():
     assert [r.value for r in Result] == [
         "success", "noop", "failed", "refused", "reboot-required", "rebooting", "waiting",
         "interrupted", "rolled-back", "unhealthy"]
+
+
+def test_the_actions_are_the_strings_journals_and_histories_hold():
+    assert [a.value for a in Action] == ["noop", "in-place", "rollback", "reboot", "refuse"]
+
+
+@pytest.mark.parametrize("action, status, failed_step, came_back, blocks", [
+    ("reboot", "failed", "boot-check", True, True),        # back on the old kernel: refused again
+    ("reboot", "superseded", "boot-check", True, False),   # an operator asked to start over
+    ("reboot", "failed", "health", False, False),
+    ("in-place", "failed", "boot-check", False, False),    # only the reboot path checks the boot
+])
+def test_a_failed_boot_check_is_told_from_the_journal(action, status, failed_step, came_back,
+                                                       blocks):
+    j = journal.Journal(image_id="img-B", digest="", previous_image_id="img-A",
+                        previous_digest="", action=action, root_was_ro=True, started_at=0.0,
+                        status=status, failed_step=failed_step)
+    assert (j.came_back_on_old_kernel, j.failed_boot_check) == (came_back, blocks)
