@@ -1,1 +1,2 @@
-"""The agent's own state dir: journal, atomic files, locks and their checks."""
+"""The agent's own state dir: the journal, image records, history and flags, atomic
+files, locks and their checks."""

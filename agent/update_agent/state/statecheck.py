@@ -3,7 +3,7 @@
 A state file may be torn by a crash, cut by a full disk, or edited by hand. Its
 reader gets the value only once it has the shape its code relies on; otherwise
 one DamagedState line names the file, the field and what to do. Which files are
-refused and which are rebuilt is the caller's decision (journal.py).
+refused and which are rebuilt is the caller's decision (journal, records, history, flags).
 """
 
 import dataclasses
