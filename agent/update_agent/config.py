@@ -19,6 +19,7 @@ import posixpath
 import re
 import string
 
+from update_agent import names
 from update_agent.errors import BadInput
 from update_agent.node import trust
 from update_agent.node.paths import DEFAULT_STATE_DIR
@@ -170,7 +171,7 @@ def _parse_backend(key, text):
 
 def _parse_name(key, text):
     value = text.strip()
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
+    if not names.is_simple_name(value):
         raise BadInput("config %s = %r must be a simple name (letters, digits, ._-)" % (key, text))
     return value
 
