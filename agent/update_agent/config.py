@@ -322,9 +322,18 @@ class CoordinationConfig:
     node_id: str = key("", _parse_node_id, "this node's id in the slot records (default: its machine-id)")
 
 
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+    """[rollout]: a fleet rollout policy for fleets without Heat."""
+    policy_file: str = key("", _parse_host_dir,
+                           "JSON rollout policy (a host path) used when the metadata carries no "
+                           "update_agent.rollout; empty: none")
+
+
 # INI section -> its dataclass, in the order `update-agent config` shows them
 SECTIONS = {"agent": AgentConfig, "daemon": DaemonConfig, "heat": HeatConfig,
-            "restart": RestartConfig, "health": HealthConfig, "coordination": CoordinationConfig}
+            "restart": RestartConfig, "health": HealthConfig, "coordination": CoordinationConfig,
+            "rollout": RolloutConfig}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,6 +346,7 @@ class Config:
     restart: RestartConfig = RestartConfig()
     health: HealthConfig = HealthConfig()
     coordination: CoordinationConfig = CoordinationConfig()
+    rollout: RolloutConfig = RolloutConfig()
     source: str = "(defaults)"
     # "section.key" -> the file its value came from
     origins: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)

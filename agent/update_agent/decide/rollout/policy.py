@@ -93,6 +93,10 @@ def rollout_id(image_id):
     return hashlib.sha256(image_id.encode()).hexdigest()[:16]
 
 
+def _join(path, key):
+    return "%s.%s" % (path, key) if path else key
+
+
 class _Where:
     """Builds the one-line errors for one source (metadata key or config)."""
 
@@ -107,7 +111,7 @@ class _Where:
 
     def unknown(self, path, key, known):
         return BadInput("%s %r is not known (known keys: %s)"
-                        % (self.what, "%s.%s" % (path, key), ", ".join(known)))
+                        % (self.what, _join(path, key), ", ".join(known)))
 
     def keys(self, path, raw, known):
         if not isinstance(raw, dict):
@@ -133,16 +137,17 @@ def parse(raw, key="update_agent.rollout", what="metadata key"):
         except ValueError as e:
             raise where.bad(key, raw, "not JSON: %s" % e)
     where.keys(key, raw, ("stages",))
+    path = _join(key, "stages")
     if "stages" not in raw:
-        raise where.missing(key + ".stages")
-    items = where.items(key + ".stages", raw["stages"], MAX_STAGES)
+        raise where.missing(path)
+    items = where.items(path, raw["stages"], MAX_STAGES)
     if not items:
-        raise where.bad(key + ".stages", items, "a rollout needs at least one stage")
-    stages = tuple(_stage(where, "%s.stages[%d]" % (key, i), i, item) for i, item in enumerate(items))
+        raise where.bad(path, items, "a rollout needs at least one stage")
+    stages = tuple(_stage(where, "%s[%d]" % (path, i), i, item) for i, item in enumerate(items))
     seen = set()
     for i, s in enumerate(stages):
         if s.name in seen:
-            raise where.bad("%s.stages[%d].name" % (key, i), s.name, "stage names must be unique")
+            raise where.bad("%s[%d].name" % (path, i), s.name, "stage names must be unique")
         seen.add(s.name)
     return Policy(stages)
 
