@@ -184,8 +184,8 @@ def _take_one(record, stage, node, now):
         return record, Wait("%s runs stage %s (group %s); waiting at its barrier"
                             % (owner, stage.name, stage.group))
     record["owner"] = node
-    return _start(record, node, now), Granted("%s runs stage %s for group %s" % (node, stage.name,
-                                                                                stage.group))
+    why = "%s runs stage %s for group %s" % (node, stage.name, stage.group)
+    return _start(record, node, now), Granted(why)
 
 
 def _admit(record, stage, targets, now):
