@@ -170,6 +170,23 @@ def test_a_policy_from_the_config_file_names_its_source():
                      what="config file /etc/r.json key")
 
 
+def test_a_policy_file_is_used_only_when_the_metadata_has_none():
+    text = json.dumps(TRIPLEO_MINOR)
+    with_policy = desired.from_metadata(metadata(rollout=KOLLA_NOVA, group="compute"))
+    without = desired.from_metadata(metadata())
+    assert desired.rollout_of(with_policy, text, "/etc/r.json") == policy.parse(KOLLA_NOVA)
+    assert desired.rollout_of(without, text, "/etc/r.json") == policy.parse(TRIPLEO_MINOR)
+    assert desired.rollout_of(without, "", "/etc/r.json") is None
+    assert (desired.group_of(with_policy, "default"), desired.group_of(without, "default")) == (
+        "compute", "default")
+    with pytest.raises(BadInput, match=r"^rollout policy file /etc/r.json: key 'stages\[0\].soak' "
+                                       r"has invalid value -1"):
+        desired.rollout_of(without, '{"stages": [{"group": "g", "soak": -1}]}', "/etc/r.json")
+    with pytest.raises(BadInput, match=r"^rollout policy file /etc/r.json: key \(the whole policy\) "
+                                       r"has invalid value '\[\[\[\["):
+        desired.rollout_of(without, "[" * 100000, "/etc/r.json")
+
+
 def test_the_allowed_hook_phases_are_the_agents_own():
     assert policy.PHASES == (hooks.MIGRATION,)
     assert set(policy.PHASES) <= set(hooks.PHASES)

@@ -312,9 +312,15 @@ def test_next_for_walks_the_stages_in_order_across_groups():
         "p1": NextKind.WAIT, "p2": NextKind.WAIT, "p3": NextKind.WAIT}
     assert kinds["c1"].stage == 0
     assert kinds["d1"].reason == ("stage conductors (group conductor) opens when stage migrate "
-                                  "(group controller) has finished: 0 of 2 live nodes succeeded, "
-                                  "0 started, 0 failed")
-    step(records, 0, "c1")
+                                  "(group controller) has finished: no node has started it")
+    records[0], _ = stages.take(None, KOLLA.stages[0], "c1", MEMBERS["controller"], 0)
+    assert nxt(records, "d1").reason.endswith("has finished: c1 started it")
+    records[0] = stages.finish(records[0], KOLLA.stages[0], "c1", True, "", 1, MEMBERS["controller"])
+    assert nxt(records, "c2").kind == NextKind.WAIT
+    # a compute waits at the first stage before its own that is not open yet
+    assert nxt(records, "p1").reason == ("stage controllers (group controller) opens when stage "
+                                         "conductors (group conductor) has finished: 0 of 2 live "
+                                         "nodes succeeded, 0 started, 0 failed")
     assert nxt(records, "c2").kind == NextKind.WAIT  # its next stage waits for the conductors
     assert "stage controllers (group controller) opens when stage conductors" in nxt(records, "c2").reason
     assert (nxt(records, "d1").kind, nxt(records, "d1").stage) == (NextKind.RUN, 1)

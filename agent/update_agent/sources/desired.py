@@ -132,3 +132,18 @@ def validate_group(value, key="update_agent.group"):
         raise BadInput("metadata key %r has invalid value %s (%s)"
                        % (key, show_value(value), names.SIMPLE_NAME_RULE))
     return value
+
+
+def rollout_of(want, file_text="", path=""):
+    """The node's rollout policy: the metadata's, else the config's policy file
+    (its text, read by the caller), else None."""
+    if want.rollout is not None:
+        return want.rollout
+    if not file_text.strip():
+        return None
+    return rollout_policy.parse(file_text, key="", what="rollout policy file %s: key" % path)
+
+
+def group_of(want, config_group):
+    """The node's group: metadata update_agent.group wins over [coordination] group."""
+    return want.group or config_group

@@ -93,6 +93,10 @@ def rollout_id(image_id):
     return hashlib.sha256(image_id.encode()).hexdigest()[:16]
 
 
+def _shown(path):
+    return repr(path) if path else "(the whole policy)"
+
+
 def _join(path, key):
     return "%s.%s" % (path, key) if path else key
 
@@ -104,14 +108,15 @@ class _Where:
         self.what = what
 
     def bad(self, path, value, hint):
-        return BadInput("%s %r has invalid value %s (%s)" % (self.what, path, show_value(value), hint))
+        return BadInput("%s %s has invalid value %s (%s)"
+                        % (self.what, _shown(path), show_value(value), hint))
 
     def missing(self, path):
-        return BadInput("%s %r is missing" % (self.what, path))
+        return BadInput("%s %s is missing" % (self.what, _shown(path)))
 
     def unknown(self, path, key, known):
-        return BadInput("%s %r is not known (known keys: %s)"
-                        % (self.what, _join(path, key), ", ".join(known)))
+        return BadInput("%s %s is not known (known keys: %s)"
+                        % (self.what, _shown(_join(path, key)), ", ".join(known)))
 
     def keys(self, path, raw, known):
         if not isinstance(raw, dict):
@@ -134,8 +139,8 @@ def parse(raw, key="update_agent.rollout", what="metadata key"):
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
-        except ValueError as e:
-            raise where.bad(key, raw, "not JSON: %s" % e)
+        except (ValueError, RecursionError) as e:
+            raise where.bad(key, raw, "not JSON: %s" % (str(e) or "nested too deeply"))
     where.keys(key, raw, ("stages",))
     path = _join(key, "stages")
     if "stages" not in raw:

@@ -315,7 +315,7 @@ def next_for(policy, node, group, stage_records, members_by_group, control, now)
         if not _open(i, policy, records, targets):
             before = policy.stages[i - 1]
             return Next(NextKind.WAIT, "%s opens when %s has finished: %s" % (
-                _label(stage), _label(before), _progress(records[i - 1], targets[i - 1])), i - 1)
+                _label(stage), _label(before), _progress(records[i - 1], before, targets[i - 1])), i - 1)
         if stage.group != group:
             continue
         _, verdict = take(record, stage, node, targets[i], now)
@@ -349,7 +349,11 @@ def _open(i, policy, records, targets):
     return is_finished(records[i - 1], policy.stages[i - 1], targets[i - 1])
 
 
-def _progress(record, targets):
+def _progress(record, stage, targets):
+    if stage.scope == Scope.ONE:
+        owner = record["owner"]
+        state = record["nodes"].get(owner, {}).get("state", "")
+        return "%s %s it" % (owner, state) if owner else "no node has started it"
     counts = {state: _count(record, state) for state in Entry}
     return "%d of %d live nodes succeeded, %d started, %d failed" % (
         counts[Entry.SUCCEEDED], len(targets), len(_running(record, targets)),
