@@ -229,6 +229,9 @@ def test_the_digest_ignores_key_order_and_spelled_out_defaults():
                            "windows": [], "blockers": []}]}
     assert policy.parse(spelled).digest == policy.parse({"stages": [{"group": "g"}]}).digest
     assert len(policy.parse(EXAMPLE).digest) == 64
+    days = copy.deepcopy(EXAMPLE)
+    days["stages"][3]["windows"][0]["days"].reverse()  # the same days
+    assert policy.parse(days).digest == policy.parse(EXAMPLE).digest
 
 
 def test_one_rollout_id_per_image_id():

@@ -227,6 +227,21 @@ def test_lost_members_are_reported_and_count_as_failures():
     assert record["halted"] == "2 of 12 nodes failed stage computes, the last n01: boom"
 
 
+def test_the_first_take_that_sees_a_stage_complete_marks_it_finished():
+    stage = one_stage(max_parallel="100%")
+    targets = NODES[:3]
+    record, _ = run_all(None, stage, targets, targets)
+    record = succeed(record, stage, targets[:2], 5, targets)
+    assert record["finished"] == 0  # n03 still runs
+    live = targets[:2] + ["n04"]  # n03 died: at halt_after 1 that halts, and a halted stage never finishes
+    halted, verdict = take(record, stage, "n04", live, 6)
+    assert isinstance(verdict, Halted) and halted["finished"] == 0
+    record = succeed(record, stage, ["n03"], 7, targets)
+    assert record["finished"] == 7
+    again, verdict = take(dict(record, finished=0), stage, "n01", targets, 8)
+    assert again["finished"] == 8 and isinstance(verdict, AlreadyDone)
+
+
 def test_a_lost_node_frees_its_place_in_max_parallel_and_does_not_block_the_stage():
     stage = one_stage(max_parallel=1, halt_after=2)
     targets = NODES[:3]

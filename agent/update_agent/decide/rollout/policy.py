@@ -248,7 +248,8 @@ def _window(where, path, raw):
     if parse_hours(raw["hours"]) is None:
         raise where.bad(path + ".hours", raw["hours"],
                         "expected 'HH:MM-HH:MM' in local time, start != end, end at most 24:00")
-    return Window(tuple(days), raw["hours"])
+    # in week order, so that the same days give the same digest
+    return Window(tuple(sorted(days, key=DAYS.index)), raw["hours"])
 
 
 def _blocker(where, path, raw):

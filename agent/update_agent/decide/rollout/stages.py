@@ -149,8 +149,11 @@ def _stopped(stage, why):
 
 
 def take(record, stage, node, targets, now):
-    """(new record, verdict) for node asking to run its step of stage."""
-    record = normal(record)
+    """(new record, verdict) for node asking to run its step of stage.
+
+    Besides a started entry, the new record may carry a halt (lost nodes) or
+    the stage's finish, seen here first: the caller writes back any change."""
+    record = mark_finished(normal(record), stage, targets, now)
     record = _halt(record, lost_halt(record, stage, targets))
     if record["halted"]:
         return record, _stopped(stage, record["halted"])
