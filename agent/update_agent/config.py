@@ -19,6 +19,7 @@ import posixpath
 import re
 import string
 
+from update_agent import names
 from update_agent.errors import BadInput
 from update_agent.node import trust
 from update_agent.node.paths import DEFAULT_STATE_DIR
@@ -170,7 +171,7 @@ def _parse_backend(key, text):
 
 def _parse_name(key, text):
     value = text.strip()
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
+    if not names.is_simple_name(value):
         raise BadInput("config %s = %r must be a simple name (letters, digits, ._-)" % (key, text))
     return value
 
@@ -321,9 +322,18 @@ class CoordinationConfig:
     node_id: str = key("", _parse_node_id, "this node's id in the slot records (default: its machine-id)")
 
 
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+    """[rollout]: a fleet rollout policy for fleets without Heat."""
+    policy_file: str = key("", _parse_host_dir,
+                           "JSON rollout policy (a host path) used when the metadata carries no "
+                           "update_agent.rollout; empty: none")
+
+
 # INI section -> its dataclass, in the order `update-agent config` shows them
 SECTIONS = {"agent": AgentConfig, "daemon": DaemonConfig, "heat": HeatConfig,
-            "restart": RestartConfig, "health": HealthConfig, "coordination": CoordinationConfig}
+            "restart": RestartConfig, "health": HealthConfig, "coordination": CoordinationConfig,
+            "rollout": RolloutConfig}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,6 +346,7 @@ class Config:
     restart: RestartConfig = RestartConfig()
     health: HealthConfig = HealthConfig()
     coordination: CoordinationConfig = CoordinationConfig()
+    rollout: RolloutConfig = RolloutConfig()
     source: str = "(defaults)"
     # "section.key" -> the file its value came from
     origins: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)

@@ -8,8 +8,10 @@ import dataclasses
 import logging
 import urllib.parse
 
+from update_agent import names
 # validate_image_id and MAX_IMAGE_ID are also read from here (the element, the tests)
 from update_agent.decide.image_id import MAX_IMAGE_ID, show_value, validate_image_id  # noqa: F401
+from update_agent.decide.rollout import policy as rollout_policy
 from update_agent.errors import BadInput
 from update_agent.images import signature
 from update_agent.images.fetch import Digest
@@ -18,7 +20,7 @@ LOG = logging.getLogger(__name__)
 
 REBOOT_POLICIES = ("auto", "never", "manual")
 URL_SCHEMES = ("http", "https", "file")
-KNOWN_KEYS = ("image_url", "image_digest", "reboot", "image_signature")
+KNOWN_KEYS = ("image_url", "image_digest", "reboot", "image_signature", "rollout", "group")
 MAX_URL = 4096
 
 
@@ -29,9 +31,13 @@ class Desired:
     image_digest: str  # "" when none was given
     reboot: str = ""  # "" when the metadata does not say: the config's policy applies
     image_signature: str = ""  # base64 ed25519 signature over image_digest, "" if none
+    rollout: rollout_policy.Policy = None  # None when the metadata carries no rollout policy
+    group: str = ""  # "" when the metadata does not say: the config's group applies
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["rollout"] = self.rollout.to_dict() if self.rollout is not None else None
+        return d
 
 
 def validate_digest(value, key="update_agent.image_digest"):
@@ -99,6 +105,8 @@ def from_metadata(metadata, url_template=""):
         image_digest=validate_digest(opts.get("image_digest")),
         reboot=validate_reboot(opts.get("reboot")),
         image_signature=validate_signature(opts.get("image_signature")),
+        rollout=validate_rollout(opts.get("rollout")),
+        group=validate_group(opts.get("group")),
     )
 
 
@@ -107,3 +115,35 @@ def validate_signature(value, key="update_agent.image_signature"):
         return ""
     signature.decode(value, key)
     return value.strip()
+
+
+def validate_rollout(value, key="update_agent.rollout"):
+    """The rollout policy (a JSON object, or its text), or None when not given."""
+    if value is None or value == "":
+        return None
+    return rollout_policy.parse(value, key)
+
+
+def validate_group(value, key="update_agent.group"):
+    """The node's group (its role), the same rule as the config's [coordination] group."""
+    if value is None or value == "":
+        return ""
+    if not names.is_simple_name(value):
+        raise BadInput("metadata key %r has invalid value %s (%s)"
+                       % (key, show_value(value), names.SIMPLE_NAME_RULE))
+    return value
+
+
+def rollout_of(want, file_text="", path=""):
+    """The node's rollout policy: the metadata's, else the config's policy file
+    (its text, read by the caller), else None."""
+    if want.rollout is not None:
+        return want.rollout
+    if not file_text.strip():
+        return None
+    return rollout_policy.parse(file_text, key="", what="rollout policy file %s: key" % path)
+
+
+def group_of(want, config_group):
+    """The node's group: metadata update_agent.group wins over [coordination] group."""
+    return want.group or config_group
