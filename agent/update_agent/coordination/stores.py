@@ -83,8 +83,10 @@ class EtcdStore(Stateless):
 
     def __init__(self, url, timeout=10):
         import etcd3gw
+        import requests
         from etcd3gw import exceptions
-        self.errors = (exceptions.Etcd3Exception,)
+        # etcd3gw wraps timeouts and refused connections; not a reply cut short by a restart
+        self.errors = (exceptions.Etcd3Exception, requests.RequestException)
         u = urllib.parse.urlsplit(url)
         self.client = etcd3gw.client(host=u.hostname or "127.0.0.1", port=u.port or 2379,
                                      protocol="https" if u.scheme.endswith("https") else "http",
