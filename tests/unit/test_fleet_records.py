@@ -7,7 +7,7 @@ import json
 import pytest
 
 from update_agent.coordination import keys, rollouts, stores
-from update_agent.errors import BadInput
+from update_agent.errors import AgentError, BadInput
 
 
 class Clock:
@@ -42,6 +42,7 @@ def test_the_keys_operators_read():
     ("/update-agent/rollouts/r1/control", None),
     ("/update-agent/rollouts/r1/stage-x", None),
     ("/update-agent/rollouts/r10/stage-1", None),
+    ("/update-agent/rollouts/r1/stage-\u00b2", None),  # a digit, but no number
 ])
 def test_stage_index_reads_only_the_rollouts_own_stages(key, expected):
     assert keys.stage_index(key, "r1") == expected
@@ -131,3 +132,12 @@ def test_an_unknown_backend_is_named():
     with pytest.raises(BadInput) as e:
         rollouts.for_url("consul://127.0.0.1:8500", Clock())
     assert "'consul://127.0.0.1:8500'" in str(e.value)
+
+
+def test_a_record_that_is_not_json_is_named_in_one_error(records, tmp_path):
+    (tmp_path / "members" / "g").mkdir(parents=True)
+    (tmp_path / "members" / "g" / "n1.json").write_text("{half a record")
+    with pytest.raises(AgentError) as e:
+        records.members("g")
+    assert str(e.value) == ("coordination: the record at /update-agent/members/g/n1 is not "
+                            "a JSON object: '{half a record'")

@@ -43,7 +43,7 @@ def stage_index(key, rid):
     """i for the key of stage i of rollout rid, None for any other key."""
     name = key[len(rollout(rid)):] if key.startswith(rollout(rid)) else ""
     number = name[len(STAGE):] if name.startswith(STAGE) else ""
-    return int(number) if number.isdigit() else None
+    return int(number) if number.isascii() and number.isdigit() else None
 
 
 def split(key, prefix):

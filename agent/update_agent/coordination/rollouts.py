@@ -29,7 +29,7 @@ def for_url(url, clock, timeout=10):
 
 
 def _parsed(texts):
-    return {key: json.loads(text) for key, text in texts.items()}
+    return {key: stores.parse(key, text) for key, text in texts.items()}
 
 
 class FleetRecords:

@@ -35,6 +35,7 @@ import time
 import urllib.parse
 
 from update_agent.coordination import keys
+from update_agent.decide.image_id import show_value
 from update_agent.errors import AgentError, BadInput
 
 
@@ -375,11 +376,25 @@ def session(store):
         raise AgentError("coordination backend %s: %s" % (store.url, str(e) or type(e).__name__))
 
 
+def parse(key, text):
+    """The record at key as a dict, None for no text; anything else is named, not a traceback."""
+    if not text:
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        raise AgentError("coordination: the record at %s is not a JSON object: %s"
+                         % (key, show_value(text)))
+    return record
+
+
 def read(store, key):
     """The record at key as a dict, or None where there is none."""
     with session(store) as s:
         text, _ = s.get(key)
-    return json.loads(text) if text else None
+    return parse(key, text)
 
 
 def update(store, key, fn, attempts=50):
@@ -388,9 +403,9 @@ def update(store, key, fn, attempts=50):
     with session(store) as s:
         for attempt in range(attempts):
             text, token = s.get(key)
-            record = json.loads(text) if text else None
+            record = parse(key, text)
             # fn gets a copy of its own: one that changed the record in place still writes
-            new, result = fn(json.loads(text) if text else None)
+            new, result = fn(parse(key, text))
             if new == record:
                 return result
             if s.swap(key, token, json.dumps(new, sort_keys=True)):
