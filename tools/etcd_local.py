@@ -23,9 +23,10 @@ def wait_port(port, timeout=20):
 
 
 @contextlib.contextmanager
-def etcd(data_dir):
-    """Yield the tooz URL of an etcd running in data_dir; stop it afterwards."""
-    client, peer = free_port(), free_port()
+def etcd(data_dir, client=None, peer=None):
+    """Yield the tooz URL of an etcd running in data_dir; stop it afterwards.
+    A restart is etcd() again on the same data_dir and ports (client, peer)."""
+    client, peer = client or free_port(), peer or free_port()
     proc = subprocess.Popen(["etcd", "--data-dir", data_dir,
                              "--listen-client-urls", "http://127.0.0.1:%d" % client,
                              "--advertise-client-urls", "http://127.0.0.1:%d" % client,

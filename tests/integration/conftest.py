@@ -1,13 +1,16 @@
 """Fixtures shared by integration tests."""
 
 import os
+import subprocess
 import sys
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import etcd_local  # noqa: E402
 import world  # noqa: E402
+import zookeeper_local  # noqa: E402
 from http_dir import HttpDir  # noqa: E402
 
 
@@ -43,3 +46,29 @@ def no_leaked_loop_devices(tmp_path_factory):
             return
         time.sleep(0.25)
     pytest.fail("loop devices left attached: %s" % "; ".join(leaked.values()))
+
+
+# The coordination engines, one of each per test module, on 127.0.0.1 and free ports
+@pytest.fixture(scope="module")
+def etcd(tmp_path_factory):
+    with etcd_local.etcd(str(tmp_path_factory.mktemp("etcd") / "d")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    port = etcd_local.free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    etcd_local.wait_port(port)
+    yield "redis://127.0.0.1:%d" % port
+    proc.terminate()
+    proc.wait()
+
+
+@pytest.fixture(scope="module")
+def zookeeper(tmp_path_factory):
+    if not zookeeper_local.available():
+        pytest.fail("ZooKeeper is not installed (Debian's zookeeper: ./tools/setup installs it)")
+    with zookeeper_local.zookeeper(str(tmp_path_factory.mktemp("zk"))) as url:
+        yield url

@@ -15,36 +15,10 @@ import pytest
 
 import etcd_local
 import world
-import zookeeper_local
 from update_agent.coordination import RebootSlots, fleetlock, stores
 from update_agent.errors import AgentError
 
 AGENT = [sys.executable, "-m", "update_agent"]
-
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory):
-    with etcd_local.etcd(str(tmp_path_factory.mktemp("etcd") / "d")) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def redis_url():
-    port = etcd_local.free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    etcd_local.wait_port(port)
-    yield "redis://127.0.0.1:%d" % port
-    proc.terminate()
-    proc.wait()
-
-
-@pytest.fixture(scope="module")
-def zookeeper(tmp_path_factory):
-    if not zookeeper_local.available():
-        pytest.fail("ZooKeeper is not installed (Debian's zookeeper: ./tools/setup installs it)")
-    with zookeeper_local.zookeeper(str(tmp_path_factory.mktemp("zk"))) as url:
-        yield url
 
 
 @pytest.fixture(params=["etcd", "zookeeper"])

@@ -9,9 +9,7 @@ Two kinds of slot, both counting semaphores of `max_holders` per group:
     lease expires (leases.py).
 """
 
-import urllib.parse
-
-from update_agent.coordination import fleetlock, leases, slots, stores
+from update_agent.coordination import fleetlock, keys, leases, slots, stores
 
 
 class RebootSlots:
@@ -20,24 +18,25 @@ class RebootSlots:
     def __init__(self, store, group, max_holders, node, clock, threshold=0):
         self.store, self.group, self.max, self.node = store, group, max_holders, node
         self.clock, self.threshold = clock, threshold
+        self.key = keys.slot(group)
 
     def take(self):
-        return stores.update(self.store, self.group, lambda s: _pair(
+        return stores.update(self.store, self.key, lambda s: _pair(
             slots.take(s, self.node, self.max, self.clock())))
 
     def release(self):
-        stores.update(self.store, self.group,
+        stores.update(self.store, self.key,
                       lambda s: (slots.release(s, self.node, self.max), None))
 
     def failed(self):
-        stores.update(self.store, self.group,
+        stores.update(self.store, self.key,
                       lambda s: (slots.failed(s, self.node, self.max, self.threshold), None))
 
     def clear(self):
-        stores.update(self.store, self.group, lambda s: (slots.clear(s, self.max), None))
+        stores.update(self.store, self.key, lambda s: (slots.clear(s, self.max), None))
 
     def state(self):
-        return slots.normal(stores.read(self.store, self.group), self.max)
+        return slots.normal(stores.read(self.store, self.key), self.max)
 
 
 def _pair(result):
@@ -46,7 +45,7 @@ def _pair(result):
 
 
 def is_fleetlock(url):
-    return urllib.parse.urlsplit(url).scheme in ("http", "https")
+    return fleetlock.is_server(url)
 
 
 def reboot_slots(config, node, clock, group=None, max_holders=None):

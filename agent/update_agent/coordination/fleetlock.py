@@ -10,12 +10,18 @@ import json
 import logging
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from update_agent.errors import AgentError, Interrupted
 from update_agent.http import Http
 
 LOG = logging.getLogger(__name__)
+
+
+def is_server(url):
+    """A FleetLock base URL: a plain http(s):// backend."""
+    return urllib.parse.urlsplit(url).scheme in ("http", "https")
 
 
 class Client:

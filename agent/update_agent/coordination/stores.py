@@ -1,21 +1,67 @@
-"""Where the slot records live: one compare-and-swap per engine, one class each.
+"""Where the fleet's records live: a small key-value store per engine, one class each.
 
-A store's connected() yields a session with get(key) -> (text or None, token)
-and swap(key, token, text) -> bool, which writes only if the record is still
-what get() saw. Engines that keep a session (ZooKeeper) open one per use, so
-a daemon that waits for a slot leaves no client behind between attempts.
+A store's connected() yields a session with:
+  get(key) -> (text or None, token)
+  swap(key, token, text) -> bool: writes only if the record is still what get()
+      saw (token None: only if there is none); the compare-and-swap every
+      shared record is changed with
+  put(key, text, ttl=None): an unconditional write; with ttl (seconds) the
+      record disappears after ttl
+  children(prefix) -> {key: text}: every record under prefix (a "/"-ended
+      path), at any depth
+  delete(key)
+Keys are paths under keys.ROOT (keys.py lays them out); values are JSON text.
+
+Expiry: etcd ties a record put with a ttl to a lease of its own, Redis sets
+it with PX. ZooKeeper and the file store have no expiry to give, so put()
+with a ttl writes an "expires" wall-clock field (the store's clock + ttl)
+into the record, which must then be a JSON object, and their get() and
+children() drop a record whose "expires" has passed: for them a record with
+an "expires" field is a record with a ttl.
+
+Engines that keep a session (ZooKeeper) open one per use, so a daemon that
+waits for a slot leaves no client behind between attempts.
 """
 
+import base64
 import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
+import random
+import time
 import urllib.parse
 
+from update_agent.coordination import keys
+from update_agent.decide.image_id import show_value
 from update_agent.errors import AgentError, BadInput
 
-PREFIX = "/update-agent/slots/"
+
+def _prefix(prefix):
+    """children() takes whole path segments: "/members/a/" must not list "/members/ab/"."""
+    if not prefix.endswith("/"):
+        raise ValueError("a prefix of records ends in '/': %r" % prefix)
+    return prefix
+
+
+def _live(text, now):
+    """text, or None where it is a record whose "expires" time has passed."""
+    if not text:
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return text
+    expires = record.get("expires") if isinstance(record, dict) else None
+    return None if isinstance(expires, (int, float)) and 0 < expires <= now else text
+
+
+def _expiring(text, ttl, now):
+    record = json.loads(text)
+    record["expires"] = now + ttl
+    return json.dumps(record, sort_keys=True)
 
 
 class Stateless:
@@ -27,42 +73,73 @@ class Stateless:
         return contextlib.nullcontext(self)
 
 
+def _b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
 class EtcdStore(Stateless):
-    """etcd v3 through its gRPC gateway (etcd3gw, which tooz's etcd3 driver uses)."""
+    """etcd v3 through its gRPC gateway (etcd3gw, which tooz's etcd3 driver uses).
+    The token is the key's mod_revision; a put with a ttl takes a lease of its own
+    (a heartbeat's lease replaces the last one, which then runs out holding nothing)."""
 
     def __init__(self, url, timeout=10):
         import etcd3gw
+        import requests
         from etcd3gw import exceptions
-        self.errors = (exceptions.Etcd3Exception,)
+        # etcd3gw wraps timeouts and refused connections; not a reply cut short by a restart
+        self.errors = (exceptions.Etcd3Exception, requests.RequestException)
         u = urllib.parse.urlsplit(url)
         self.client = etcd3gw.client(host=u.hostname or "127.0.0.1", port=u.port or 2379,
                                      protocol="https" if u.scheme.endswith("https") else "http",
                                      timeout=timeout)
 
-    def get(self, group):
-        values = self.client.get(PREFIX + group)
-        return (values[0].decode() if values else None), (values[0].decode() if values else None)
+    def get(self, key):
+        found = self.client.get(key.encode(), metadata=True)
+        if not found:
+            return None, None
+        value, meta = found[0]
+        return value.decode(), meta["mod_revision"]
 
-    def swap(self, group, token, text):
-        if token is None:
-            return self.client.create(PREFIX + group, text)
-        return self.client.replace(PREFIX + group, token, text)
+    def swap(self, key, token, text):
+        same = ({"target": "CREATE", "create_revision": 0} if token is None
+                else {"target": "MOD", "mod_revision": token})
+        txn = {"compare": [dict(same, key=_b64(key), result="EQUAL")],
+               "success": [{"request_put": {"key": _b64(key), "value": _b64(text)}}],
+               "failure": []}
+        return bool(self.client.transaction(txn).get("succeeded"))
+
+    def put(self, key, text, ttl=None):
+        lease = self.client.lease(max(1, math.ceil(ttl))) if ttl else None
+        self.client.put(key.encode(), text.encode(), lease=lease)
+
+    def children(self, prefix):
+        return {meta["key"].decode(): value.decode()
+                for value, meta in self.client.get_prefix(_prefix(prefix).encode())}
+
+    def delete(self, key):
+        self.client.delete(key.encode())
+
+
+def _glob(text):
+    """text matched literally in a Redis MATCH pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 class RedisStore(Stateless):
+    """The token is the value itself, checked under WATCH."""
+
     def __init__(self, url, timeout=10):
         import redis
         self.errors = (redis.RedisError,)
         self.client = redis.Redis.from_url(url, socket_timeout=timeout)
 
-    def get(self, group):
-        raw = self.client.get(PREFIX + group)
+    def get(self, key):
+        raw = self.client.get(key)
         text = raw.decode() if raw is not None else None
         return text, text
 
-    def swap(self, group, token, text):
+    def swap(self, key, token, text):
         import redis
-        key = PREFIX + group
         with self.client.pipeline() as pipe:
             try:
                 pipe.watch(key)
@@ -76,43 +153,109 @@ class RedisStore(Stateless):
             except redis.WatchError:
                 return False
 
+    def put(self, key, text, ttl=None):
+        self.client.set(key, text, px=math.ceil(ttl * 1000) if ttl else None)
+
+    def children(self, prefix):
+        names = sorted(set(self.client.scan_iter(match=_glob(_prefix(prefix)) + "*", count=1000)))
+        values = self.client.mget(names) if names else []
+        # a record that expired between SCAN and MGET comes back as None
+        return {k.decode(): v.decode() for k, v in zip(names, values) if v is not None}
+
+    def delete(self, key):
+        self.client.delete(key)
+
 
 class FileStore(Stateless):
-    """One host only (file:///path): a JSON file per group under a directory."""
+    """One host only (file:///dir): a JSON file per key, /update-agent/a/b in
+    dir/a/b.json, but a group's slot record where it always was, dir/<group>.json.
+    One lock file serializes the writers."""
+
+    clock = staticmethod(time.time)
 
     def __init__(self, url, timeout=10):
         self.dir = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
         os.makedirs(self.dir, exist_ok=True)
 
-    def _path(self, group):
-        return os.path.join(self.dir, group + ".json")
+    def _path(self, key):
+        parts = keys.split(key, keys.ROOT)
+        # one segment below the root would read back as a slot record: no such key
+        if len(parts) < 2 or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+            raise ValueError("not a record key: %r" % key)
+        if key.startswith(keys.SLOTS) and len(parts) == 2:
+            parts = parts[1:]
+        return os.path.join(self.dir, *parts) + ".json"
 
-    def get(self, group):
+    def _key(self, relpath):
+        name = relpath[:-len(".json")]
+        return keys.SLOTS + name if "/" not in name else keys.ROOT + name
+
+    def _read(self, path):
         try:
-            with open(self._path(group), encoding="utf-8") as f:
-                text = f.read()
+            with open(path, encoding="utf-8") as f:
+                return _live(f.read(), self.clock())
         except FileNotFoundError:
-            text = None
-        return text, text
+            return None
 
-    def swap(self, group, token, text):
+    @contextlib.contextmanager
+    def _locked(self):
         with open(os.path.join(self.dir, ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            current, _ = self.get(group)
-            if current != token:
+            yield
+
+    def _write(self, key, text):
+        path = self._path(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+
+    def get(self, key):
+        text = self._read(self._path(key))
+        return text, text
+
+    def swap(self, key, token, text):
+        with self._locked():
+            if self.get(key)[0] != token:
                 return False
-            tmp = self._path(group) + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, self._path(group))
+            self._write(key, text)
             return True
+
+    def put(self, key, text, ttl=None):
+        with self._locked():
+            self._write(key, _expiring(text, ttl, self.clock()) if ttl else text)
+
+    def children(self, prefix):
+        rest = keys.split(_prefix(prefix), keys.ROOT)
+        if prefix == keys.SLOTS:  # the slot records are the top level's files
+            rest, depth = [""], 1
+        else:
+            depth = None
+        top = os.path.join(self.dir, *rest)
+        found = {}
+        for here, dirs, files in os.walk(top):
+            dirs[:] = [] if depth else [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                if name.endswith(".json") and not name.startswith("."):
+                    key = self._key(os.path.relpath(os.path.join(here, name), self.dir))
+                    text = key.startswith(prefix) and self._read(os.path.join(here, name))
+                    if text:
+                        found[key] = text
+        return found
+
+    def delete(self, key):
+        with self._locked(), contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(key))
 
 
 class ZooKeeperStore:
     """ZooKeeper through kazoo (which tooz's zookeeper driver uses): a znode per
-    group, and its version is the compare-and-swap token."""
+    key, and its version is the compare-and-swap token."""
+
+    clock = staticmethod(time.time)
 
     def __init__(self, url, timeout=10):
         import kazoo.client  # noqa: F401 (fail here, not at the first slot, when it is missing)
@@ -131,34 +274,79 @@ class ZooKeeperStore:
                              logger=logging.getLogger(__name__ + ".kazoo"))
         try:
             client.start(timeout=self.timeout)
-            yield _ZooKeeperSession(client)
+            yield _ZooKeeperSession(client, self.clock, self.timeout)
         finally:
             client.stop()
             client.close()
 
 
 class _ZooKeeperSession:
-    def __init__(self, client):
-        self.client = client
+    def __init__(self, client, clock, timeout):
+        self.client, self.clock, self.timeout = client, clock, timeout
 
-    def get(self, group):
+    def get(self, key):
         from kazoo.exceptions import NoNodeError
         try:
-            data, stat = self.client.get(PREFIX + group)
+            data, stat = self.client.get(key)
         except NoNodeError:
             return None, None
-        return data.decode(), stat.version
+        # an expired record (or a bare parent znode) still has a version to write over
+        return _live(data.decode(), self.clock()), stat.version
 
-    def swap(self, group, token, text):
-        from kazoo.exceptions import BadVersionError, NodeExistsError
+    def swap(self, key, token, text):
+        from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
         try:
             if token is None:
-                self.client.create(PREFIX + group, text.encode(), makepath=True)
+                self.client.create(key, text.encode(), makepath=True)
             else:
-                self.client.set(PREFIX + group, text.encode(), version=token)
+                self.client.set(key, text.encode(), version=token)
             return True
-        except (BadVersionError, NodeExistsError):
+        except (BadVersionError, NodeExistsError, NoNodeError):
             return False
+
+    def put(self, key, text, ttl=None):
+        from kazoo.exceptions import NodeExistsError, NoNodeError
+        data = (_expiring(text, ttl, self.clock()) if ttl else text).encode()
+        for _ in range(10):  # set, or create; another writer may delete or create between
+            try:
+                self.client.set(key, data)
+                return
+            except NoNodeError:
+                with contextlib.suppress(NodeExistsError):
+                    self.client.create(key, data, makepath=True)
+                    return
+        raise AgentError("coordination: %s kept appearing and vanishing" % key)
+
+    def children(self, prefix):
+        """Level by level, each level's requests pipelined on the one connection."""
+        from kazoo.exceptions import NoNodeError
+        found, parents, now = {}, [_prefix(prefix).rstrip("/") or "/"], self.clock()
+        while parents:
+            lists = [(p, self.client.get_children_async(p)) for p in parents]
+            paths = []
+            for p, pending in lists:
+                with contextlib.suppress(NoNodeError):
+                    paths += [p.rstrip("/") + "/" + c for c in pending.get(timeout=self.timeout)]
+            gets = [(p, self.client.get_async(p)) for p in paths]
+            parents = []
+            for p, pending in gets:
+                with contextlib.suppress(NoNodeError):
+                    data, stat = pending.get(timeout=self.timeout)
+                    text = _live(data.decode(), now)
+                    if text:
+                        found[p] = text
+                    if stat.numChildren:
+                        parents.append(p)
+        return found
+
+    def delete(self, key):
+        from kazoo.exceptions import NoNodeError, NotEmptyError
+        try:
+            self.client.delete(key)
+        except NoNodeError:
+            pass
+        except NotEmptyError:  # the record goes; the records under it stay
+            self.client.set(key, b"")
 
 
 SCHEMES = {"etcd3+http": EtcdStore, "etcd3+https": EtcdStore, "redis": RedisStore,
@@ -179,30 +367,49 @@ def for_url(url, timeout=10):
 
 
 @contextlib.contextmanager
-def _session(store):
+def session(store):
+    """A session of the store; an engine that does not answer is one AgentError naming it."""
     try:
-        with store.connected() as session:
-            yield session
+        with store.connected() as s:
+            yield s
     except store.errors as e:
         raise AgentError("coordination backend %s: %s" % (store.url, str(e) or type(e).__name__))
 
 
-def read(store, group):
-    """The group's state dict, or None where no slot was ever taken."""
-    with _session(store) as session:
-        text, _ = session.get(group)
-    return json.loads(text) if text else None
+def parse(key, text):
+    """The record at key as a dict, None for no text; anything else is named, not a traceback."""
+    if not text:
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        raise AgentError("coordination: the record at %s is not a JSON object: %s"
+                         % (key, show_value(text)))
+    return record
 
 
-def update(store, group, fn, attempts=50):
-    """Apply fn(state dict or None) -> (new state, result) with compare-and-swap."""
-    with _session(store) as session:
-        for _ in range(attempts):
-            text, token = session.get(group)
-            state = json.loads(text) if text else None
-            new, result = fn(state)
-            if new == state:
+def read(store, key):
+    """The record at key as a dict, or None where there is none."""
+    with session(store) as s:
+        text, _ = s.get(key)
+    return parse(key, text)
+
+
+def update(store, key, fn, attempts=50):
+    """Apply fn(record dict or None) -> (new record, result) with compare-and-swap:
+    fn sees the record as it is and may run again when another writer came first."""
+    with session(store) as s:
+        for attempt in range(attempts):
+            text, token = s.get(key)
+            record = parse(key, text)
+            # fn gets a copy of its own: one that changed the record in place still writes
+            new, result = fn(parse(key, text))
+            if new == record:
                 return result
-            if session.swap(group, token, json.dumps(new, sort_keys=True)):
+            if s.swap(key, token, json.dumps(new, sort_keys=True)):
                 return result
-    raise AgentError("coordination: group %s kept changing under us (%d attempts)" % (group, attempts))
+            # many nodes racing for one record: spread their next tries
+            time.sleep(random.uniform(0, min(0.2, 0.005 * 2 ** attempt)))
+    raise AgentError("coordination: record %s kept changing under us (%d attempts)" % (key, attempts))

@@ -1,0 +1,51 @@
+"""The engine's keys, in one place: what lives where under /update-agent/.
+
+Every record is a JSON text value. docs/coordination.md ("Engine keys") lists
+them for operators; keep the two in step.
+"""
+
+ROOT = "/update-agent/"
+SLOTS = ROOT + "slots/"
+MEMBERS = ROOT + "members/"
+ROLLOUTS = ROOT + "rollouts/"
+STAGE = "stage-"
+
+
+def slot(group):
+    """A group's reboot-slot record (holders, failures, frozen)."""
+    return SLOTS + group
+
+
+def members(group):
+    """The prefix under which a group's members register (the trailing "/"
+    keeps group "a" from listing group "ab")."""
+    return MEMBERS + group + "/"
+
+
+def member(group, node):
+    return members(group) + node
+
+
+def rollout(rid):
+    """The prefix of one rollout's records."""
+    return ROLLOUTS + rid + "/"
+
+
+def control(rid):
+    return rollout(rid) + "control"
+
+
+def stage(rid, i):
+    return rollout(rid) + STAGE + str(i)
+
+
+def stage_index(key, rid):
+    """i for the key of stage i of rollout rid, None for any other key."""
+    name = key[len(rollout(rid)):] if key.startswith(rollout(rid)) else ""
+    number = name[len(STAGE):] if name.startswith(STAGE) else ""
+    return int(number) if number.isascii() and number.isdigit() else None
+
+
+def split(key, prefix):
+    """The path segments of key below prefix: split("/a/b/c", "/a/") == ["b", "c"]."""
+    return key[len(prefix):].split("/") if key.startswith(prefix) else []
