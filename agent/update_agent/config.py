@@ -328,6 +328,10 @@ class RolloutConfig:
     policy_file: str = key("", _parse_host_dir,
                            "JSON rollout policy (a host path) used when the metadata carries no "
                            "update_agent.rollout; empty: none")
+    poll_interval: int = key(10, _parse_positive,
+                             "seconds between looks at the engine while waiting for a stage step")
+    member_ttl: int = key(30, _parse_positive,
+                          "seconds a member record lives without a heartbeat (one every third of it)")
 
 
 # INI section -> its dataclass, in the order `update-agent config` shows them

@@ -55,6 +55,9 @@ class FakePlanner:
     def check_state_trust(self):
         pass
 
+    def rollout_policy(self, want):
+        return None  # no fleet rollout: the dispatch as on a single node
+
     def stage(self, want, **kw):
         return None
 
@@ -116,7 +119,7 @@ def env(tmp_path, monkeypatch):
         agent.lock = lambda timeout=0: contextlib.nullcontext()
         agent.orc_lock = lambda: contextlib.nullcontext()
         inplace = FakeInPlace()
-        agent.executor = lambda should_stop=None, status=None: inplace
+        agent.executor = lambda should_stop=None, status=None, migrate=True: inplace
         agent._health = lambda plan, before: []
         agent.images = types.SimpleNamespace(cached_manifest=lambda digest: {"cached": digest})
         return types.SimpleNamespace(agent=agent, inplace=inplace)

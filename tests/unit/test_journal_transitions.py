@@ -191,7 +191,7 @@ def test_the_results_are_those_reported_and_counted():
     # the metrics keep one gauge per result, in this order
     assert [r.value for r in Result] == [
         "success", "noop", "failed", "refused", "reboot-required", "rebooting", "waiting",
-        "interrupted", "rolled-back", "unhealthy"]
+        "interrupted", "rolled-back", "unhealthy", "halted"]
 
 
 def test_the_actions_are_the_strings_journals_and_histories_hold():

@@ -319,3 +319,13 @@ def test_an_earlier_releases_journal_says_where_it_stopped_as_that_release_did(v
     if said:
         assert rebooting.in_run_order(j).stopped_at() == said
         assert journal.mixed_root(j) == case["status"]["unfinished_update"]["mixed"]
+
+
+@pytest.mark.parametrize("path", [inplace.IN_PLACE, rebooting.AFTER_REBOOT], ids=["in-place", "after"])
+def test_migration_is_skipped_where_a_fleet_rollout_runs_it_in_another_stage(path):
+    ctx = _context(_journal(steps.names(path)))
+    ctx.plan = types.SimpleNamespace(changes=types.SimpleNamespace(empty=False), accounts=[])
+    assert "migration" in _due(path, ctx)
+    ctx.journal.migrate = False
+    assert "migration" not in _due(path, ctx)
+    assert "configure" in _due(path, ctx)  # only the migration phase is elsewhere

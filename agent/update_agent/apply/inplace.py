@@ -105,7 +105,12 @@ VERIFY = Step("verify", verify_root, rerun=True)
 COMMIT = Step("commit", commit, needs_rw=True)
 CONFIGURE = Step("configure", phase(hooks.CONFIGURE), needs_rw=True)
 POST_CONFIGURE = Step("post-configure", phase(hooks.POST_CONFIGURE), needs_rw=True)
-MIGRATION = Step("migration", phase(hooks.MIGRATION), needs_rw=True)
+def migration_elsewhere(ctx):
+    """A fleet rollout runs the migration phase in its own stage, on one node."""
+    return not ctx.journal.migrate or ctx.journal.done("migration")
+
+
+MIGRATION = Step("migration", phase(hooks.MIGRATION), needs_rw=True, done_when=migration_elsewhere)
 RESTART = Step("restart", restart)
 REMOUNT_RO = Step("remount-ro", remount.remount_ro_if_it_was, rerun=True)
 
@@ -117,9 +122,9 @@ STEPS = names(IN_PLACE)  # the journal's step names, in run order
 # --- the executor --------------------------------------------------------
 class Executor:
     def __init__(self, system, paths, config, state, images, read_mounts=mounts.read,
-                 sleep=time.sleep, should_stop=None, status=None):
+                 sleep=time.sleep, should_stop=None, status=None, migrate=True):
         self.context = Context(system, paths, config, state, images, read_mounts=read_mounts,
-                               sleep=sleep, status=status or (lambda text: None))
+                               sleep=sleep, status=status or (lambda text: None), migrate=migrate)
         self.runner = Runner(should_stop)
         self.journal = None         # the journal of the update being applied
 

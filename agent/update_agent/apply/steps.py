@@ -84,6 +84,7 @@ class Context:
     replan: Callable = None         # in place: a fresh update.Planned once services are quiet
     slots: object = None            # reboot path: coordination slots, or None
     reboot: Callable = None         # reboot path: reboot(method, kexec load argv), or None
+    migrate: bool = True            # False: a fleet rollout runs migration.d elsewhere
 
 
 def run_phase(ctx, phase, **env):
@@ -118,7 +119,8 @@ def journal_for(ctx, order):
         previous_digest=previous_digest, action=plan.action, root_was_ro=plan.root_was_ro,
         started_at=ctx.system.clock(), steps={s: StepState.PENDING for s in order},
         # the slot an unhealthy reboot took stays owed until an update succeeds
-        slot_node=old.slot_node if old is not None and old.holds_slot() else "")
+        slot_node=old.slot_node if old is not None and old.holds_slot() else "",
+        migrate=ctx.migrate)
 
 
 def note_failed_units(ctx, j):

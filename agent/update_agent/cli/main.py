@@ -8,7 +8,7 @@ import signal
 import sys
 
 from update_agent import __version__, config as config_mod, logs
-from update_agent.cli import report, slot as slotcli
+from update_agent.cli import fleet as fleetcli, report, slot as slotcli
 from update_agent.daemon import loop as daemon
 from update_agent.daemon.notify import Notifier
 from update_agent.daemon.watch import CacheWatcher
@@ -41,7 +41,11 @@ SUMMARIES = (
     ("hold", "stop automatic updates"),
     ("unhold", "resume automatic updates"),
     ("slot", "the coordination group's slots: status, hold, release, clear"),
+    ("fleet", "the fleet's rollouts: status, halt, resume"),
 )
+
+# commands with sub-actions of their own, parsed by their module: global options go before them
+SUBCOMMANDS = {"slot": slotcli, "fleet": fleetcli}
 
 USAGE = "update-agent [global options] COMMAND [options]  (--help lists the commands)"
 
@@ -331,14 +335,15 @@ def cmd_config(args, agent, out):
     return 0
 
 
-def _slot(argv, out):
-    """`slot` has sub-actions and a trailing command: split off the global options."""
-    i = argv.index("slot")
+def _subcommand(argv, out, name):
+    """`slot` and `fleet` have sub-actions (slot hold a trailing command): split off
+    the global options before them."""
+    i = argv.index(name)
     p = parser()
     args = p.parse_args(argv[:i] + ["status"])
     logs.setup(args.verbose)
     try:
-        return slotcli.main(_agent(args), argv[i + 1:], out)
+        return SUBCOMMANDS[name].main(_agent(args), argv[i + 1:], out)
     except AgentError as e:
         sys.stderr.write("update-agent: error: %s\n" % e)
         return e.exit_code
@@ -351,8 +356,9 @@ def _slot(argv, out):
 def main(argv=None, out=None):
     out = out or sys.stdout
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "slot" in argv and "--" not in argv[:argv.index("slot")]:
-        return _slot(argv, out)
+    for name in SUBCOMMANDS:
+        if name in argv and "--" not in argv[:argv.index(name)]:
+            return _subcommand(argv, out, name)
     p = parser()
     args = p.parse_args(argv)
     if args.help:

@@ -20,6 +20,7 @@ import time
 
 from update_agent import sources
 from update_agent.daemon import metrics
+from update_agent.daemon.heartbeat import Heartbeat
 from update_agent.errors import AgentError
 from update_agent.logs import log_fields
 from update_agent.sources import heat
@@ -29,6 +30,8 @@ from update_agent.state.states import Result
 LOG = logging.getLogger(__name__)
 
 BACKOFF_BASE = 2.0
+# the fleet's rollout holds the node (no plan was made): looked at again, not a failure
+ROLLOUT_WAITS = (Result.WAITING, Result.HALTED)
 
 
 def backoff(failures, interval):
@@ -54,7 +57,7 @@ def run_deployment(d, url_template, update):
         LOG.error("deployment %s: %s", d.id, e)
         return heat.payload(error=str(e)), None
     outcome = update(want)
-    if outcome.result in (Result.REBOOTING, Result.WAITING):
+    if outcome.result in (Result.REBOOTING, Result.WAITING, Result.HALTED):
         # in progress: rebooting (Heat hears once the node is back and checked) or
         # waiting for a fleet slot; Heat never revises a failure, so say nothing yet
         return None, None
@@ -111,6 +114,9 @@ class Daemon:
         self.rng = rng or random.Random()
         self.clock = clock
         self.config = agent.config.daemon  # the [daemon] section: all the loop reads
+        self.rollout = agent.config.rollout  # how often to look again while a rollout waits
+        self.waiting = ""  # why the fleet's rollout keeps this node waiting ("": it does not)
+        self.rollout_said = ""  # the rollout wait logged last
         self.url_template = agent.config.agent.image_url_template
         self.stopping = False
         self.failures = 0
@@ -142,9 +148,11 @@ class Daemon:
             self.notifier.ready("idle, " + self.watch.describe())
             self.notifier.start_watchdog()
             LOG.info("daemon started: %s", self.watch.describe())
+            beating = Heartbeat(self.agent.beat, self.rollout.member_ttl / 3.0).start()
             try:
                 self._loop(once)
             finally:
+                beating.stop()
                 if self.stopping:
                     LOG.info("signal %d: stopped after the current step", self.stopping)
                 self.notifier.stopping()
@@ -162,11 +170,12 @@ class Daemon:
             self._drain_wake()
         changed = True  # look once at start: an update may be pending or unfinished
         while not self.stopping:
-            if changed or self.failures:
+            if changed or self.failures or self.waiting:
                 self.tick()
             if once or self.stopping:
                 return
-            timeout = backoff(self.failures, self.config.poll_interval)
+            timeout = (self.rollout.poll_interval if self.waiting
+                       else backoff(self.failures, self.config.poll_interval))
             if self.watch.splayed and not self.failures:
                 timeout += self.rng.uniform(0, self.config.splay)
             changed = self.watch.wait(timeout, self._wake_r)
@@ -190,14 +199,15 @@ class Daemon:
 
     def tick(self):
         """Read the metadata and act on it; failures are counted, never raised."""
+        waiting, self.waiting = self.waiting, ""
         try:
             metadata = self.watch.read()
-            if metadata is None and not self.failures:
+            if metadata is None and not self.failures and not waiting:
                 return  # unchanged (HTTP 304)
             if metadata is None:
                 metadata = self.last_metadata
             self.last_metadata = metadata
-            ok = self.handle(metadata)
+            ok = self.handle(metadata) or bool(self.waiting)
         except AgentError as e:
             self._log_failure(str(e), "%s", e)
             self._report(None, error=str(e))
@@ -244,7 +254,9 @@ class Daemon:
         fields = log_fields(want.image_id, outcome.plan.action if outcome.plan else None,
                             None, outcome.result)
         error = ": " + outcome.error if outcome.error else ""
-        if outcome.ok:
+        if outcome.plan is None and outcome.result in ROLLOUT_WAITS:
+            self._rollout_wait(want, outcome, fields)
+        elif outcome.ok:
             LOG.info("image %s: %s%s", want.image_id, outcome.result, error, extra=fields)
         elif outcome.result == Result.INTERRUPTED:  # a stop asked for, not a fault: the next start resumes
             LOG.warning("image %s: %s%s", want.image_id, outcome.result, error, extra=fields)
@@ -253,6 +265,17 @@ class Daemon:
                               want.image_id, outcome.result, error, extra=fields)
         self._report(outcome, desired=want)
         return outcome
+
+    def _rollout_wait(self, want, outcome, fields):
+        """The fleet's rollout holds this node: said once (again when the reason
+        changes), and looked at again every [rollout] poll_interval, not backed off."""
+        if outcome.error != self.rollout_said:
+            level = logging.WARNING if outcome.result == Result.HALTED else logging.INFO
+            LOG.log(level, "image %s: %s: %s", want.image_id, outcome.result, outcome.error,
+                    extra=fields)
+            self.rollout_said = outcome.error
+        self.notifier.status("%s: %s" % (outcome.result, outcome.error))
+        self.waiting = outcome.error
 
     def handle_deployment(self, d):
         if d.key in self.agent.state.flags.deployments_done():

@@ -215,12 +215,13 @@ def in_run_order(j):
 # --- the executor --------------------------------------------------------
 class RebootExecutor:
     def __init__(self, system, paths, config, state, images, read_mounts=mounts.read,
-                 sleep=time.sleep, should_stop=None, status=None, slots=None, reboot=None):
+                 sleep=time.sleep, should_stop=None, status=None, slots=None, reboot=None,
+                 migrate=True):
         """slots: coordination.RebootSlots / fleetlock.Client, or None; reboot:
         callable(method, kexec load argv) that reboots this machine, or None."""
         self.context = Context(system, paths, config, state, images, read_mounts=read_mounts,
                                sleep=sleep, status=status or (lambda text: None),
-                               slots=slots, reboot=reboot)
+                               slots=slots, reboot=reboot, migrate=migrate)
         self.runner = Runner(should_stop)
 
     @property

@@ -54,6 +54,9 @@ class Journal:
     # reboot path: the units failed before it (None: systemd does not run this root),
     # so that the health check after the reboot counts only the units it broke
     failed_units: list = None
+    # False when a fleet rollout runs the migration phase in another stage (or on
+    # another node): the migration step is then skipped here
+    migrate: bool = True
     format: int = FORMAT
 
     def __post_init__(self):

@@ -208,6 +208,7 @@ JOURNAL = Field((dict,), shape={
     "kernel": _text(), "old_kernel": _text(), "kept": Field((list,), each=_text()),
     "note": _text(), "boot_id": _text(), "slot_node": _text(),
     "failed_units": Field((list, type(None)), each=_text()),
+    "migrate": Field((bool,)),
 })
 
 IMAGE_STATE = Field((dict,), shape={"current": _IMAGE, "previous": _IMAGE})

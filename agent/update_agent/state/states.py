@@ -42,6 +42,7 @@ class Result(enum.StrEnum):
     INTERRUPTED = "interrupted"
     ROLLED_BACK = "rolled-back"      # a health check failed; back on the previous image
     UNHEALTHY = "unhealthy"
+    HALTED = "halted"                # a fleet rollout stops this node (halted, or it failed)
 
 
 # an update that has not ended: the next run resumes it (or replaces it)

@@ -13,9 +13,10 @@ import logging
 
 from update_agent import coordination
 from update_agent.apply import health, hooks, inplace as applying, live
-from update_agent.coordination import node_id as node_ids
+from update_agent.coordination import node_id as node_ids, rollouts
+from update_agent.decide.rollout.stages import NextKind
 from update_agent.decide import plan as planning
-from update_agent.errors import AgentError, Interrupted
+from update_agent.errors import AgentError, BadInput, Interrupted
 from update_agent.images.store import ImageStore
 from update_agent.node import mounts, trust
 from update_agent.node.paths import KEYS_DIR
@@ -25,6 +26,7 @@ from update_agent.state import locks
 from update_agent.state.store import Store
 from update_agent.state.states import Result
 from update_agent.state.statecheck import DamagedState
+from update_agent.update import rollout
 from update_agent.update.planner import Planner
 
 LOG = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class Agent:
                                  keys_dir=paths.node(KEYS_DIR), node=paths.node)
         self.planner = Planner(paths, config, system, self.state.journal, self.state.records,
                                self.images, read_mounts)
+        self.gate = None  # the rollout gate of the last update, for the daemon's heartbeat
 
     def journal(self):
         """The journal of the update in progress or done last (None), its steps in run
@@ -85,19 +88,92 @@ class Agent:
         return locks.flock(self.paths.orc_lock, "os-refresh-config",
                            timeout=self.config.agent.orc_lock_timeout)
 
-    def executor(self, should_stop=None, status=None):
+    def executor(self, should_stop=None, status=None, migrate=True):
         return applying.Executor(self.system, self.paths, self.config, self.state,
                                  self.images, read_mounts=self.read_mounts,
-                                 should_stop=should_stop, status=status)
+                                 should_stop=should_stop, status=status, migrate=migrate)
 
     def update(self, want, adopt=False, should_stop=None, on_plan=None, status=None,
                force_reboot=False, force=False, rollback=False):
-        """Plan and act on the plan; never raises AgentError.
+        """Plan and act on the plan; never raises AgentError. Under a fleet rollout
+        policy, only in the stage steps the rollout gives this node.
 
         force_reboot: an operator's `update-agent reboot`: take the reboot path
         whatever the reboot policy says."""
+        def once(turn=None):
+            return self._update(want, adopt, should_stop, on_plan, status, force_reboot,
+                                force, rollback, turn)
+        if rollback:  # the way back never waits for the fleet
+            return once()
+        try:
+            self.gate = self._gate(want)
+            if self.gate is None:
+                return once()
+            staged = self._prefetch(want, adopt, force)
+            if staged is not None:
+                return staged
+            current = (self.state.records.load().get("current") or {}).get("image_id", "")
+            return rollout.run(self.gate, want.image_id, current, once,
+                               lambda why: self._not_yet(want, why))
+        except AgentError as e:
+            return Outcome(want.image_id, Result.FAILED if e.exit_code == 1 else Result.REFUSED,
+                           None, str(e), e.exit_code)
+
+    def beat(self):
+        """The member record's heartbeat (the daemon's thread): what the last update's
+        rollout gate says the node does, else an idle member of its configured group.
+        Nothing without an engine that keeps records (none, or FleetLock)."""
+        gate = self.gate
+        if gate is None:
+            c = self.config.coordination
+            if not c.backend or coordination.is_fleetlock(c.backend):
+                return
+            current = (self.state.records.load().get("current") or {}).get("image_id", "")
+            gate = self.gate = rollout.Gate(
+                rollouts.for_url(c.backend, self.system.clock), None,
+                node_ids.node_id(c, self.paths), c.group, self.system.clock,
+                self.config.rollout.member_ttl, c.max_hold_time)
+            gate.register(current, rollout.MemberState.IDLE)
+            return
+        gate.beat()
+
+    def _gate(self, want):
+        """The rollout gate for want, or None where no rollout policy applies."""
+        policy = self.planner.rollout_policy(want)
+        if policy is None:
+            return None
+        c = self.config.coordination
+        if not c.backend:
+            raise BadInput("image %s comes with a rollout policy, and a rollout needs a "
+                           "[coordination] backend (etcd, Redis, ZooKeeper or file://); %s "
+                           "names none" % (want.image_id, self.config.source))
+        records = rollouts.for_url(c.backend, self.system.clock)
+        group = desired_mod.group_of(want, c.group)
+        return rollout.Gate(records, policy, node_ids.node_id(c, self.paths), group,
+                            self.system.clock, self.config.rollout.member_ttl, c.max_hold_time)
+
+    def _prefetch(self, want, adopt, force):
+        """Download before taking a stage step, which the download would hold up:
+        None when staged (or none needed), else the Outcome of the failure."""
+        try:
+            with self.lock(timeout=LOCK_WAIT):
+                self.planner.check_trust()
+                self.planner.stage(want, adopt=adopt, force=force)
+        except trust.Untrusted as e:
+            return Outcome(want.image_id, Result.REFUSED, None, str(e), e.exit_code)
+        except AgentError as e:
+            return Outcome(want.image_id, Result.FAILED, None, str(e), e.exit_code)
+        return None
+
+    def _not_yet(self, want, why):
+        result = Result.WAITING if why.kind == NextKind.WAIT else Result.HALTED
+        return Outcome(want.image_id, result, None, why.reason, 1)
+
+    def _update(self, want, adopt, should_stop, on_plan, status, force_reboot, force, rollback,
+                turn):
         started = self.system.clock()
         plan = None
+        migrate = turn is None or turn.runs(hooks.MIGRATION)
 
         def outcome(result, error="", code=0):
             return Outcome(want.image_id, result, plan, error, code, started,
@@ -118,7 +194,7 @@ class Agent:
                         on_plan(plan)
                     if plan.action == planning.NOOP:
                         return outcome(Result.NOOP)
-                    executor = self.executor(should_stop, status)
+                    executor = self.executor(should_stop, status, migrate)
                     if plan.action in (planning.IN_PLACE, planning.ROLLBACK):
                         with self._in_place_slot(should_stop):
                             record = executor.apply(plan, planned.facts, planned.tree,
@@ -132,7 +208,7 @@ class Agent:
                         return outcome(Result.SUCCESS)
                     if plan.action == planning.REBOOT:
                         return self._reboot_path(want, plan, planned, outcome, should_stop,
-                                                 status, force_reboot)
+                                                 status, force_reboot, migrate)
                     note = self._relock_partial(executor, plan)
                     refusals = [r for r in plan.reasons if not r.startswith("image_id ")]
                     return outcome(Result.REFUSED, "refused to apply image %s: %s%s"
@@ -236,13 +312,13 @@ class Agent:
             return coordination.lease_slot(c, node_ids.node_id(c, self.paths), should_stop=should_stop)
         return contextlib.nullcontext()
 
-    def _reboot_path(self, want, plan, planned, outcome, should_stop, status, force):
+    def _reboot_path(self, want, plan, planned, outcome, should_stop, status, force, migrate=True):
         executor = rebooting.RebootExecutor(
             self.system, self.paths, self.config, self.state, self.images,
             read_mounts=self.read_mounts, should_stop=should_stop, status=status,
             slots=self._slots(),
             # never this machine under a sandbox root: the executor records instead
-            reboot=self.system.reboot if self.paths.is_host_root else None)
+            reboot=self.system.reboot if self.paths.is_host_root else None, migrate=migrate)
         j = self.journal()
         if j is not None and j.checks_due_for(want.image_id):
             if j.boot_id and j.boot_id == rebooting.current_boot_id(self.paths):

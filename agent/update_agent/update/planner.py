@@ -87,6 +87,18 @@ class Planner:
         """What metadata already read (the daemon's watch) asks for."""
         return desired_mod.from_metadata(metadata, self.config.agent.image_url_template)
 
+    def rollout_policy(self, want):
+        """The fleet rollout policy want comes with: the metadata's, else the config's
+        policy file, else None."""
+        path, text = self.config.rollout.policy_file, ""
+        if want.rollout is None and path:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    text = f.read(1 << 20)
+            except (OSError, UnicodeDecodeError) as e:
+                raise AgentError("rollout policy file %s: %s" % (path, getattr(e, "strerror", e)))
+        return desired_mod.rollout_of(want, text, path)
+
     def facts(self):
         return facts_mod.gather(self.paths, self.config.agent, self.read_mounts())
 

@@ -1,0 +1,180 @@
+"""The rollout gate: one update's place in the fleet's ordered stages.
+
+The stage rules are pure (decide/rollout/stages.py). This reads the records
+they decide on from the engine (coordination/rollouts.py) and writes back, by
+compare-and-swap, what they decided: the node's member record, the rollout's
+control record and the node's entry in a stage. A stage step is taken in the
+same compare-and-swap that checks its halt, so no node starts one after a halt
+is recorded.
+"""
+
+import dataclasses
+import enum
+import logging
+
+from update_agent.decide.rollout import stages as rules
+from update_agent.decide.rollout.policy import rollout_id
+from update_agent.decide.rollout.stages import NextKind
+from update_agent.state.states import Result
+
+LOG = logging.getLogger(__name__)
+
+
+class MemberState(enum.StrEnum):
+    """What a member record says the node is doing."""
+
+    IDLE = "idle"
+    WAITING = "waiting"
+    RUNNING = "running"
+    REBOOTING = "rebooting"
+    FAILED = "failed"
+
+
+@dataclasses.dataclass(frozen=True)
+class Turn:
+    """A stage step this node holds: run it, then finish it."""
+
+    rid: str
+    index: int
+    stage: object  # decide.rollout.policy.Stage
+
+    def runs(self, phase):
+        return phase in self.stage.run
+
+
+@dataclasses.dataclass(frozen=True)
+class NotYet:
+    """Why the node does not run a stage step now (a decide.rollout.stages.Next)."""
+
+    kind: NextKind
+    reason: str
+
+
+# how a turn's update ended: the node's step is done, failed, or still running
+# (rebooting, waiting for a reboot slot or an operator, interrupted, a failed download)
+SUCCEEDED = (Result.SUCCESS, Result.NOOP)
+FAILED = (Result.FAILED, Result.REFUSED, Result.ROLLED_BACK, Result.UNHEALTHY)
+
+
+VERDICT_KINDS = {rules.Wait: NextKind.WAIT, rules.Halted: NextKind.HALTED,
+                 rules.Failed: NextKind.FAILED, rules.AlreadyDone: NextKind.WAIT}
+
+
+class Gate:
+    def __init__(self, records, policy, node, group, clock, member_ttl, reboot_ttl):
+        self.records, self.policy, self.node, self.group = records, policy, node, group
+        self.clock, self.member_ttl, self.reboot_ttl = clock, member_ttl, reboot_ttl
+        self.member = None  # (image id, MemberState, since): what the heartbeat repeats
+
+    def register(self, image_id, state):
+        """This node is a live member of its group, doing state. A rebooting node
+        stays a member for as long as a reboot may take."""
+        since = self.member[2] if self.member and self.member[:2] == (image_id, state) \
+            else self.clock()
+        self.member = (image_id, state, since)
+        self.beat()
+
+    def beat(self):
+        """The heartbeat: write the member record again, before its ttl runs out."""
+        if self.member is None:
+            return
+        image_id, state, since = self.member
+        ttl = self.reboot_ttl if state == MemberState.REBOOTING else self.member_ttl
+        self.records.register(self.group, self.node, {"image_id": image_id, "state": str(state),
+                                                      "since": since}, ttl)
+
+    def control(self, image_id):
+        """The rollout's control record; the first node creates it with its policy."""
+        now = self.clock()
+
+        def create(record):
+            if record is not None:
+                return record, record
+            new = {"image_id": image_id, "policy": self.policy.digest,
+                   "stages": self.policy.to_dict()["stages"], "created": now,
+                   "halted": "", "halted_at": 0, "halted_by": ""}
+            return new, new
+        return self.records.update_control(rollout_id(image_id), create)
+
+    def _targets(self):
+        return {g: sorted(self.records.members(g)) for g in {s.group for s in self.policy.stages}}
+
+    def next(self, image_id):
+        """What the rules say this node does next (a Next), from the engine's records."""
+        rid = rollout_id(image_id)
+        control = self.control(image_id)
+        return rules.next_for(self.policy, self.node, self.group, self.records.stages(rid),
+                              self._targets(), control, self.clock())
+
+    def enter(self, image_id):
+        """A Turn to run now, or a NotYet saying why not (done: kind DONE)."""
+        step = self.next(image_id)
+        if step.kind != NextKind.RUN:
+            return NotYet(step.kind, step.reason)
+        stage = self.policy.stages[step.stage]
+        targets = self._targets()[stage.group]
+        now = self.clock()
+
+        def take(record):
+            return rules.take(record, stage, self.node, targets, now)
+        verdict = self.records.update_stage(rollout_id(image_id), step.stage, take)
+        if isinstance(verdict, rules.Granted):
+            LOG.info("rollout of %s: %s", image_id, verdict.reason)
+            return Turn(rollout_id(image_id), step.stage, stage)
+        # the records moved between the read and the swap (another node took the
+        # last place, or a halt): what the swap saw decides
+        return NotYet(VERDICT_KINDS.get(type(verdict), NextKind.WAIT), verdict.reason)
+
+    def finish(self, turn, ok, message=""):
+        """Record how this node's step of the stage ended (a failure may halt the stage)."""
+        targets = self._targets()[turn.stage.group]
+        now = self.clock()
+
+        def record(current):
+            return rules.finish(current, turn.stage, self.node, ok, message, now, targets), None
+        self.records.update_stage(turn.rid, turn.index, record)
+        LOG.info("rollout %s: %s %s stage %s%s", turn.rid, self.node,
+                 "succeeded in" if ok else "failed", turn.stage.name,
+                 "" if ok else ": %s" % message)
+
+
+def run(gate, image_id, current_image_id, update_once, not_yet):
+    """Update through the rollout: update_once(turn) -> Outcome for each stage step
+    the rules give this node now (turn None: none is due, so nothing may change);
+    not_yet(NotYet) -> the Outcome of a node that must wait, or is halted."""
+    done = None  # the outcome of the step that updated the node, this call
+    for _ in range(len(gate.policy.stages) + 1):
+        gate.register(current_image_id, MemberState.WAITING)
+        entered = gate.enter(image_id)
+        if isinstance(entered, NotYet):
+            return _not_entered(gate, entered, image_id, current_image_id, update_once,
+                                not_yet, done)
+        gate.register(current_image_id, MemberState.RUNNING)
+        outcome = update_once(entered)
+        if outcome.result == Result.REBOOTING:
+            gate.register(current_image_id, MemberState.REBOOTING)
+        if outcome.result in FAILED and outcome.plan is not None:
+            gate.finish(entered, False, outcome.error)
+            gate.register(current_image_id, MemberState.FAILED)
+        if outcome.result not in SUCCEEDED:
+            return outcome  # failed, or the step goes on (its entry stays started)
+        gate.finish(entered, True)
+        current_image_id = image_id
+        done = outcome if outcome.result == Result.SUCCESS else done or outcome
+    return done
+
+
+def _not_entered(gate, entered, image_id, current_image_id, update_once, not_yet, done):
+    if entered.kind == NextKind.DONE and current_image_id == image_id:
+        gate.register(current_image_id, MemberState.IDLE)
+        return done or update_once(None)
+    if entered.kind == NextKind.DONE:  # every step of its group done, yet not on the image
+        entered = NotYet(NextKind.HALTED, "%s; but this node runs %s, not %s: it changes "
+                         "only in a new rollout" % (entered.reason, current_image_id or "no image",
+                                                     image_id))
+    if done is not None and entered.kind == NextKind.WAIT:
+        # updated; a later stage of its group is still to come
+        return not_yet(NotYet(entered.kind, "updated to %s; %s" % (image_id, entered.reason)))
+    gate.register(current_image_id, MemberState.FAILED if entered.kind == NextKind.FAILED
+                  else MemberState.WAITING)
+    return not_yet(entered)

@@ -1,0 +1,182 @@
+"""The rollout gate (update/rollout.py) over real records on the file:// store, with a
+clock the test turns: several nodes take, wait, finish and halt through the same
+engine records; the updates themselves are recorded stand-ins."""
+
+import pytest
+
+from update_agent.cli import fleet as fleetcli
+from update_agent.coordination import rollouts
+from update_agent.decide.rollout import policy as policies
+from update_agent.decide.rollout.stages import NextKind
+from update_agent.state.states import Result
+from update_agent.update import rollout
+from update_agent.update.agent import Outcome
+
+
+class Clock:
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def url(tmp_path):
+    return "file://%s" % (tmp_path / "engine")
+
+
+def gate(url, clock, node, group, policy):
+    records = rollouts.for_url(url, clock)
+    records.store.clock = clock  # the file store's expiry runs on the test's clock
+    g = rollout.Gate(records, policies.parse(policy), node, group, clock, member_ttl=30,
+                     reboot_ttl=600)
+    g.register("img-A", rollout.MemberState.IDLE)
+    return g
+
+
+ONE_AT_A_TIME = {"stages": [{"name": "web", "group": "web", "max_parallel": 1}]}
+
+
+class Updates:
+    """Stand-in for Agent._update: records each turn, answers with a scripted result."""
+
+    def __init__(self, result=Result.SUCCESS, error="", planned=True):
+        self.turns, self.result, self.error, self.planned = [], result, error, planned
+
+    def __call__(self, turn=None):
+        self.turns.append(turn)
+        result = Result.NOOP if turn is None else self.result
+        return Outcome("img-B", result, object() if self.planned else None, self.error,
+                       0 if result in (Result.SUCCESS, Result.NOOP) else 1)
+
+
+def not_yet(why):
+    return Outcome("img-B", Result.WAITING if why.kind == NextKind.WAIT else Result.HALTED,
+                   None, why.reason, 1)
+
+
+def test_max_parallel_one_lets_one_node_in_and_the_next_after_it_finished(url, clock):
+    a, b = (gate(url, clock, n, "web", ONE_AT_A_TIME) for n in ("a", "b"))
+    turn = a.enter("img-B")
+    assert isinstance(turn, rollout.Turn) and turn.stage.name == "web"
+    waiting = b.enter("img-B")
+    assert waiting.kind == NextKind.WAIT and "a" in waiting.reason
+    a.finish(turn, True)
+    assert isinstance(b.enter("img-B"), rollout.Turn)
+
+
+def test_run_updates_in_the_turn_then_reports_the_update_not_a_noop(url, clock):
+    a = gate(url, clock, "a", "web", ONE_AT_A_TIME)
+    updates = Updates()
+    outcome = rollout.run(a, "img-B", "img-A", updates, not_yet)
+    assert outcome.result == Result.SUCCESS
+    assert [t.stage.name for t in updates.turns] == ["web"]  # one turn; nothing after it
+    record = a.records.stage(policies.rollout_id("img-B"), 0)
+    assert record["nodes"]["a"]["state"] == "succeeded"
+    assert a.records.members("web")["a"]["state"] == "idle"
+    assert a.records.members("web")["a"]["image_id"] == "img-B"
+
+
+def test_a_waiting_node_changes_nothing_and_says_who_holds_the_stage(url, clock):
+    a, b = (gate(url, clock, n, "web", ONE_AT_A_TIME) for n in ("a", "b"))
+    a.enter("img-B")
+    updates = Updates()
+    outcome = rollout.run(b, "img-B", "img-A", updates, not_yet)
+    assert outcome.result == Result.WAITING and "max_parallel" in outcome.error
+    assert updates.turns == []
+    assert b.records.members("web")["b"]["state"] == "waiting"
+
+
+def test_a_failed_update_halts_the_stage_and_nobody_starts_after_it(url, clock):
+    a, b = (gate(url, clock, n, "web", ONE_AT_A_TIME) for n in ("a", "b"))
+    failed = rollout.run(a, "img-B", "img-A", Updates(Result.ROLLED_BACK, "health check failed"),
+                         not_yet)
+    assert failed.result == Result.ROLLED_BACK
+    assert a.records.members("web")["a"]["state"] == "failed"
+    updates = Updates()
+    outcome = rollout.run(b, "img-B", "img-A", updates, not_yet)
+    assert outcome.result == Result.HALTED and "health check failed" in outcome.error
+    assert updates.turns == []
+
+
+def test_a_failed_download_keeps_the_step_and_does_not_count_as_a_failure(url, clock):
+    a = gate(url, clock, "a", "web", ONE_AT_A_TIME)
+    outcome = rollout.run(a, "img-B", "img-A", Updates(Result.FAILED, "download: timed out",
+                                                       planned=False), not_yet)
+    assert outcome.result == Result.FAILED
+    record = a.records.stage(policies.rollout_id("img-B"), 0)
+    assert record["nodes"]["a"]["state"] == "started" and not record["halted"]
+    # the next try resumes the same step
+    assert rollout.run(a, "img-B", "img-A", Updates(), not_yet).result == Result.SUCCESS
+
+
+MIGRATE_THEN_REST = {"stages": [
+    {"name": "migrate", "group": "db", "scope": "one", "run": ["update", "migration"]},
+    {"name": "rest", "group": "db", "max_parallel": "100%"},
+]}
+
+
+def test_one_node_migrates_the_others_wait_at_the_barrier_then_all_update(url, clock):
+    a, b = (gate(url, clock, n, "db", MIGRATE_THEN_REST) for n in ("a", "b"))
+    a_updates = Updates()
+    b_updates = Updates()
+    first = a.enter("img-B")
+    assert first.runs("migration")
+    assert "barrier" in rollout.run(b, "img-B", "img-A", b_updates, not_yet).error
+    a.finish(first, True)
+    # a is on img-B: its step of the later stage is a no-op update, without migration
+    assert rollout.run(a, "img-B", "img-B", a_updates, not_yet).ok
+    assert [t.stage.name for t in a_updates.turns] == ["rest"]
+    assert not a_updates.turns[0].runs("migration")
+    assert rollout.run(b, "img-B", "img-A", b_updates, not_yet).result == Result.SUCCESS
+    assert [t.stage.name for t in b_updates.turns] == ["rest"]
+    assert not b_updates.turns[0].runs("migration")
+
+
+def test_another_policy_for_the_same_image_waits_and_says_so(url, clock):
+    a = gate(url, clock, "a", "web", ONE_AT_A_TIME)
+    a.enter("img-B")
+    other = gate(url, clock, "b", "web", {"stages": [{"group": "web", "max_parallel": 2}]})
+    why = other.enter("img-B")
+    assert why.kind == NextKind.WAIT and "same rollout policy" in why.reason
+
+
+def test_a_group_no_stage_names_is_told_why(url, clock):
+    g = gate(url, clock, "x", "cache", ONE_AT_A_TIME)
+    why = g.enter("img-B")
+    assert why.kind == NextKind.NOT_TARGETED and "cache" in why.reason
+
+
+def test_fleet_halt_stops_starts_and_resume_goes_on(url, clock):
+    a, b = (gate(url, clock, n, "web", {"stages": [{"group": "web", "max_parallel": 2}]})
+            for n in ("a", "b"))
+    turn = a.enter("img-B")
+    rid, control = fleetcli._rollout(a.records, None)
+    fleetcli._halt(a.records, rid, "bad image, looking", clock())
+    halted = b.enter("img-B")
+    assert halted.kind == NextKind.HALTED and "bad image, looking" in halted.reason
+    view = fleetcli.status(a.records, rid, a.records.control(rid), clock())
+    assert view["halted"] == "bad image, looking" and view["halted_by"] == "operator"
+    assert "HALTED" in fleetcli.render(view)
+    fleetcli._resume(a.records, rid, a.records.control(rid), clock())
+    assert isinstance(b.enter("img-B"), rollout.Turn)
+    a.finish(turn, True)
+
+
+def test_fleet_status_shows_stages_members_and_failures(url, clock):
+    a, b = (gate(url, clock, n, "web", ONE_AT_A_TIME) for n in ("a", "b"))
+    rollout.run(a, "img-B", "img-A", Updates(Result.UNHEALTHY, "unit app.service failed"), not_yet)
+    rid, control = fleetcli._rollout(a.records, "img-B")
+    view = fleetcli.status(a.records, rid, control, clock())
+    (stage,) = view["stages"]
+    assert stage["nodes"]["a"]["state"] == "failed"
+    assert "app.service" in stage["halted"]
+    assert sorted(view["groups"]["web"]) == ["a", "b"]
+    text = fleetcli.render(view)
+    assert "app.service" in text and "group web: 2 live members" in text
