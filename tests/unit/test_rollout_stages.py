@@ -70,10 +70,13 @@ def test_a_granted_take_records_a_started_entry_and_never_changes_its_input():
     kept = copy.deepcopy(before)
     record, verdict = take(before, stage, "n01", now=42)
     assert isinstance(verdict, Granted)
-    assert record["nodes"]["n01"] == {"state": "started", "at": 42, "message": ""}
+    assert record["nodes"]["n01"] == {"state": "started", "at": 42, "message": "", "started": 42}
     assert before == kept
-    stages.finish(record, stage, "n01", False, "boom", 43, NODES)
+    finished = stages.finish(record, stage, "n01", False, "boom", 43, NODES)
     assert record["nodes"]["n01"]["state"] == "started"
+    # the finish keeps when the step began, for an operator's timeline
+    assert finished["nodes"]["n01"] == {"state": "failed", "at": 43, "message": "boom",
+                                        "started": 42}
 
 
 def test_a_node_that_crashed_mid_step_is_granted_its_step_again():

@@ -7,7 +7,7 @@ compare-and-swap. The keys are keys.py's; the record shapes are:
   member  {"node", "group", "image_id", "state", "since", "seen", "expires"},
           written with a ttl on every heartbeat: listed only while it lives;
   control {"image_id", "policy", "created", "halted", "halted_at", "halted_by"};
-  stage   {"nodes": {node: {"state", "at", "message"}}, "owner", "halted", "finished"}.
+  stage   {"nodes": {node: {"state", "at", "started", "message"}}, "owner", "halted", "finished"}.
 """
 
 import json

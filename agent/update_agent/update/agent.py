@@ -73,6 +73,7 @@ class Agent:
         self.planner = Planner(paths, config, system, self.state.journal, self.state.records,
                                self.images, read_mounts)
         self.gate = None  # the rollout gate of the last update, for the daemon's heartbeat
+        self._prefetched = None  # the Desired staged last before waiting for a stage step
 
     def journal(self):
         """The journal of the update in progress or done last (None), its steps in run
@@ -155,6 +156,8 @@ class Agent:
     def _prefetch(self, want, adopt, force):
         """Download before taking a stage step, which the download would hold up:
         None when staged (or none needed), else the Outcome of the failure."""
+        if self._prefetched == want:
+            return None  # a node waiting for its turn looks again, and downloads once
         try:
             with self.lock(timeout=LOCK_WAIT):
                 self.planner.check_trust()
@@ -163,6 +166,7 @@ class Agent:
             return Outcome(want.image_id, Result.REFUSED, None, str(e), e.exit_code)
         except AgentError as e:
             return Outcome(want.image_id, Result.FAILED, None, str(e), e.exit_code)
+        self._prefetched = want
         return None
 
     def _not_yet(self, want, why):

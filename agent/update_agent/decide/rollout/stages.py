@@ -175,7 +175,7 @@ def take(record, stage, node, targets, now):
 
 
 def _start(record, node, now):
-    record["nodes"][node] = {"state": Entry.STARTED.value, "at": now, "message": ""}
+    record["nodes"][node] = {"state": Entry.STARTED.value, "at": now, "message": "", "started": now}
     return record
 
 
@@ -244,7 +244,10 @@ def finish(record, stage, node, ok, message, now, targets):
     """Record node's result; failures reaching halt_after halt the stage."""
     record = normal(record)
     state = Entry.SUCCEEDED if ok else Entry.FAILED
-    record["nodes"][node] = {"state": state.value, "at": now, "message": message}
+    # "at" is when the entry took its state; "started" when the step began
+    started = record["nodes"].get(node, {}).get("started", now)
+    record["nodes"][node] = {"state": state.value, "at": now, "message": message,
+                             "started": started}
     if not ok:
         if stage.scope == Scope.ONE:
             # the group's one step failed: nobody else will run it, so the stage cannot finish
