@@ -2,14 +2,17 @@
 clock the test turns: several nodes take, wait, finish and halt through the same
 engine records; the updates themselves are recorded stand-ins."""
 
+import types
+
 import pytest
 
+from fakes import FakeHttp, Response
 from update_agent.cli import fleet as fleetcli
 from update_agent.coordination import rollouts
 from update_agent.decide.rollout import policy as policies
 from update_agent.decide.rollout.stages import NextKind
 from update_agent.state.states import Result
-from update_agent.update import rollout
+from update_agent.update import blockers, rollout
 from update_agent.update.agent import Outcome
 
 
@@ -180,3 +183,51 @@ def test_fleet_status_shows_stages_members_and_failures(url, clock):
     assert sorted(view["groups"]["web"]) == ["a", "b"]
     text = fleetcli.render(view)
     assert "app.service" in text and "group web: 2 live members" in text
+
+
+WINDOWED = {"stages": [{"name": "night", "group": "web", "max_parallel": 2,
+                        "windows": [{"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                                     "hours": "01:00-05:00"}]}]}
+
+
+def _local(hour):
+    import datetime
+    return datetime.datetime(2026, 12, 2, hour, 30).timestamp()  # the node's local time
+
+
+def test_outside_its_window_a_node_waits_and_says_which_window(url, clock):
+    clock.now = _local(12)
+    g = gate(url, clock, "a", "web", WINDOWED)
+    why = g.enter("img-B")
+    assert why.kind == NextKind.WAIT and "01:00-05:00" in why.reason and "12:30" in why.reason
+    clock.now = _local(2)
+    assert isinstance(g.enter("img-B"), rollout.Turn)
+
+
+def test_a_blocker_holds_a_start_back_but_never_a_step_already_held(url, clock):
+    g = gate(url, clock, "a", "web", BLOCKED)
+    answers = ["blocker hook no-maintenance says wait (exit 1)"]
+    g.blocked = lambda blocker: answers[0]
+    held = g.enter("img-B")
+    assert held.kind == NextKind.WAIT and "no-maintenance says wait" in held.reason
+    answers[0] = ""
+    assert isinstance(g.enter("img-B"), rollout.Turn)
+    answers[0] = "blocker hook no-maintenance says wait (exit 1)"
+    assert isinstance(g.enter("img-B"), rollout.Turn), "a step already held is not asked again"
+
+
+BLOCKED = {"stages": [{"name": "web", "group": "web", "max_parallel": 2,
+                       "blockers": [{"url": "http://127.0.0.1:8080/ok"}]}]}
+
+
+@pytest.mark.parametrize("answer, held", [(Response(200), False), (Response(503), True),
+                                          (Response(error="connection refused"), True)])
+def test_a_url_blocker_lets_a_node_start_only_on_200(url, clock, answer, held):
+    g = gate(url, clock, "a", "web", BLOCKED)
+    http = FakeHttp({"http://127.0.0.1:8080/ok": answer})
+    g.blocked = blockers.checker(types.SimpleNamespace(http=http), None)
+    entered = g.enter("img-B")
+    assert isinstance(entered, rollout.NotYet) == held
+    if held:
+        assert "http://127.0.0.1:8080/ok" in entered.reason
+    assert [r.url for r in http.requests] == ["http://127.0.0.1:8080/ok"]

@@ -121,7 +121,13 @@ def cmd_check(args, agent, out):
     want = agent.planner.desired(args.metadata)
     # staging writes the image cache: not while another agent works on it
     with agent.lock(timeout=10), agent.planner.planned(want, adopt=args.adopt) as planned:
-        report.emit(out, args.json, planned.plan.to_dict(), report.plan_text(planned.plan))
+        plan = planned.plan.to_dict()
+        text = report.plan_text(planned.plan)
+    rollout = agent.rollout_preview(want)
+    if rollout is not None:
+        plan["rollout"] = rollout
+        text += "\n" + report.rollout_text(rollout)
+    report.emit(out, args.json, plan, text)
     return 0
 
 

@@ -10,6 +10,13 @@ def _size(n):
         n /= 1024.0
 
 
+def rollout_text(rollout):
+    """What the fleet's rollout says this node does next (a --dry-run's last lines)."""
+    return "  rollout: %s (node %s of group %s%s)\n    %s" % (
+        rollout["next"], rollout["node"], rollout["group"],
+        ", stage " + rollout["stage"] if rollout["stage"] else "", rollout["reason"])
+
+
 def plan_text(plan):
     d = plan.to_dict()
     ch = d["changes"]

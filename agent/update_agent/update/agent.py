@@ -26,7 +26,7 @@ from update_agent.state import locks
 from update_agent.state.store import Store
 from update_agent.state.states import Result
 from update_agent.state.statecheck import DamagedState
-from update_agent.update import rollout
+from update_agent.update import blockers, rollout
 from update_agent.update.planner import Planner
 
 LOG = logging.getLogger(__name__)
@@ -138,6 +138,17 @@ class Agent:
             return
         gate.beat()
 
+    def rollout_preview(self, want):
+        """For --dry-run: {"stage", "next", "reason"} of want's rollout for this node,
+        None without a rollout policy. Reads the engine, writes nothing."""
+        gate = self._gate(want)
+        if gate is None:
+            return None
+        step = gate.preview(want.image_id)
+        stage = gate.policy.stages[step.stage].name if step.stage >= 0 else ""
+        return {"group": gate.group, "node": gate.node, "stage": stage, "next": str(step.kind),
+                "reason": step.reason}
+
     def _gate(self, want):
         """The rollout gate for want, or None where no rollout policy applies."""
         policy = self.planner.rollout_policy(want)
@@ -148,10 +159,15 @@ class Agent:
             raise BadInput("image %s comes with a rollout policy, and a rollout needs a "
                            "[coordination] backend (etcd, Redis, ZooKeeper or file://); %s "
                            "names none" % (want.image_id, self.config.source))
+        if c.backend.startswith("file:"):
+            raise BadInput("image %s comes with a rollout policy, and [coordination] backend %s "
+                           "is one host's directory: a fleet's rollout needs etcd, Redis or "
+                           "ZooKeeper" % (want.image_id, c.backend))
         records = rollouts.for_url(c.backend, self.system.clock)
         group = desired_mod.group_of(want, c.group)
         return rollout.Gate(records, policy, node_ids.node_id(c, self.paths), group,
-                            self.system.clock, self.config.rollout.member_ttl, c.max_hold_time)
+                            self.system.clock, self.config.rollout.member_ttl, c.max_hold_time,
+                            blockers.checker(self.system, self.paths))
 
     def _prefetch(self, want, adopt, force):
         """Download before taking a stage step, which the download would hold up:

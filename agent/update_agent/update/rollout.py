@@ -9,10 +9,11 @@ is recorded.
 """
 
 import dataclasses
+import datetime
 import enum
 import logging
 
-from update_agent.decide.rollout import stages as rules
+from update_agent.decide.rollout import stages as rules, windows
 from update_agent.decide.rollout.policy import rollout_id
 from update_agent.decide.rollout.stages import NextKind
 from update_agent.state.states import Result
@@ -61,9 +62,12 @@ VERDICT_KINDS = {rules.Wait: NextKind.WAIT, rules.Halted: NextKind.HALTED,
 
 
 class Gate:
-    def __init__(self, records, policy, node, group, clock, member_ttl, reboot_ttl):
+    def __init__(self, records, policy, node, group, clock, member_ttl, reboot_ttl,
+                 blocked=lambda blocker: ""):
+        """blocked(Blocker) -> why the blocker holds the node back, "" if it does not."""
         self.records, self.policy, self.node, self.group = records, policy, node, group
         self.clock, self.member_ttl, self.reboot_ttl = clock, member_ttl, reboot_ttl
+        self.blocked = blocked
         self.member = None  # (image id, MemberState, since): what the heartbeat repeats
 
     def register(self, image_id, state):
@@ -100,18 +104,33 @@ class Gate:
         return {g: sorted(self.records.members(g)) for g in {s.group for s in self.policy.stages}}
 
     def next(self, image_id):
-        """What the rules say this node does next (a Next), from the engine's records."""
+        """(what the rules say this node does next, a Next; the stage records)."""
         rid = rollout_id(image_id)
         control = self.control(image_id)
+        records = self.records.stages(rid)
+        return rules.next_for(self.policy, self.node, self.group, records, self._targets(),
+                              control, self.clock()), records
+
+    def preview(self, image_id):
+        """What next() would say, reading only: for --dry-run, which writes nothing
+        (not even this node's member record, so it is counted here as if it were)."""
+        rid = rollout_id(image_id)
+        targets = self._targets()
+        targets[self.group] = sorted(set(targets.get(self.group, ())) | {self.node})
         return rules.next_for(self.policy, self.node, self.group, self.records.stages(rid),
-                              self._targets(), control, self.clock())
+                              targets, self.records.control(rid), self.clock())
 
     def enter(self, image_id):
         """A Turn to run now, or a NotYet saying why not (done: kind DONE)."""
-        step = self.next(image_id)
+        step, records = self.next(image_id)
         if step.kind != NextKind.RUN:
             return NotYet(step.kind, step.reason)
         stage = self.policy.stages[step.stage]
+        if not _holds(records, step.stage, self.node):
+            # windows and blockers before a step is taken, never while one is held
+            why = self._closed(stage)
+            if why:
+                return NotYet(NextKind.WAIT, "stage %s: %s" % (stage.name, why))
         targets = self._targets()[stage.group]
         now = self.clock()
 
@@ -125,6 +144,18 @@ class Gate:
         # last place, or a halt): what the swap saw decides
         return NotYet(VERDICT_KINDS.get(type(verdict), NextKind.WAIT), verdict.reason)
 
+    def _closed(self, stage):
+        """Why stage may not start here now (outside its windows, or a blocker), or ""."""
+        is_open, why = windows.window_open(stage.windows,
+                                           datetime.datetime.fromtimestamp(self.clock()))
+        if not is_open:
+            return why
+        for blocker in stage.blockers:
+            why = self.blocked(blocker)
+            if why:
+                return why
+        return ""
+
     def finish(self, turn, ok, message=""):
         """Record how this node's step of the stage ended (a failure may halt the stage)."""
         targets = self._targets()[turn.stage.group]
@@ -136,6 +167,12 @@ class Gate:
         LOG.info("rollout %s: %s %s stage %s%s", turn.rid, self.node,
                  "succeeded in" if ok else "failed", turn.stage.name,
                  "" if ok else ": %s" % message)
+
+
+def _holds(records, index, node):
+    """Whether node's step of stage index is under way already (a resume)."""
+    record = records[index] if index < len(records) else None
+    return rules.normal(record)["nodes"].get(node, {}).get("state") == rules.Entry.STARTED
 
 
 def run(gate, image_id, current_image_id, update_once, not_yet):
