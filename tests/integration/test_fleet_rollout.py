@@ -19,6 +19,7 @@ import pytest
 
 import etcd_local
 import world
+import zookeeper_local
 from daemon_helpers import start_daemon, stop_daemon
 from update_agent.coordination import rollouts
 from update_agent.decide.rollout import policy as policies
@@ -104,6 +105,12 @@ class Fleet:
         os.killpg(proc.pid, 9)
         proc.wait()
 
+    def release_hang(self, name):
+        """End the sleep a hanging hook left behind (its own process group)."""
+        path = os.path.join(self.nodes[name][0].root, "run/hang.pid")
+        with open(path) as f:
+            os.kill(int(f.read()), 9)
+
     def stop(self):
         logs = {}
         for name, proc in self.daemons.items():
@@ -113,12 +120,33 @@ class Fleet:
         return logs
 
 
+@pytest.fixture(params=["etcd", "redis", "zookeeper"])
+def engine(request, tmp_path):
+    """A coordination engine of the test's own (no records of another test's rollout)."""
+    if request.param == "etcd":
+        with etcd_local.etcd(str(tmp_path / "etcd")) as url:
+            yield url
+    elif request.param == "redis":
+        port = etcd_local.free_port()
+        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                 "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        try:
+            etcd_local.wait_port(port)
+            yield "redis://127.0.0.1:%d" % port
+        finally:
+            proc.terminate()
+            proc.wait()
+    else:
+        with zookeeper_local.zookeeper(str(tmp_path / "zk")) as url:
+            yield url
+
+
 @pytest.fixture
-def fleet_factory(w, etcd, tmp_path):
+def fleet_factory(w, tmp_path):
     made = []
 
-    def make(sizes, **kw):
-        made.append(Fleet(w, str(tmp_path), etcd, sizes, **kw))
+    def make(sizes, backend, **kw):
+        made.append(Fleet(w, str(tmp_path), backend, sizes, **kw))
         return made[-1]
     yield make
     for f in made:
@@ -181,8 +209,14 @@ def fleet_status(backend, tmp_path, *args):
                           + list(args), env=env, capture_output=True, text=True, timeout=60)
 
 
+def status_json(backend, tmp_path):
+    out = fleet_status(backend, tmp_path, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
 def test_an_ordered_rollout_across_three_groups(fleet_factory, etcd, tmp_path):
-    fleet = fleet_factory(SIZES)
+    fleet = fleet_factory(SIZES, etcd)
     wait_members(etcd, SIZES)
     rid = policies.rollout_id("img-B")
     sampler = Sampler(etcd, rid)
@@ -226,9 +260,10 @@ FAILING = {"stages": [
 ]}
 
 
-def test_a_failed_canary_halts_its_stage_and_a_new_image_rolls_out(fleet_factory, etcd, tmp_path):
+def test_a_failed_canary_halts_its_stage_and_a_new_image_rolls_out(fleet_factory, engine, tmp_path):
+    etcd = engine  # and Redis, ZooKeeper
     sizes = {"compute": 4}
-    fleet = fleet_factory(sizes)
+    fleet = fleet_factory(sizes, etcd)
     wait_members(etcd, sizes)
     # every compute's health check fails: whichever is the canary fails the stage
     for node, _, _ in fleet.nodes.values():
@@ -259,3 +294,182 @@ def test_a_failed_canary_halts_its_stage_and_a_new_image_rolls_out(fleet_factory
     stage_c = records.stage(policies.rollout_id("img-C"), 0)
     assert not stage_c["halted"] and stage_c["finished"]
     assert {e["state"] for e in stage_c["nodes"].values()} == {"succeeded"}
+
+
+def marker(fleet, name, what):
+    open(os.path.join(fleet.nodes[name][0].root, "run", what), "w").close()
+
+
+def entries(records, rid, i=0):
+    return (records.stage(rid, i) or {}).get("nodes", {})
+
+
+MIGRATE = {"stages": [
+    {"name": "migrate", "group": "controller", "scope": "one", "run": ["update", "migration"]},
+    {"name": "controllers", "group": "controller", "max_parallel": "100%"},
+]}
+
+
+def test_a_one_node_step_runs_on_exactly_one_node(fleet_factory, engine, tmp_path):
+    sizes = {"controller": 3}
+    fleet = fleet_factory(sizes, engine)
+    wait_members(engine, sizes)
+    fleet.offer_b(MIGRATE)
+    wait_for(lambda: all(fleet.image_id(n) == "img-B" for n in fleet.nodes), 300,
+             "every controller on img-B")
+    records = rollouts.for_url(engine, time.time)
+    owner = records.stage(policies.rollout_id("img-B"), 0)["owner"]
+    assert [n for n in fleet.nodes if "migration" in fleet.hooks(n)] == [owner]
+
+
+STEADY = {"stages": [{"name": "computes", "group": "compute", "max_parallel": 1}]}
+
+
+def test_fleet_halt_by_hand_stops_starts_and_resume_goes_on(fleet_factory, etcd, tmp_path):
+    sizes = {"compute": 4}
+    fleet = fleet_factory(sizes, etcd)
+    wait_members(etcd, sizes)
+    for name in fleet.nodes:
+        marker(fleet, name, "slow-configure")  # each step takes 2 s or more
+    rid = policies.rollout_id("img-B")
+    records = rollouts.for_url(etcd, time.time)
+    fleet.offer_b(STEADY)
+    wait_for(lambda: any(e["state"] == "succeeded" for e in entries(records, rid).values()), 120,
+             "a first compute updated")
+    halted_at = time.time()
+    out = fleet_status(etcd, tmp_path, "halt", "--reason", "looking at the canary")
+    assert out.returncode == 0, out.stderr
+    time.sleep(6)  # every waiting node looked at the engine several times meanwhile
+    started = {n: e["started"] for n, e in entries(records, rid).items()}
+    assert len(started) < 4, "the halt stopped the rollout"
+    late = [n for n, t in started.items() if t > halted_at]
+    assert not late, "started after the halt: %s" % late
+    view = fleet_status(etcd, tmp_path, "status")
+    assert "looking at the canary" in view.stdout
+    assert fleet_status(etcd, tmp_path, "resume").returncode == 0
+    wait_for(lambda: all(fleet.image_id(n) == "img-B" for n in fleet.nodes), 300,
+             "every compute on img-B after the resume")
+
+
+def test_a_node_that_joins_mid_rollout_follows_its_groups_stage(fleet_factory, etcd, tmp_path):
+    sizes = {"controller": 2, "compute": 1}
+    fleet = fleet_factory(sizes, etcd)
+    wait_members(etcd, sizes)
+    for name in fleet.nodes:
+        marker(fleet, name, "slow-configure")
+    policy = {"stages": [{"name": "controllers", "group": "controller", "max_parallel": 1},
+                         {"name": "computes", "group": "compute", "max_parallel": "100%"}]}
+    rid = policies.rollout_id("img-B")
+    records = rollouts.for_url(etcd, time.time)
+    fleet.offer_b(policy)
+    wait_for(lambda: entries(records, rid, 0), 120, "the controllers' stage to begin")
+    fleet.add("compute-9", "compute")  # a new compute, given the same metadata at once
+    fleet.offer_b(policy, ["compute-9"])
+    wait_for(lambda: all(fleet.image_id(n) == "img-B" for n in fleet.nodes), 300,
+             "every node on img-B")
+    first, second = records.stage(rid, 0), records.stage(rid, 1)
+    assert second["nodes"]["compute-9"]["started"] >= first["finished"]
+    assert sorted(second["nodes"]) == ["compute-0", "compute-9"]
+
+
+def test_a_node_given_another_policy_waits_and_says_why(fleet_factory, etcd, tmp_path):
+    sizes = {"compute": 2}
+    fleet = fleet_factory(sizes, etcd)
+    wait_members(etcd, sizes)
+    fleet.offer_b(STEADY, ["compute-0"])
+    wait_for(lambda: fleet.image_id("compute-0") == "img-B", 120, "compute-0 on img-B")
+    other = {"stages": [{"name": "computes", "group": "compute", "max_parallel": 2}]}
+    fleet.offer_b(other, ["compute-1"])
+    node, _, tmp = fleet.nodes["compute-1"]
+    out = world.agent(node.root, "--dry-run", config=os.path.join(tmp, "agent.conf"))
+    assert out.returncode == 0, out.stderr
+    assert "rollout: wait" in out.stdout and "same rollout policy" in out.stdout
+    time.sleep(3)
+    assert fleet.image_id("compute-1") == "img-A"
+
+
+def test_a_killed_node_mid_stage_is_reported_and_halts_the_stage(fleet_factory, etcd, tmp_path):
+    sizes = {"compute": 3}
+    fleet = fleet_factory(sizes, etcd, ttl=4)
+    wait_members(etcd, sizes)
+    for name in fleet.nodes:
+        marker(fleet, name, "hang-configure")
+    rid = policies.rollout_id("img-B")
+    records = rollouts.for_url(etcd, time.time)
+    fleet.offer_b(STEADY)
+    wait_for(lambda: any(os.path.exists(os.path.join(fleet.nodes[n][0].root, "run/hang.pid"))
+                         for n in entries(records, rid)), 120, "a compute hanging in its step")
+    (victim,) = entries(records, rid)
+    fleet.kill(victim)
+    fleet.release_hang(victim)
+    wait_for(lambda: status_json(etcd, tmp_path)["stages"][0]["halted"], 60, "the stage to halt")
+    view = status_json(etcd, tmp_path)
+    assert view["stages"][0]["lost"] == [victim]
+    assert victim in view["stages"][0]["halted"]
+    assert list(entries(records, rid)) == [victim], "nobody started after the loss"
+    text = fleet_status(etcd, tmp_path, "status").stdout
+    assert "LOST" in text and victim in text
+
+
+def test_a_killed_one_node_runner_halts_the_rollout_and_runs_nothing_twice(fleet_factory, etcd,
+                                                                           tmp_path):
+    sizes = {"controller": 2}
+    fleet = fleet_factory(sizes, etcd, ttl=4)
+    wait_members(etcd, sizes)
+    for name in fleet.nodes:
+        marker(fleet, name, "hang-migration")
+    rid = policies.rollout_id("img-B")
+    records = rollouts.for_url(etcd, time.time)
+    fleet.offer_b(MIGRATE)
+    wait_for(lambda: (records.stage(rid, 0) or {}).get("owner") and os.path.exists(os.path.join(
+        fleet.nodes[records.stage(rid, 0)["owner"]][0].root, "run/hang.pid")), 120,
+        "the owner hanging in its migration")
+    owner = records.stage(rid, 0)["owner"]
+    fleet.kill(owner)
+    fleet.release_hang(owner)
+    (other,) = [n for n in fleet.nodes if n != owner]
+
+    def halted():
+        return status_json(etcd, tmp_path)["stages"][0]["halted"]
+    wait_for(halted, 60, "the rollout to halt")
+    assert "died running stage migrate" in halted() and owner in halted()
+    time.sleep(3)
+    assert "migration" not in fleet.hooks(other) and fleet.image_id(other) == "img-A"
+
+
+def test_an_etcd_restart_mid_rollout_loses_no_record(fleet_factory, tmp_path):
+    client, peer = etcd_local.free_port(), etcd_local.free_port()
+    data = str(tmp_path / "etcd")
+    first = etcd_local.etcd(data, client, peer)
+    url = first.__enter__()
+    sizes = {"compute": 3}
+    fleet = fleet_factory(sizes, url)
+    try:
+        wait_members(url, sizes)
+        for name in fleet.nodes:
+            marker(fleet, name, "slow-configure")
+        rid = policies.rollout_id("img-B")
+        records = rollouts.for_url(url, time.time)
+        fleet.offer_b(STEADY)
+        wait_for(lambda: any(e["state"] == "succeeded" for e in entries(records, rid).values()),
+                 120, "a first compute updated")
+        before = entries(records, rid)
+        first.__exit__(None, None, None)
+        time.sleep(2)
+        first = etcd_local.etcd(data, client, peer)
+        first.__enter__()
+        after = entries(records, rid)
+        for name, entry in before.items():  # what was recorded before is there after
+            assert entry["state"] != "succeeded" or after[name] == entry
+        wait_for(lambda: all(fleet.image_id(n) == "img-B" for n in fleet.nodes), 300,
+                 "every compute on img-B after etcd came back")
+        # a node whose finish met the outage records it when it looks again (it backs off)
+        wait_for(lambda: sorted(n for n, e in entries(records, rid).items()
+                                if e["state"] == "succeeded") == sorted(fleet.nodes), 120,
+                 "every compute's success recorded")
+    finally:
+        for name, (code, out, err) in fleet.stop().items():
+            print("--- %s exit %s\n%s" % (name, code, err[-2000:]))
+        fleet.nodes.clear()
+        fleet.daemons.clear()
+        first.__exit__(None, None, None)
