@@ -33,6 +33,8 @@ def _hook(system, paths, name):
         return "blocker hook %s is not trusted: %s" % (name, e)
     if not os.path.isfile(host):
         return "blocker hook %s is missing: there is no %s" % (name, node_path)
+    if not os.access(host, os.X_OK):
+        return "blocker hook %s is not executable: %s" % (name, node_path)
     env = dict(os.environ, UPDATE_AGENT_ROOT=paths.root)
     try:
         done = system.run([host], check=False, env=env, timeout=TIMEOUT, own_group=True)
