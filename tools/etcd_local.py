@@ -24,7 +24,7 @@ def wait_port(port, timeout=20):
 
 @contextlib.contextmanager
 def etcd(data_dir, client=None, peer=None):
-    """Yield the tooz URL of an etcd running in data_dir; stop it afterwards.
+    """Yield the coordination URL of an etcd running in data_dir; stop it afterwards.
     A restart is etcd() again on the same data_dir and ports (client, peer)."""
     client, peer = client or free_port(), peer or free_port()
     proc = subprocess.Popen(["etcd", "--data-dir", data_dir,

@@ -35,12 +35,12 @@ def wait_serving(port, timeout=60):
 
 @contextlib.contextmanager
 def zookeeper(data_dir):
-    """Yield the tooz URL of a standalone ZooKeeper in data_dir; stop it afterwards."""
+    """Yield the coordination URL of a standalone ZooKeeper in data_dir; stop it afterwards."""
     os.makedirs(data_dir, exist_ok=True)
     port = free_port()
     cfg = os.path.join(data_dir, "zoo.cfg")
     with open(cfg, "w", encoding="ascii") as f:
-        # a short tick: tooz's session timeout (a lease slot's TTL) may go down to 2 ticks
+        # a short tick: short client session timeouts are allowed (down to 2 ticks)
         f.write("tickTime=500\ndataDir=%s\nclientPort=%d\nclientPortAddress=127.0.0.1\n"
                 "admin.enableServer=false\n" % (data_dir, port))
     proc = subprocess.Popen(["java", "-Xmx256m", "-cp", JAR,

@@ -164,7 +164,7 @@ def _choice(*allowed):
 def _parse_backend(key, text):
     value = text.strip()
     if value and not re.match(r"^(etcd3\+https?|redis|rediss|zookeeper|file|https?)://", value):
-        raise BadInput("config %s = %r is not a tooz URL (etcd3+http://, redis://, zookeeper://, "
+        raise BadInput("config %s = %r is not a coordination URL (etcd3+http://, redis://, zookeeper://, "
                        "file://) or a FleetLock http(s):// URL" % (key, text))
     return value
 
@@ -306,12 +306,13 @@ class HealthConfig:
 class CoordinationConfig:
     """[coordination]: the fleet's slots."""
     backend: str = key("", _parse_backend,
-                       "tooz URL (etcd3+http://host:2379, redis://host, zookeeper://host, file:///dir) "
+                       "engine URL (etcd3+http://host:2379, redis://host, zookeeper://host, file:///dir) "
                        "or a FleetLock base URL; empty: no coordination")
     group: str = key("default", _parse_name, "the group whose slots this node takes")
     max_holders: int = key(1, _parse_positive, "how many nodes of the group at once")
-    coordinate: str = key("reboot", _choice("reboot", "always", "never"),
-                          "take a slot for reboots, for in-place updates too (always), or never")
+    coordinate: str = key("always", _choice("reboot", "always", "never"),
+                          "take a slot for in-place updates and reboots (always), for reboots "
+                          "only, or never")
     max_hold_time: int = key(
         7200, _parse_positive,
         "seconds after which a held reboot slot is reported as overdue (never taken over)")
@@ -319,6 +320,9 @@ class CoordinationConfig:
         3, _parse_int, "failed updates after which the group stops taking slots until cleared (0: never)")
     slot_timeout: int = key(3600, _parse_positive,
                             "seconds to wait for a lease slot (in-place updates, slot hold)")
+    lease_ttl: int = key(30, _parse_positive,
+                         "seconds a lease slot (in-place update, slot hold) outlives a holder that "
+                         "died; renewed every third of it")
     node_id: str = key("", _parse_node_id, "this node's id in the slot records (default: its machine-id)")
 
 

@@ -21,12 +21,13 @@ from update_agent.errors import AgentError
 AGENT = [sys.executable, "-m", "update_agent"]
 
 
-@pytest.fixture(params=["etcd", "zookeeper"])
-def lease_engine(request):
-    """A tooz URL for lease slots, and the query that sets its lease to 3 s."""
-    if request.param == "etcd":
-        return request.getfixturevalue("etcd"), "?lock_timeout=3"
-    return request.getfixturevalue("zookeeper"), "?timeout=3"
+@pytest.fixture(params=["etcd", "redis", "zookeeper", "file"])
+def lease_engine(request, tmp_path):
+    """An engine's URL for lease slots, and a group of the test's own on it."""
+    if request.param == "file":
+        return "file://%s/slots" % tmp_path, "%s-%d" % (request.param, time.time_ns())
+    url = request.getfixturevalue({"redis": "redis_url"}.get(request.param, request.param))
+    return url, "%s-%d" % (request.param, time.time_ns())
 
 
 def conf(tmp_path, backend, **extra):
@@ -55,7 +56,7 @@ def max_overlap(intervals):
 
 def test_ten_agents_share_two_lease_slots(lease_engine, tmp_path):
     log = tmp_path / "held.log"
-    c = conf(tmp_path, lease_engine[0], group="web")
+    c = conf(tmp_path, lease_engine[0], group=lease_engine[1])
     script = 'echo "start $(date +%%s.%%N)" >> %s; sleep 0.4; echo "end $(date +%%s.%%N)" >> %s' % (log, log)
     procs = [run_agent(c, "slot", "hold", "--max", "2", "--node-id", "node-%d" % i, "--",
                        "sh", "-c", script.replace("start", "start %d" % i).replace("end", "end %d" % i))
@@ -71,8 +72,8 @@ def test_ten_agents_share_two_lease_slots(lease_engine, tmp_path):
 
 
 def test_a_killed_holder_loses_its_lease_slot(lease_engine, tmp_path):
-    url, three_seconds = lease_engine
-    c = conf(tmp_path, url + three_seconds, group="kill")
+    url, group = lease_engine
+    c = conf(tmp_path, url, group=group, lease_ttl=3)
     holder = run_agent(c, "slot", "hold", "--max", "1", "--node-id", "a", "--", "sleep", "120")
     time.sleep(2)
     os.killpg(holder.pid, signal.SIGKILL)  # the agent and its command, no release
@@ -83,6 +84,24 @@ def test_a_killed_holder_loses_its_lease_slot(lease_engine, tmp_path):
     waited = time.monotonic() - started
     print("\nslot of a killed holder free again after %.1f s (lease 3 s)" % waited)
     assert waited < 15
+
+
+def test_reboots_and_slot_hold_take_from_one_budget(lease_engine, tmp_path):
+    url, group = lease_engine
+    c = conf(tmp_path, url, group=group)
+    rebooting = RebootSlots(stores.for_url(url), group, 1, "rebooting-node", time.time)
+    assert rebooting.take()[0]  # a node down for its reboot holds the group's one slot
+    r = run_agent(c, "slot", "hold", "--max", "1", "--node-id", "b", "--timeout", "2", "--", "true",
+                  stderr=subprocess.PIPE, text=True)
+    _, err = r.communicate(timeout=60)
+    assert r.returncode == 1 and "no slot in group %s" % group in err and "rebooting-node" in err
+    rebooting.release()
+    r = run_agent(c, "slot", "hold", "--max", "1", "--node-id", "b", "--timeout", "20", "--",
+                  "sleep", "3")
+    time.sleep(1.5)
+    assert not RebootSlots(stores.for_url(url), group, 1, "other", time.time).take()[0], \
+        "a reboot waits for the maintenance that holds the slot"
+    assert r.wait(timeout=60) == 0
 
 
 @pytest.mark.parametrize("engine", ["etcd", "redis", "zookeeper", "file"])

@@ -42,7 +42,8 @@ def main(agent, argv, out):
     if args.action == "hold":
         if not command:
             raise BadInput("slot hold needs a command: update-agent slot hold -- COMMAND...")
-        with coordination.lease_slot(config, node, args.group, args.max_holders, args.timeout):
+        with coordination.lease_slot(config, node, agent.system.clock, args.group,
+                                     args.max_holders, args.timeout):
             sys.stdout.flush()
             return agent.system.run(command, check=False, capture=False).returncode
     slots = coordination.reboot_slots(config, node, agent.system.clock, args.group, args.max_holders)

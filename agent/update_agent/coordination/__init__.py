@@ -1,28 +1,34 @@
 """Fleet coordination: only a few nodes of a group disrupted at once.
 
-Two kinds of slot, both counting semaphores of `max_holders` per group:
-  * reboot slots outlive a reboot: holder records on etcd, Redis, ZooKeeper
-    or a file (stores.py, decided in slots.py), or a FleetLock server
-    (fleetlock.py); released by the node once it is back and checked;
-  * lease slots (in-place updates, `update-agent slot hold`): tooz locks on
-    the engine's sessions, so a crashed holder's slot frees itself when its
-    lease expires (leases.py).
+One budget of `max_holders` slots per group, one holder record on etcd, Redis,
+ZooKeeper or a file (stores.py, decided in slots.py), or a FleetLock server
+(fleetlock.py), for every kind of disruptive work:
+  * reboot slots outlive a reboot: released by the node once it is back and checked;
+  * lease slots (in-place updates, `update-agent slot hold`) carry an end their
+    holder renews, so a crashed holder's slot frees itself (leases.py).
 """
 
 from update_agent.coordination import fleetlock, keys, leases, slots, stores
 
 
 class RebootSlots:
-    """Holder records on a store; the same interface as fleetlock.Client."""
+    """The group's slot record on a store (reboot and lease slots alike); the same
+    interface as fleetlock.Client."""
 
     def __init__(self, store, group, max_holders, node, clock, threshold=0):
         self.store, self.group, self.max, self.node = store, group, max_holders, node
         self.clock, self.threshold = clock, threshold
         self.key = keys.slot(group)
 
-    def take(self):
+    def take(self, until=None):
+        """until: a lease's end; None: a reboot's slot, which has none."""
         return stores.update(self.store, self.key, lambda s: _pair(
-            slots.take(s, self.node, self.max, self.clock())))
+            slots.take(s, self.node, self.max, self.clock(), until)))
+
+    def renew(self, until):
+        """A lease holder's heartbeat; False if the slot is no longer held."""
+        return stores.update(self.store, self.key,
+                             lambda s: slots.renew(s, self.node, self.max, until))
 
     def release(self):
         stores.update(self.store, self.key,
@@ -57,14 +63,13 @@ def reboot_slots(config, node, clock, group=None, max_holders=None):
                        config.failure_threshold)
 
 
-def lease_slot(config, node, group=None, max_holders=None, timeout=None, sleep=None, should_stop=None):
+def lease_slot(config, node, clock, group=None, max_holders=None, timeout=None, sleep=None,
+               should_stop=None):
     """A context manager holding one lease slot of the group (waits for one, until
     the timeout or should_stop() says to give up: errors.Interrupted)."""
-    group = group or config.group
-    n = max_holders or config.max_holders
     timeout = timeout if timeout is not None else config.slot_timeout
     if is_fleetlock(config.backend):
-        return fleetlock.held(fleetlock.Client(config.backend, group, node), timeout,
-                              should_stop=should_stop)
-    return leases.held(config.backend, node, group, n, timeout, sleep,
-                       should_stop=should_stop)
+        return fleetlock.held(fleetlock.Client(config.backend, group or config.group, node),
+                              timeout, should_stop=should_stop)
+    return leases.held(reboot_slots(config, node, clock, group, max_holders), config.lease_ttl,
+                       timeout, sleep, should_stop=should_stop)

@@ -329,7 +329,8 @@ class Agent:
     def _in_place_slot(self, should_stop=None):
         c = self.config.coordination
         if c.backend and c.coordinate == "always":
-            return coordination.lease_slot(c, node_ids.node_id(c, self.paths), should_stop=should_stop)
+            return coordination.lease_slot(c, node_ids.node_id(c, self.paths), self.system.clock,
+                                           should_stop=should_stop)
         return contextlib.nullcontext()
 
     def _reboot_path(self, want, plan, planned, outcome, should_stop, status, force, migrate=True):
