@@ -291,8 +291,11 @@ def test_a_failed_canary_halts_its_stage_and_a_new_image_rolls_out(fleet_factory
     fleet.offer("img-C", image_c, FAILING)
     wait_for(lambda: all(fleet.image_id(n) == "img-C" for n in fleet.nodes), 300,
              "every compute on img-C")
+    # each node commits the image, then records its success
+    wait_for(lambda: (records.stage(policies.rollout_id("img-C"), 0) or {}).get("finished"), 60,
+             "the stage of img-C finished")
     stage_c = records.stage(policies.rollout_id("img-C"), 0)
-    assert not stage_c["halted"] and stage_c["finished"]
+    assert not stage_c["halted"]
     assert {e["state"] for e in stage_c["nodes"].values()} == {"succeeded"}
 
 
@@ -336,9 +339,9 @@ def test_fleet_halt_by_hand_stops_starts_and_resume_goes_on(fleet_factory, etcd,
     fleet.offer_b(STEADY)
     wait_for(lambda: any(e["state"] == "succeeded" for e in entries(records, rid).values()), 120,
              "a first compute updated")
-    halted_at = time.time()
     out = fleet_status(etcd, tmp_path, "halt", "--reason", "looking at the canary")
     assert out.returncode == 0, out.stderr
+    halted_at = records.control(rid)["halted_at"]  # when the halt was recorded
     time.sleep(6)  # every waiting node looked at the engine several times meanwhile
     started = {n: e["started"] for n, e in entries(records, rid).items()}
     assert len(started) < 4, "the halt stopped the rollout"

@@ -242,7 +242,7 @@ def test_a_resumed_reboot_keeps_the_slot_its_journal_holds(env):
     e = env(plan(planning.REBOOT, resume=True))
     e.agent.state.journal.save(reboot_journal(steps={"sync": "done"}, status="failed",
                                               failed_step="reboot", slot_node="node-a"))
-    e.agent._slots = lambda: types.SimpleNamespace(node="node-b")
+    e.agent._slots = lambda turn=None: types.SimpleNamespace(node="node-b")
     assert e.agent.update(WANT).result == "rebooting"
     [executor] = FakeReboot.made
     assert executor.slots.node == "node-a"

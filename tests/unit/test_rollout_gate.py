@@ -231,3 +231,27 @@ def test_a_url_blocker_lets_a_node_start_only_on_200(url, clock, answer, held):
     if held:
         assert "http://127.0.0.1:8080/ok" in entered.reason
     assert [r.url for r in http.requests] == ["http://127.0.0.1:8080/ok"]
+
+
+def test_a_step_takes_its_slot_from_the_stage_groups_budget_of_max_parallel(url, clock):
+    policy = {"stages": [{"name": "half", "group": "web", "max_parallel": "50%"}]}
+    gates = [gate(url, clock, n, "web", policy) for n in ("a", "b", "c", "d")]
+    turn = gates[0].enter("img-B")
+    assert (turn.group, turn.max_parallel) == ("web", 2)  # 50% of 4 live members
+
+
+def test_a_step_taken_as_the_rollout_was_halted_is_given_back(url, clock):
+    a = gate(url, clock, "a", "web", ONE_AT_A_TIME)
+    rid = policies.rollout_id("img-B")
+    a.control("img-B")
+    # the halt lands between this node's read of the records and its take
+    real_next = a.next
+
+    def next_then_halt(image_id):
+        step = real_next(image_id)
+        fleetcli._halt(a.records, rid, "halted by hand", clock())
+        return step
+    a.next = next_then_halt
+    why = a.enter("img-B")
+    assert why.kind == NextKind.HALTED and "halted by hand" in why.reason
+    assert a.records.stage(rid, 0)["nodes"] == {}, "no step started after the halt"

@@ -61,6 +61,11 @@ class Outcome:
         return d
 
 
+def _budget(turn):
+    """(group, max_holders) of the slots a stage step takes; (None, None): the config's."""
+    return (turn.group, turn.max_parallel) if turn is not None else (None, None)
+
+
 class Agent:
     def __init__(self, paths, config, system, opener=None, read_mounts=mounts.read):
         self.paths = paths
@@ -216,7 +221,7 @@ class Agent:
                         return outcome(Result.NOOP)
                     executor = self.executor(should_stop, status, migrate)
                     if plan.action in (planning.IN_PLACE, planning.ROLLBACK):
-                        with self._in_place_slot(should_stop):
+                        with self._in_place_slot(should_stop, turn):
                             record = executor.apply(plan, planned.facts, planned.tree,
                                                     planned.image_entries, replan=planned.replan)
                         self._release_reboot_slot(executor.journal)
@@ -228,7 +233,7 @@ class Agent:
                         return outcome(Result.SUCCESS)
                     if plan.action == planning.REBOOT:
                         return self._reboot_path(want, plan, planned, outcome, should_stop,
-                                                 status, force_reboot, migrate)
+                                                 status, force_reboot, migrate, turn)
                     note = self._relock_partial(executor, plan)
                     refusals = [r for r in plan.reasons if not r.startswith("image_id ")]
                     return outcome(Result.REFUSED, "refused to apply image %s: %s%s"
@@ -320,24 +325,28 @@ class Agent:
         return Outcome(want.image_id, Result.SUCCESS, plan)
 
     # --- the reboot path ---------------------------------------------------
-    def _slots(self):
+    def _slots(self, turn=None):
+        """The group's slots; in a rollout's stage step, the stage's group and its
+        max_parallel are the budget, whatever else (a reboot, slot hold) takes from it."""
         c = self.config.coordination
         if not c.backend or c.coordinate == "never":
             return None
-        return coordination.reboot_slots(c, node_ids.node_id(c, self.paths), self.system.clock)
+        return coordination.reboot_slots(c, node_ids.node_id(c, self.paths), self.system.clock,
+                                         *_budget(turn))
 
-    def _in_place_slot(self, should_stop=None):
+    def _in_place_slot(self, should_stop=None, turn=None):
         c = self.config.coordination
         if c.backend and c.coordinate == "always":
             return coordination.lease_slot(c, node_ids.node_id(c, self.paths), self.system.clock,
-                                           should_stop=should_stop)
+                                           *_budget(turn), should_stop=should_stop)
         return contextlib.nullcontext()
 
-    def _reboot_path(self, want, plan, planned, outcome, should_stop, status, force, migrate=True):
+    def _reboot_path(self, want, plan, planned, outcome, should_stop, status, force, migrate=True,
+                     turn=None):
         executor = rebooting.RebootExecutor(
             self.system, self.paths, self.config, self.state, self.images,
             read_mounts=self.read_mounts, should_stop=should_stop, status=status,
-            slots=self._slots(),
+            slots=self._slots(turn),
             # never this machine under a sandbox root: the executor records instead
             reboot=self.system.reboot if self.paths.is_host_root else None, migrate=migrate)
         j = self.journal()

@@ -38,6 +38,8 @@ class Turn:
     rid: str
     index: int
     stage: object  # decide.rollout.policy.Stage
+    group: str = ""
+    max_parallel: int = 1  # resolved against the stage's live targets: the group's slot budget
 
     def runs(self, phase):
         return phase in self.stage.run
@@ -126,7 +128,8 @@ class Gate:
         if step.kind != NextKind.RUN:
             return NotYet(step.kind, step.reason)
         stage = self.policy.stages[step.stage]
-        if not _holds(records, step.stage, self.node):
+        resuming = _holds(records, step.stage, self.node)
+        if not resuming:
             # windows and blockers before a step is taken, never while one is held
             why = self._closed(stage)
             if why:
@@ -137,12 +140,29 @@ class Gate:
         def take(record):
             return rules.take(record, stage, self.node, targets, now)
         verdict = self.records.update_stage(rollout_id(image_id), step.stage, take)
+        if isinstance(verdict, rules.Granted) and not resuming:
+            halted = self._halted_meanwhile(image_id, step.stage)
+            if halted is not None:
+                return halted
         if isinstance(verdict, rules.Granted):
             LOG.info("rollout of %s: %s", image_id, verdict.reason)
-            return Turn(rollout_id(image_id), step.stage, stage)
+            return Turn(rollout_id(image_id), step.stage, stage, stage.group,
+                        stage.max_parallel.resolve(len(targets)))
         # the records moved between the read and the swap (another node took the
         # last place, or a halt): what the swap saw decides
         return NotYet(VERDICT_KINDS.get(type(verdict), NextKind.WAIT), verdict.reason)
+
+    def _halted_meanwhile(self, image_id, index):
+        """A NotYet if an operator halted the rollout between the read and the take:
+        the step goes back, so no step starts after a halt is recorded (the halt is
+        written before this read, or the take came first and started before it)."""
+        control = self.records.control(rollout_id(image_id)) or {}
+        if not control.get("halted"):
+            return None
+        self.records.update_stage(rollout_id(image_id), index,
+                                  lambda record: (rules.withdraw(record, self.node), None))
+        return NotYet(NextKind.HALTED, "the rollout of image %s was halted by %s: %s"
+                      % (image_id, control.get("halted_by") or "?", control["halted"]))
 
     def _closed(self, stage):
         """Why stage may not start here now (outside its windows, or a blocker), or ""."""

@@ -240,6 +240,16 @@ def _clock(t):
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def withdraw(record, node):
+    """Give back a step just taken (the rollout was halted meanwhile): as if never taken."""
+    record = normal(record)
+    if record["nodes"].get(node, {}).get("state") == Entry.STARTED:
+        del record["nodes"][node]
+        if record["owner"] == node:
+            record["owner"] = ""
+    return record
+
+
 def finish(record, stage, node, ok, message, now, targets):
     """Record node's result; failures reaching halt_after halt the stage."""
     record = normal(record)
