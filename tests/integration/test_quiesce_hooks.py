@@ -287,6 +287,17 @@ def test_a_bad_mode_is_refused_naming_it(w, node, tmp_path, env):
     assert state(env, "servers") == "i-1 ACTIVE" and state(env, "nova") == "enabled"
 
 
+def test_a_host_name_nova_does_not_know_fails_rather_than_reboot_its_instances(w, node, tmp_path,
+                                                                             env):
+    # nova knows the host by another name: nothing lists under this one
+    given(env, servers="", nova="")
+    r = reboot_path(w, node, tmp_path, env)
+    assert r.returncode == 1
+    assert "nova knows no nova-compute service on host compute-1: set UPDATE_AGENT_NOVA_HOST" \
+        in r.stderr, r.stderr
+    assert '"rebooting"' not in r.stdout
+
+
 def test_an_operators_disable_is_left_alone_after_the_reboot(w, node, tmp_path, env):
     given(env, servers="i-1 ACTIVE\n", nova="disabled\n")
     r = reboot_path(w, node, tmp_path, env)
