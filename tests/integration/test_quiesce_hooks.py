@@ -298,6 +298,18 @@ def test_a_host_name_nova_does_not_know_fails_rather_than_reboot_its_instances(w
     assert '"rebooting"' not in r.stdout
 
 
+def test_a_compute_without_the_openstack_client_fails_rather_than_reboot_its_instances(
+        w, node, tmp_path, env):
+    os.unlink(os.path.join(os.path.dirname(env["state"]), "bin", "openstack"))
+    r = reboot_path(w, node, tmp_path, env)
+    assert r.returncode == 1
+    assert "nova-compute runs here but there is no openstack client to move its instances" \
+        in r.stderr, r.stderr
+    assert '"rebooting"' not in r.stdout
+    r = reboot_path(w, node, tmp_path, dict(env, UPDATE_AGENT_NOVA_EVACUATE="none"))
+    assert r.returncode == 0 and '"rebooting"' in r.stdout, r.stderr
+
+
 def test_an_operators_disable_is_left_alone_after_the_reboot(w, node, tmp_path, env):
     given(env, servers="i-1 ACTIVE\n", nova="disabled\n")
     r = reboot_path(w, node, tmp_path, env)
