@@ -30,12 +30,29 @@ STANDINS = {
           *"--update off"*) echo off > "$STANDIN/standby" ;;
         esac'''),
     "crm_resource": 'echo "crm_resource $*" >> "$STANDIN/calls"',
+    # servers: "ID STATUS" lines, the instances on this host. A live migration that
+    # starts turns ACTIVE into MIGRATING, and the instance leaves after the next
+    # listing; with "drain" one instance leaves per listing (moved by someone else),
+    # with "never-leave" a started migration never ends; ids in "stuck" cannot start.
     "openstack": textwrap.dedent('''\
         echo "openstack $*" >> "$STANDIN/calls"
+        cd "$STANDIN"
         case "$*" in
-          *"service list"*) cat "$STANDIN/nova" ;;
-          *"--disable"*) echo disabled > "$STANDIN/nova" ;;
-          *"--enable"*) echo enabled > "$STANDIN/nova" ;;
+          *"service list"*"-c State"*) cat nova-state 2>/dev/null || echo up ;;
+          *"service list"*) cat nova ;;
+          *"--disable"*) echo disabled > nova ;;
+          *"--enable"*) echo enabled > nova ;;
+          *"server list"*)
+            touch servers; cat servers
+            sed -i '/ MIGRATING$/d' servers
+            if [ -f drain ]; then sed -i 1d servers; fi ;;
+          *"server migrate --live-migration "*)
+            for id; do :; done
+            if grep -qx "$id" stuck 2>/dev/null; then
+              echo "Cannot live-migrate $id: instance is locked" >&2; exit 1
+            fi
+            [ -f never-leave ] || sed -i "s/^$id [A-Z]*$/$id MIGRATING/" servers ;;
+          *) echo "stand-in: unexpected openstack $*" >&2; exit 64 ;;
         esac'''),
     "systemctl": '[ "$*" = "is-active --quiet nova-compute.service" ] && exit 0; exit 1',
     "hostname": 'echo compute-1',
@@ -80,6 +97,9 @@ def env(tmp_path):
     (state / "calls").write_text("")
     e = dict(os.environ, PATH="%s:%s" % (bin_dir, os.environ["PATH"]), STANDIN=str(state))
     e["state"] = str(state)
+    # short bounds: a hook that waits for what never comes fails the test in seconds
+    e.update(UPDATE_AGENT_NOVA_POLL="0", UPDATE_AGENT_NOVA_MIGRATE_TIMEOUT="20",
+             UPDATE_AGENT_NOVA_UP_TIMEOUT="20")
     return e
 
 
@@ -112,8 +132,16 @@ def test_update_quiesces_and_resumes(w, node, tmp_path, env):
     assert sum(x.startswith("crm_resource --wait") for x in c) == 2
     assert any("--disable" in x and "update-agent: updating to img-B" in x for x in c)
     assert any(x.endswith("--enable compute-1 nova-compute") for x in c)
+    assert not [x for x in c if x.startswith("openstack server")], c  # no reboot: instances stay
     assert state(env, "standby") == "off" and state(env, "nova") == "enabled"
     assert not os.path.exists(marker(node, "pacemaker-standby"))
+
+
+def reboot(node):
+    """What a reboot does to the sandbox node: /run is emptied."""
+    for name in os.listdir(os.path.join(node.root, "run")):
+        path = os.path.join(node.root, "run", name)
+        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
 
 
 def marker(node, name):
@@ -127,9 +155,7 @@ def test_a_reboot_between_quiesce_and_undo_still_undoes(w, node, tmp_path, env):
     assert r.returncode == 0 and '"rebooting"' in r.stdout, r.stderr
     assert state(env, "standby") == "on" and state(env, "nova") == "disabled"
     assert os.path.exists(marker(node, "pacemaker-standby"))
-    for name in os.listdir(os.path.join(node.root, "run")):  # the reboot
-        path = os.path.join(node.root, "run", name)
-        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
+    reboot(node)
     r = agent(node.root, "apply", "--json", metadata=w.meta_r(tmp_path), env=env)
     assert r.returncode == 0 and '"success"' in r.stdout, r.stderr
     assert state(env, "standby") == "off" and state(env, "nova") == "enabled"
@@ -165,3 +191,145 @@ def test_os_refresh_config_runs_without_an_update_do_nothing(w, node, env):
     r = subprocess.run([dib.stdout.strip(), phase], capture_output=True, text=True, env=e)
     assert r.returncode == 0, r.stderr
     assert calls(env) == []
+
+
+# --- a compute about to reboot: its instances move away first --------------
+DISABLE = ("openstack compute service set --disable --disable-reason update-agent: updating to img-R "
+           "compute-1 nova-compute")
+ENABLE = "openstack compute service set --enable compute-1 nova-compute"
+STATUS = "openstack compute service list --host compute-1 --service nova-compute -f value -c Status"
+UP = "openstack compute service list --host compute-1 --service nova-compute -f value -c State"
+LIST = "openstack server list --all-projects --host compute-1 -f value -c ID -c Status"
+MIGRATE = "openstack server migrate --live-migration "
+
+
+def given(env, **files):
+    for name, text in files.items():
+        open(os.path.join(env["state"], name), "w").write(text)
+
+
+def reboot_path(w, node, tmp_path, env):
+    return agent(node.root, "apply", "--json", metadata=w.meta_r(tmp_path), env=env)
+
+
+def nova_calls(env):
+    return [x for x in calls(env) if x.startswith("openstack")]
+
+
+def test_a_reboot_live_migrates_every_instance_then_enables_once_back(w, node, tmp_path, env):
+    given(env, servers="i-1 ACTIVE\ni-2 PAUSED\n")
+    r = reboot_path(w, node, tmp_path, env)
+    assert r.returncode == 0 and '"rebooting"' in r.stdout, r.stderr
+    # disabled first, then migrated, then polled until the host is empty
+    assert nova_calls(env) == [STATUS, DISABLE, STATUS, LIST, MIGRATE + "i-1", MIGRATE + "i-2",
+                               LIST, LIST]
+    assert state(env, "servers") == "" and state(env, "nova") == "disabled"
+    record = open(marker(node, "nova-compute-evacuated")).read()
+    assert "live-migrated i-1\nlive-migrated i-2" in record
+    reboot(node)
+    given(env, calls="")
+    r = reboot_path(w, node, tmp_path, env)
+    assert r.returncode == 0 and '"success"' in r.stdout, r.stderr
+    assert nova_calls(env) == [UP, ENABLE]  # enabled only once nova reports it up
+    assert state(env, "nova") == "enabled"
+    assert not os.path.exists(marker(node, "nova-compute-disabled"))
+
+
+def test_instances_that_do_not_leave_in_time_fail_the_reboot_and_enable_again(w, node, tmp_path,
+                                                                              env):
+    given(env, servers="i-1 ACTIVE\ni-2 ACTIVE\n", **{"never-leave": ""})
+    env = dict(env, UPDATE_AGENT_NOVA_POLL="1", UPDATE_AGENT_NOVA_MIGRATE_TIMEOUT="2")
+    r = reboot_path(w, node, tmp_path, env)
+    assert r.returncode == 1
+    assert "instances still on compute-1 after 2 s (UPDATE_AGENT_NOVA_MIGRATE_TIMEOUT): i-1 i-2" \
+        in r.stderr, r.stderr
+    assert '"rebooting"' not in r.stdout
+    c = nova_calls(env)
+    assert c.count(LIST) >= 3, c  # it polled before it gave up
+    # error.d: the node did not reboot, so it takes instances again
+    assert c[-1] == ENABLE and state(env, "nova") == "enabled"
+
+
+def test_an_instance_whose_migration_cannot_start_fails_at_once_naming_it(w, node, tmp_path, env):
+    given(env, servers="i-1 ACTIVE\ni-2 ACTIVE\ni-3 SHUTOFF\n", stuck="i-2\n")
+    r = reboot_path(w, node, tmp_path, env)
+    assert r.returncode == 1
+    assert "could not live-migrate off compute-1: i-2 i-3" in r.stderr, r.stderr
+    assert [x for x in nova_calls(env) if x.startswith(MIGRATE)] == [MIGRATE + "i-1", MIGRATE + "i-2"]
+    assert state(env, "servers") == "i-2 ACTIVE\ni-3 SHUTOFF"
+    assert state(env, "nova") == "enabled"
+
+
+def test_wait_mode_only_waits_until_the_host_is_empty(w, node, tmp_path, env):
+    given(env, servers="i-1 ACTIVE\ni-2 ACTIVE\n", drain="")
+    env = dict(env, UPDATE_AGENT_NOVA_EVACUATE="wait")
+    r = reboot_path(w, node, tmp_path, env)
+    assert r.returncode == 0 and '"rebooting"' in r.stdout, r.stderr
+    c = nova_calls(env)
+    assert not [x for x in c if x.startswith(MIGRATE)], c
+    assert c[-3:] == [LIST, LIST, LIST] and c.count(LIST) == 3  # two here, one, none
+    assert state(env, "servers") == ""
+
+
+def test_none_mode_leaves_the_instances_alone(w, node, tmp_path, env):
+    given(env, servers="i-1 ACTIVE\n")
+    r = reboot_path(w, node, tmp_path, dict(env, UPDATE_AGENT_NOVA_EVACUATE="none"))
+    assert r.returncode == 0 and '"rebooting"' in r.stdout, r.stderr
+    assert not [x for x in nova_calls(env) if x.startswith("openstack server")]
+    assert state(env, "servers") == "i-1 ACTIVE" and state(env, "nova") == "disabled"
+
+
+def test_a_bad_mode_is_refused_naming_it(w, node, tmp_path, env):
+    given(env, servers="i-1 ACTIVE\n")
+    r = reboot_path(w, node, tmp_path, dict(env, UPDATE_AGENT_NOVA_EVACUATE="migrate"))
+    assert r.returncode == 1
+    assert "UPDATE_AGENT_NOVA_EVACUATE=migrate: expected live-migrate, wait or none" in r.stderr
+    assert state(env, "servers") == "i-1 ACTIVE" and state(env, "nova") == "enabled"
+
+
+def test_a_host_name_nova_does_not_know_fails_rather_than_reboot_its_instances(w, node, tmp_path,
+                                                                             env):
+    # nova knows the host by another name: nothing lists under this one
+    given(env, servers="", nova="")
+    r = reboot_path(w, node, tmp_path, env)
+    assert r.returncode == 1
+    assert "nova knows no nova-compute service on host compute-1: set UPDATE_AGENT_NOVA_HOST" \
+        in r.stderr, r.stderr
+    assert '"rebooting"' not in r.stdout
+
+
+def test_a_compute_without_the_openstack_client_fails_rather_than_reboot_its_instances(
+        w, node, tmp_path, env):
+    os.unlink(os.path.join(os.path.dirname(env["state"]), "bin", "openstack"))
+    r = reboot_path(w, node, tmp_path, env)
+    assert r.returncode == 1
+    assert "nova-compute runs here but there is no openstack client to move its instances" \
+        in r.stderr, r.stderr
+    assert '"rebooting"' not in r.stdout
+    r = reboot_path(w, node, tmp_path, dict(env, UPDATE_AGENT_NOVA_EVACUATE="none"))
+    assert r.returncode == 0 and '"rebooting"' in r.stdout, r.stderr
+
+
+def test_an_operators_disable_is_left_alone_after_the_reboot(w, node, tmp_path, env):
+    given(env, servers="i-1 ACTIVE\n", nova="disabled\n")
+    r = reboot_path(w, node, tmp_path, env)
+    assert r.returncode == 0 and '"rebooting"' in r.stdout, r.stderr
+    assert MIGRATE + "i-1" in nova_calls(env)  # still moved: the node reboots all the same
+    reboot(node)
+    r = reboot_path(w, node, tmp_path, env)
+    assert r.returncode == 0 and '"success"' in r.stdout, r.stderr
+    assert not [x for x in nova_calls(env) if "--enable" in x or "--disable" in x]
+    assert state(env, "nova") == "disabled"
+
+
+def test_a_compute_not_up_after_the_reboot_stays_disabled(w, node, tmp_path, env):
+    r = reboot_path(w, node, tmp_path, env)
+    assert r.returncode == 0 and '"rebooting"' in r.stdout, r.stderr
+    reboot(node)
+    given(env, **{"nova-state": "down\n"})
+    r = reboot_path(w, node, tmp_path, dict(env, UPDATE_AGENT_NOVA_UP_TIMEOUT="1"))
+    assert r.returncode == 1
+    assert "nova-compute on compute-1 not up after 1 s (UPDATE_AGENT_NOVA_UP_TIMEOUT): left disabled" \
+        in r.stderr, r.stderr
+    assert ENABLE not in nova_calls(env) and state(env, "nova") == "disabled"
+    assert os.path.exists(marker(node, "nova-compute-disabled"))
