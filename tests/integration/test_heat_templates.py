@@ -206,9 +206,9 @@ def render_agent_driven(role, params, signal_url):
     return render(config, d, dict({"update_serial": "1"}, **params), signal_url)
 
 
-def run_compute(tmp_path, rollout, need_mounts):
-    """One compute of agent-driven-stages.yaml, alone in its fleet (a file:// engine):
-    (the signals Heat got, the node's /etc/image_id)."""
+def run_compute(tmp_path, rollout):
+    """One compute of agent-driven-stages.yaml, alone in its fleet (a file:// engine),
+    run once: (the signals Heat got, the node's /etc/image_id, the agent's log)."""
     w = world.World(str(tmp_path / "world"))
     heat = HeatServer()
     n = w.node(str(tmp_path), occ_mount=True)
@@ -231,7 +231,7 @@ def run_compute(tmp_path, rollout, need_mounts):
 
 def test_agent_driven_deployment_is_signalled_when_the_node_is_done(tmp_path, need_mounts):
     computes_only = {"stages": [{"name": "computes", "group": "compute", "waves": [1, "100%"]}]}
-    signals, image_id, _ = run_compute(tmp_path, computes_only, need_mounts)
+    signals, image_id, _ = run_compute(tmp_path, computes_only)
     (_, _, body), = signals
     assert body["deploy_status_code"] == 0 and body["image_id"] == "img-B", body
     assert image_id == "img-B"
@@ -241,8 +241,7 @@ def test_agent_driven_deployment_waiting_for_its_stage_signals_nothing(tmp_path,
     # the template's own policy: the computes wait for the controllers' migration,
     # and this fleet has no controller, so the compute waits and Heat hears nothing
     t, _ = agent_driven()
-    signals, image_id, stderr = run_compute(tmp_path, t["parameters"]["rollout"]["default"],
-                                            need_mounts)
+    signals, image_id, stderr = run_compute(tmp_path, t["parameters"]["rollout"]["default"])
     assert signals == [], "no signal while the rollout keeps the node waiting"
     assert image_id == "img-A"
     assert "migrate" in stderr and "waiting" in stderr.lower(), stderr[-2000:]
