@@ -59,6 +59,34 @@ def test_desired_from_inputs():
         "img-2", "https://images/img-2.qcow2", DIGEST, "never")
 
 
+POLICY = {"stages": [{"name": "computes", "group": "compute", "waves": [1, "100%"]}]}
+
+
+@pytest.mark.parametrize("policy", [POLICY, json.dumps(POLICY)])
+def test_desired_carries_the_rollout_policy_and_group_inputs(policy):
+    # a Json input arrives as an object, a String one as its text: the same policy
+    d = heat.Deployment("u1", "u1", {"image_id": "img-2", "image_digest": DIGEST,
+                                     "rollout": policy, "group": "compute"})
+    want = heat.desired(d, "https://images/{image_id}.qcow2")
+    assert want.group == "compute"
+    assert [(s.name, s.group) for s in want.rollout.stages] == [("computes", "compute")]
+
+
+def test_desired_without_rollout_inputs_has_no_policy():
+    d = heat.Deployment("u1", "u1", {"image_id": "img-2", "image_digest": DIGEST,
+                                     "rollout": None, "group": ""})
+    want = heat.desired(d, "https://images/{image_id}.qcow2")
+    assert want.rollout is None and want.group == ""
+
+
+def test_desired_refuses_a_bad_rollout_input_naming_the_key():
+    bad = {"stages": [{"group": "compute", "max_parallel": "150%"}]}
+    d = heat.Deployment("u1", "u1", {"image_id": "img-2", "rollout": bad})
+    with pytest.raises(BadInput) as e:
+        heat.desired(d, "https://images/{image_id}.qcow2")
+    assert "update_agent.rollout.stages[0].max_parallel" in str(e.value) and "150%" in str(e.value)
+
+
 @pytest.mark.parametrize("inputs", [{}, {"image_id": "../x"}, {"image_id": 3}, {"image_id": "a b"},
                                     {"image_id": "img-2", "reboot": "sometimes"}])
 def test_desired_rejects_bad_inputs(inputs):

@@ -24,6 +24,8 @@ LOG = logging.getLogger(__name__)
 
 GROUP = "update-agent"
 UNSET_MESSAGE = "Not running due to unset update_identifier"
+# deployment inputs that become update_agent.<input> of the desired image
+DESIRED_INPUTS = ("image_url", "image_digest", "image_signature", "reboot", "rollout", "group")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,10 +70,11 @@ def deployments(metadata):
 
 
 def desired(deployment, url_template=""):
-    """The image a deployment asks for, validated like top-level metadata."""
+    """The image a deployment asks for, validated like top-level metadata. Its
+    inputs `rollout` and `group` are the metadata's update_agent.rollout and
+    update_agent.group: a template carries the fleet's policy next to image_id."""
     i = deployment.inputs
-    opts = {k: i.get(k) for k in ("image_url", "image_digest", "image_signature", "reboot")
-            if i.get(k) not in (None, "")}
+    opts = {k: i.get(k) for k in DESIRED_INPUTS if i.get(k) not in (None, "")}
     return desired_mod.from_metadata({"image_id": i.get("image_id"), "update_agent": opts},
                                      url_template)
 

@@ -10,6 +10,7 @@ update and repairs the journal. The decision in decide/plan.py stays pure.
 import contextlib
 import dataclasses
 import logging
+import threading
 
 from update_agent import coordination
 from update_agent.apply import health, hooks, inplace as applying, live
@@ -78,6 +79,7 @@ class Agent:
         self.planner = Planner(paths, config, system, self.state.journal, self.state.records,
                                self.images, read_mounts)
         self.gate = None  # the rollout gate of the last update, for the daemon's heartbeat
+        self._gate_lock = threading.Lock()  # the heartbeat thread sets self.gate too
         self._prefetched = None  # the Desired staged last before waiting for a stage step
 
     def journal(self):
@@ -112,14 +114,17 @@ class Agent:
         if rollback:  # the way back never waits for the fleet
             return once()
         try:
-            self.gate = self._gate(want)
-            if self.gate is None:
+            gate = self._gate(want)
+            with self._gate_lock:
+                self.gate = gate
+            if gate is None:
                 return once()
             staged = self._prefetch(want, adopt, force)
             if staged is not None:
                 return staged
             current = (self.state.records.load().get("current") or {}).get("image_id", "")
-            return rollout.run(self.gate, want.image_id, current, once,
+            # this update's own gate, whatever the heartbeat thread does with self.gate
+            return rollout.run(gate, want.image_id, current, once,
                                lambda why: self._not_yet(want, why))
         except AgentError as e:
             return Outcome(want.image_id, Result.FAILED if e.exit_code == 1 else Result.REFUSED,
@@ -135,11 +140,14 @@ class Agent:
             if not c.backend or coordination.is_fleetlock(c.backend):
                 return
             current = (self.state.records.load().get("current") or {}).get("image_id", "")
-            gate = self.gate = rollout.Gate(
+            idle = rollout.Gate(
                 rollouts.for_url(c.backend, self.system.clock), None,
                 node_ids.node_id(c, self.paths), c.group, self.system.clock,
                 self.config.rollout.member_ttl, c.max_hold_time)
-            gate.register(current, rollout.MemberState.IDLE)
+            with self._gate_lock:  # never over, nor after, the gate an update made meanwhile
+                if self.gate is None:
+                    self.gate = idle
+                    idle.register(current, rollout.MemberState.IDLE)
             return
         gate.beat()
 
