@@ -6,7 +6,7 @@ import dataclasses
 from fakes import FakeSystem
 from update_agent.config import Config, CoordinationConfig
 from update_agent.node.paths import NodePaths
-from update_agent.update import agent as agent_mod
+from update_agent.update import agent as agent_mod, fleet as fleet_mod
 
 
 class Records:
@@ -28,10 +28,10 @@ def make_agent(tmp_path):
 
 def test_an_idle_heartbeat_registers_the_node_in_its_configured_group(tmp_path, monkeypatch):
     agent, records = make_agent(tmp_path), Records()
-    monkeypatch.setattr(agent_mod.rollouts, "for_url", lambda url, clock: records)
+    monkeypatch.setattr(fleet_mod.rollouts, "for_url", lambda url, clock: records)
     agent.beat()
     assert records.registered == [("compute", "n1", "idle")]
-    assert agent.gate.policy is None
+    assert agent.fleet.gate.policy is None
 
 
 def test_the_gate_an_update_made_meanwhile_outlives_the_heartbeats_idle_one(tmp_path, monkeypatch):
@@ -39,9 +39,9 @@ def test_the_gate_an_update_made_meanwhile_outlives_the_heartbeats_idle_one(tmp_
     update_gate = object()
 
     def for_url(url, clock):
-        agent.gate = update_gate  # an update made its gate while the heartbeat built its own
+        agent.fleet.gate = update_gate  # an update made its gate while the heartbeat built its own
         return records
-    monkeypatch.setattr(agent_mod.rollouts, "for_url", for_url)
+    monkeypatch.setattr(fleet_mod.rollouts, "for_url", for_url)
     agent.beat()
-    assert agent.gate is update_gate
+    assert agent.fleet.gate is update_gate
     assert records.registered == [], "no idle record over the update's member record"

@@ -10,14 +10,13 @@ update and repairs the journal. The decision in decide/plan.py stays pure.
 import contextlib
 import dataclasses
 import logging
-import threading
 
 from update_agent import coordination
 from update_agent.apply import health, hooks, inplace as applying, live
-from update_agent.coordination import node_id as node_ids, rollouts
+from update_agent.coordination import node_id as node_ids
 from update_agent.decide.rollout.stages import NextKind
 from update_agent.decide import plan as planning
-from update_agent.errors import AgentError, BadInput, Interrupted
+from update_agent.errors import AgentError, Interrupted
 from update_agent.images.store import ImageStore
 from update_agent.node import mounts, trust
 from update_agent.node.paths import KEYS_DIR
@@ -27,7 +26,8 @@ from update_agent.state import locks
 from update_agent.state.store import Store
 from update_agent.state.states import Result
 from update_agent.state.statecheck import DamagedState
-from update_agent.update import blockers, rollout
+from update_agent.update import rollout
+from update_agent.update.fleet import NodeInFleet
 from update_agent.update.planner import Planner
 
 LOG = logging.getLogger(__name__)
@@ -78,9 +78,11 @@ class Agent:
                                  keys_dir=paths.node(KEYS_DIR), node=paths.node)
         self.planner = Planner(paths, config, system, self.state.journal, self.state.records,
                                self.images, read_mounts)
-        self.gate = None  # the rollout gate of the last update, for the daemon's heartbeat
-        self._gate_lock = threading.Lock()  # the heartbeat thread sets self.gate too
+        self.fleet = NodeInFleet(paths, config, system, self.planner, self._current_image)
         self._prefetched = None  # the Desired staged last before waiting for a stage step
+
+    def _current_image(self):
+        return (self.state.records.load().get("current") or {}).get("image_id", "")
 
     def journal(self):
         """The journal of the update in progress or done last (None), its steps in run
@@ -114,73 +116,25 @@ class Agent:
         if rollback:  # the way back never waits for the fleet
             return once()
         try:
-            gate = self._gate(want)
-            with self._gate_lock:
-                self.gate = gate
+            gate = self.fleet.gate_for(want)
             if gate is None:
                 return once()
             staged = self._prefetch(want, adopt, force)
             if staged is not None:
                 return staged
-            current = (self.state.records.load().get("current") or {}).get("image_id", "")
-            # this update's own gate, whatever the heartbeat thread does with self.gate
-            return rollout.run(gate, want.image_id, current, once,
+            # this update's own gate, whatever the heartbeat thread does meanwhile
+            return rollout.run(gate, want.image_id, self._current_image(), once,
                                lambda why: self._not_yet(want, why))
         except AgentError as e:
             return Outcome(want.image_id, Result.FAILED if e.exit_code == 1 else Result.REFUSED,
                            None, str(e), e.exit_code)
 
     def beat(self):
-        """The member record's heartbeat (the daemon's thread): what the last update's
-        rollout gate says the node does, else an idle member of its configured group.
-        Nothing without an engine that keeps records (none, or FleetLock)."""
-        gate = self.gate
-        if gate is None:
-            c = self.config.coordination
-            if not c.backend or coordination.is_fleetlock(c.backend):
-                return
-            current = (self.state.records.load().get("current") or {}).get("image_id", "")
-            idle = rollout.Gate(
-                rollouts.for_url(c.backend, self.system.clock), None,
-                node_ids.node_id(c, self.paths), c.group, self.system.clock,
-                self.config.rollout.member_ttl, c.max_hold_time)
-            with self._gate_lock:  # never over, nor after, the gate an update made meanwhile
-                if self.gate is None:
-                    self.gate = idle
-                    idle.register(current, rollout.MemberState.IDLE)
-            return
-        gate.beat()
+        """The member record's heartbeat (the daemon's thread)."""
+        self.fleet.beat()
 
     def rollout_preview(self, want):
-        """For --dry-run: {"stage", "next", "reason"} of want's rollout for this node,
-        None without a rollout policy. Reads the engine, writes nothing."""
-        gate = self._gate(want)
-        if gate is None:
-            return None
-        step = gate.preview(want.image_id)
-        stage = gate.policy.stages[step.stage].name if step.stage >= 0 else ""
-        return {"group": gate.group, "node": gate.node, "stage": stage, "next": str(step.kind),
-                "reason": step.reason}
-
-    def _gate(self, want):
-        """The rollout gate for want, or None where no rollout policy applies."""
-        policy = self.planner.rollout_policy(want)
-        if policy is None:
-            return None
-        c = self.config.coordination
-        if not c.backend:
-            raise BadInput("image %s comes with a rollout policy, and a rollout needs a "
-                           "[coordination] backend (etcd, Redis, ZooKeeper or file://); %s "
-                           "names none" % (want.image_id, self.config.source))
-        if c.backend.startswith("file:"):
-            raise BadInput("image %s comes with a rollout policy, and [coordination] backend %s "
-                           "is one host's directory: a fleet's rollout needs etcd, Redis or "
-                           "ZooKeeper" % (want.image_id, c.backend))
-        records = rollouts.for_url(c.backend, self.system.clock)
-        group = desired_mod.group_of(want, c.group)
-        return rollout.Gate(records, policy, node_ids.node_id(c, self.paths), group,
-                            self.system.clock, self.config.rollout.member_ttl, c.max_hold_time,
-                            blockers.checker(self.system, self.paths))
+        return self.fleet.preview(want)
 
     def _prefetch(self, want, adopt, force):
         """Download before taking a stage step, which the download would hold up:
