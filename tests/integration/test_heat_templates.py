@@ -3,12 +3,14 @@ server, drive a real update and get every declared output back in the signal; th
 two rollout examples keep Heat's batches and the agent's stages apart, and an
 agent-driven deployment is signalled only once the node is done with the rollout."""
 
+import contextlib
 import os
 import uuid
 
 import pytest
 import yaml
 
+import etcd_local
 import world
 from daemon_helpers import HeatServer
 from world import agent
@@ -207,24 +209,27 @@ def render_agent_driven(role, params, signal_url):
 
 
 def run_compute(tmp_path, rollout):
-    """One compute of agent-driven-stages.yaml, alone in its fleet (a file:// engine),
-    run once: (the signals Heat got, the node's /etc/image_id, the agent's log)."""
+    """One compute of agent-driven-stages.yaml, alone in its fleet (a real etcd of its
+    own), run once: (the signals Heat got, the node's /etc/image_id, the agent's log)."""
     w = world.World(str(tmp_path / "world"))
     heat = HeatServer()
     n = w.node(str(tmp_path), occ_mount=True)
+    engine = contextlib.ExitStack()
     try:
+        url = engine.enter_context(etcd_local.etcd(str(tmp_path / "etcd")))
         params = {"image_id": "img-B", "image_url": world.offered(tmp_path, w.image_b),
                   "image_digest": world.sha256(w.image_b), "rollout": rollout}
         d = render_agent_driven("compute", params, heat.url + "/signal")
         n.write_occ_cache({"heat_local.json": {"deployments": [d]}})
         conf = tmp_path / "a.conf"
-        conf.write_text("[daemon]\npoll_interval = 60\n[coordination]\nbackend = file://%s\n"
-                        "node_id = compute-0\n" % (tmp_path / "engine"))
+        conf.write_text("[daemon]\npoll_interval = 60\n[coordination]\nbackend = %s\n"
+                        "node_id = compute-0\n" % url)
         r = agent(n.root, "run", "--once", config=str(conf))
         assert r.returncode == 0, r.stderr
         with open(os.path.join(n.root, "etc/image_id")) as f:
             return heat.signals, f.read().strip(), r.stderr
     finally:
+        engine.close()
         heat.close()
         n.stop()
 
