@@ -248,10 +248,34 @@ def test_a_step_taken_as_the_rollout_was_halted_is_given_back(url, clock):
     real_next = a.next
 
     def next_then_halt(image_id):
-        step = real_next(image_id)
+        seen = real_next(image_id)
         fleetcli._halt(a.records, rid, "halted by hand", clock())
-        return step
+        return seen
     a.next = next_then_halt
     why = a.enter("img-B")
     assert why.kind == NextKind.HALTED and "halted by hand" in why.reason
     assert a.records.stage(rid, 0)["nodes"] == {}, "no step started after the halt"
+
+
+class Counting:
+    """FleetRecords, counting the calls that reach the engine."""
+
+    def __init__(self, records):
+        self.records, self.calls = records, []
+
+    def __getattr__(self, name):
+        method = getattr(self.records, name)
+
+        def counted(*args, **kw):
+            self.calls.append(name)
+            return method(*args, **kw)
+        return counted
+
+
+def test_a_waiting_node_reads_the_engine_three_times_per_look_and_writes_nothing(url, clock):
+    a, b = (gate(url, clock, n, "web", ONE_AT_A_TIME) for n in ("a", "b"))
+    a.enter("img-B")
+    b.enter("img-B")  # the control record exists from now on
+    b.records = Counting(b.records)
+    assert b.enter("img-B").kind == NextKind.WAIT
+    assert sorted(b.records.calls) == ["control", "groups", "stages"]

@@ -90,7 +90,12 @@ class Gate:
                                                       "since": since}, ttl)
 
     def control(self, image_id):
-        """The rollout's control record; the first node creates it with its policy."""
+        """The rollout's control record; the first node creates it with its policy
+        (one read when it exists: the common case on every look)."""
+        rid = rollout_id(image_id)
+        found = self.records.control(rid)
+        if found is not None:
+            return found
         now = self.clock()
 
         def create(record):
@@ -100,18 +105,22 @@ class Gate:
                    "stages": self.policy.to_dict()["stages"], "created": now,
                    "halted": "", "halted_at": 0, "halted_by": ""}
             return new, new
-        return self.records.update_control(rollout_id(image_id), create)
+        return self.records.update_control(rid, create)
 
     def _targets(self):
-        return {g: sorted(self.records.members(g)) for g in {s.group for s in self.policy.stages}}
+        """Each stage group's live members, from one read of every group's."""
+        live = self.records.groups()
+        return {g: sorted(live.get(g, {})) for g in {s.group for s in self.policy.stages}}
 
     def next(self, image_id):
-        """(what the rules say this node does next, a Next; the stage records)."""
+        """(what the rules say this node does next, a Next; the stage records; the
+        targets): three reads of the engine."""
         rid = rollout_id(image_id)
         control = self.control(image_id)
         records = self.records.stages(rid)
-        return rules.next_for(self.policy, self.node, self.group, records, self._targets(),
-                              control, self.clock()), records
+        targets = self._targets()
+        return rules.next_for(self.policy, self.node, self.group, records, targets,
+                              control, self.clock()), records, targets
 
     def preview(self, image_id):
         """What next() would say, reading only: for --dry-run, which writes nothing
@@ -124,7 +133,7 @@ class Gate:
 
     def enter(self, image_id):
         """A Turn to run now, or a NotYet saying why not (done: kind DONE)."""
-        step, records = self.next(image_id)
+        step, records, all_targets = self.next(image_id)
         if step.kind != NextKind.RUN:
             return NotYet(step.kind, step.reason)
         stage = self.policy.stages[step.stage]
@@ -134,7 +143,7 @@ class Gate:
             why = self._closed(stage)
             if why:
                 return NotYet(NextKind.WAIT, "stage %s: %s" % (stage.name, why))
-        targets = self._targets()[stage.group]
+        targets = all_targets[stage.group]
         now = self.clock()
 
         def take(record):
