@@ -202,7 +202,8 @@ def one_run(url, work, n, procs, max_parallel, poll, limit, fail_after=None, dea
     go = os.path.join(work, "go-%s.json" % new)
     conf = {"policy": {"stages": [{"name": GROUP, "group": GROUP, "max_parallel": max_parallel,
                                    "halt_after": 1}]},
-            "poll": poll, "jitter": 1.0, "new": new, "go": go}
+            # nodes see the image at different moments: their polls' phases spread over one interval
+            "poll": poll, "jitter": poll, "new": new, "go": go}
     ctx = multiprocessing.get_context("fork")
     names = ["n%04d" % i for i in range(n)]
     outs = [os.path.join(work, "rollout-%d.json" % p) for p in range(procs)]
