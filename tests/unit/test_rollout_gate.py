@@ -180,3 +180,19 @@ def test_fleet_status_shows_stages_members_and_failures(url, clock):
     assert sorted(view["groups"]["web"]) == ["a", "b"]
     text = fleetcli.render(view)
     assert "app.service" in text and "group web: 2 live members" in text
+
+
+def test_a_waiting_node_rewrites_its_member_record_only_when_it_changes_or_the_beat_is_due(url, clock):
+    a = gate(url, clock, "a", "web", ONE_AT_A_TIME)
+    writes = []
+    register = a.records.register
+    a.records.register = lambda *args: (writes.append(args[2]["state"]), register(*args))
+    a.register("img-A", rollout.MemberState.WAITING)  # a new state: written
+    clock.now += 5
+    a.register("img-A", rollout.MemberState.WAITING)  # same, 5 s later: the record stands
+    assert writes == ["waiting"]
+    clock.now += 6  # 11 s since the write: past a third of the 30 s ttl
+    a.register("img-A", rollout.MemberState.WAITING)
+    a.register("img-A", rollout.MemberState.RUNNING)
+    assert writes == ["waiting", "waiting", "running"]
+    assert "a" in a.records.members("web")  # still a live member all along
