@@ -4,7 +4,8 @@ Apply and plan speed against bare rsync (quick-check and --checksum) and a bare
 metadata walk, on synthetic roots (1% and 10% changed, half of the changes at
 the same size and mtime) and a no-op; the daemon's idle footprint and its
 detection latency; a fleet's load on a metadata server (1,000 pollers, with and
-without splay and conditional GETs) and reboot-slot throughput on a real etcd.
+without splay and conditional GETs), reboot-slot throughput on a real etcd, and
+a rollout of 1,000 simulated nodes through the real rollout gate on etcd.
 Runs alternate between methods, each repeated, medians reported, with a cold
 (page cache dropped) and a warm cache. Every apply is checked for content
 equality with the image: a fast wrong answer does not count.
@@ -14,7 +15,7 @@ equality with the image: a fast wrong answer does not count.
 
 The full run takes hours (each synthetic workload about 40 min here: every
 apply starts from a fresh copy of a 3 GB root); --parts runs some of it:
-sync-1, noop, sync-10, debian, daemon, fleet, etcd. The report is rewritten
+sync-1, noop, sync-10, debian, daemon, fleet, etcd, rollout. The report is rewritten
 after each part, so an interrupted run keeps what it measured.
 """
 
@@ -100,6 +101,7 @@ class Bench:
         self.work, self.reps = work, reps
         self.rows = []      # (workload, method, cache, median s, note)
         self.parts = []     # what --parts asked for, if not everything
+        self.goals = []     # lines for "Against the targets" from parts that judge themselves
 
     def add(self, workload, method, cache, samples, note=""):
         self.rows.append((workload, method, cache, statistics.median(samples), note))
@@ -370,6 +372,37 @@ def etcd_bench(bench, nodes, slots, hold):
     shutil.rmtree(data, ignore_errors=True)
 
 
+def rollout_bench(bench, nodes, procs, max_parallel, polls, limit):
+    """nodes through one stage of max_parallel on a real etcd, once per poll interval;
+    then a run where one node fails (halt_after 1) and one member stops beating."""
+    import etcd_local
+    import rollout_bench as rb
+    data = tempfile.mkdtemp(prefix="etcd-", dir="/tmp")
+    runs = {}
+    with etcd_local.etcd(data + "/d") as url:
+        for poll in polls:
+            runs["poll %g s" % poll] = rb.one_run(url, data, nodes, procs, max_parallel, poll, limit)
+        runs["halt (poll %g s)" % polls[-1]] = rb.one_run(url, data, nodes, procs, max_parallel,
+                                                          polls[-1], 60, fail_after=10, dead=True)
+    shutil.rmtree(data, ignore_errors=True)
+    workload = "rollout: %d nodes, 1 stage of %d" % (nodes, max_parallel)
+    for label, r in runs.items():
+        if "halt" in label:
+            bench.add(workload, "%s: last start after the failure (s)" % label, "-",
+                      [max(0.0, r["halt_latency"] or 0)], "%d halted" % r["kinds"].get("halted", 0))
+            bench.add(workload, "dead member dropped after (s)", "-", [r["dead_drop_s"]],
+                      "member ttl %d s" % rb.MEMBER_TTL)
+            continue
+        bench.add(workload, "%s: total (s)" % label, "-", [r["total_s"]],
+                  "ideal %.0f s; %d of %d done" % (nodes / max_parallel * rb.STEP_S, r["done"], nodes))
+        bench.add(workload, "%s: req/s per waiting node" % label, "-", [r["per_waiting_node"]],
+                  "%d engine calls in all" % r["requests"])
+        bench.add(workload, "%s: most started at once" % label, "-",
+                  [max(r["max_started_sampled"], r["max_running"])], "limit %d" % max_parallel)
+    bench.goals += rb.goal_lines(runs, nodes, max_parallel)
+    print(json.dumps(runs, indent=1), flush=True)
+
+
 # --- report ----------------------------------------------------------------
 def report(bench, quick, path):
     args = (" --quick" if quick else "") + (" --parts " + ",".join(bench.parts) if bench.parts else "")
@@ -404,6 +437,7 @@ def report(bench, quick, path):
             lines.append("* daemon %s: %.3f%s (target <= %s%s): %s"
                          % (method.split(" (")[0], got[0], unit, target, unit,
                             "met" if got[0] <= target else "MISSED"))
+    lines += bench.goals
     if any(r[1] == "update-agent apply" for r in bench.rows):
         lines += ["", "Why a target is missed, where it is: the agent's apply is a whole process "
                   "(interpreter start, the plan's walk of the node and load of the image's manifest, "
@@ -433,7 +467,7 @@ def report(bench, quick, path):
         print("matplotlib is not installed: no plots")
 
 
-PARTS = ("sync-1", "noop", "sync-10", "debian", "daemon", "fleet", "etcd")
+PARTS = ("sync-1", "noop", "sync-10", "debian", "daemon", "fleet", "etcd", "rollout")
 
 
 def main():
@@ -482,6 +516,10 @@ def main():
             report(bench, quick, args.out)
         if "etcd" in parts:
             etcd_bench(bench, nodes=10 if quick else 50, slots=2, hold=0.2 if quick else 1.0)
+            report(bench, quick, args.out)
+        if "rollout" in parts:
+            rollout_bench(bench, nodes=200 if quick else 1000, procs=4, max_parallel=10 if quick else 50,
+                          polls=(10, 2), limit=120 if quick else 180)
             report(bench, quick, args.out)
         print("written: %s" % args.out)
     finally:

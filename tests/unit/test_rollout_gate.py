@@ -279,3 +279,19 @@ def test_a_waiting_node_reads_the_engine_three_times_per_look_and_writes_nothing
     b.records = Counting(b.records)
     assert b.enter("img-B").kind == NextKind.WAIT
     assert sorted(b.records.calls) == ["control", "groups", "stages"]
+
+
+def test_a_waiting_node_rewrites_its_member_record_only_when_it_changes_or_the_beat_is_due(url, clock):
+    a = gate(url, clock, "a", "web", ONE_AT_A_TIME)
+    writes = []
+    register = a.records.register
+    a.records.register = lambda *args: (writes.append(args[2]["state"]), register(*args))
+    a.register("img-A", rollout.MemberState.WAITING)  # a new state: written
+    clock.now += 5
+    a.register("img-A", rollout.MemberState.WAITING)  # same, 5 s later: the record stands
+    assert writes == ["waiting"]
+    clock.now += 6  # 11 s since the write: past a third of the 30 s ttl
+    a.register("img-A", rollout.MemberState.WAITING)
+    a.register("img-A", rollout.MemberState.RUNNING)
+    assert writes == ["waiting", "waiting", "running"]
+    assert "a" in a.records.members("web")  # still a live member all along

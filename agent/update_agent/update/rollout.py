@@ -71,13 +71,16 @@ class Gate:
         self.clock, self.member_ttl, self.reboot_ttl = clock, member_ttl, reboot_ttl
         self.blocked = blocked
         self.member = None  # (image id, MemberState, since): what the heartbeat repeats
+        self.written = None  # when the member record was last written
 
     def register(self, image_id, state):
         """This node is a live member of its group, doing state. A rebooting node
         stays a member for as long as a reboot may take."""
-        since = self.member[2] if self.member and self.member[:2] == (image_id, state) \
-            else self.clock()
+        same = self.member is not None and self.member[:2] == (image_id, state)
+        since = self.member[2] if same else self.clock()
         self.member = (image_id, state, since)
+        if same and self.written is not None and self.clock() - self.written < self.member_ttl / 3:
+            return  # nothing new to say, and the heartbeat is not due: every poll need not write
         self.beat()
 
     def beat(self):
@@ -88,6 +91,7 @@ class Gate:
         ttl = self.reboot_ttl if state == MemberState.REBOOTING else self.member_ttl
         self.records.register(self.group, self.node, {"image_id": image_id, "state": str(state),
                                                       "since": since}, ttl)
+        self.written = self.clock()
 
     def control(self, image_id):
         """The rollout's control record; the first node creates it with its policy
