@@ -11,6 +11,7 @@ from update_agent.cli import fleet as fleetcli
 from update_agent.coordination import rollouts
 from update_agent.decide.rollout import policy as policies
 from update_agent.decide.rollout.stages import NextKind
+from update_agent.errors import AgentError
 from update_agent.state.states import Result
 from update_agent.update import blockers, rollout
 from update_agent.update.agent import Outcome
@@ -295,3 +296,15 @@ def test_a_waiting_node_rewrites_its_member_record_only_when_it_changes_or_the_b
     a.register("img-A", rollout.MemberState.RUNNING)
     assert writes == ["waiting", "waiting", "running"]
     assert "a" in a.records.members("web")  # still a live member all along
+
+
+def test_fleet_status_before_any_rollout_says_so_and_halt_refuses(tmp_path, url, clock):
+    import io
+    config = types.SimpleNamespace(coordination=types.SimpleNamespace(backend=url),
+                                   source="test.conf")
+    agent = types.SimpleNamespace(config=config, system=types.SimpleNamespace(clock=clock))
+    out = io.StringIO()
+    assert fleetcli.main(agent, ["status"], out) == 0
+    assert "no rollout on the coordination engine yet" in out.getvalue()
+    with pytest.raises(AgentError, match="no rollout on the coordination engine yet"):
+        fleetcli.main(agent, ["halt"], io.StringIO())

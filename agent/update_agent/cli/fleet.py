@@ -33,6 +33,10 @@ def main(agent, argv, out):
     if not config.backend:
         raise BadInput("no [coordination] backend in the config (%s)" % agent.config.source)
     records = rollouts.for_url(config.backend, agent.system.clock)
+    if args.action == "status" and not args.image_id and not records.rollouts():
+        out.write("no rollout on the coordination engine yet: no node has seen a rollout "
+                  "policy\n" if not args.json else json.dumps({"rollout": None}) + "\n")
+        return 0
     rid, control = _rollout(records, args.image_id)
     now = agent.system.clock()
     if args.action == "halt":
