@@ -1,7 +1,6 @@
 """Fixtures shared by integration tests."""
 
 import os
-import subprocess
 import sys
 
 import pytest
@@ -9,6 +8,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import etcd_local  # noqa: E402
+import redis_local  # noqa: E402
 import world  # noqa: E402
 import zookeeper_local  # noqa: E402
 from http_dir import HttpDir  # noqa: E402
@@ -57,13 +57,8 @@ def etcd(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def redis_url():
-    port = etcd_local.free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    etcd_local.wait_port(port)
-    yield "redis://127.0.0.1:%d" % port
-    proc.terminate()
-    proc.wait()
+    with redis_local.redis() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

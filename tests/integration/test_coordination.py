@@ -14,6 +14,7 @@ import time
 import pytest
 
 import etcd_local
+from rollout_bench import max_overlap
 import world
 from update_agent.coordination import RebootSlots, fleetlock, stores
 from update_agent.errors import AgentError
@@ -42,16 +43,6 @@ def run_agent(config, *args, **kw):
     # the config sits in the test's own directory: that is the node's root, not the host's /tmp
     return subprocess.Popen(AGENT + ["--root", os.path.dirname(config), "--config", config]
                             + list(args), env=env, start_new_session=True, **kw)
-
-
-def max_overlap(intervals):
-    events = sorted([(s, 1) for s, e in intervals] + [(e, -1) for s, e in intervals],
-                    key=lambda x: (x[0], x[1]))
-    now = peak = 0
-    for _, d in events:
-        now += d
-        peak = max(peak, now)
-    return peak
 
 
 def test_ten_agents_share_two_lease_slots(lease_engine, tmp_path):

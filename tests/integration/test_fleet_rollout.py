@@ -18,6 +18,7 @@ import time
 import pytest
 
 import etcd_local
+import redis_local
 import world
 import zookeeper_local
 from daemon_helpers import start_daemon, stop_daemon
@@ -127,15 +128,8 @@ def engine(request, tmp_path):
         with etcd_local.etcd(str(tmp_path / "etcd")) as url:
             yield url
     elif request.param == "redis":
-        port = etcd_local.free_port()
-        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                                 "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        try:
-            etcd_local.wait_port(port)
-            yield "redis://127.0.0.1:%d" % port
-        finally:
-            proc.terminate()
-            proc.wait()
+        with redis_local.redis() as url:
+            yield url
     else:
         with zookeeper_local.zookeeper(str(tmp_path / "zk")) as url:
             yield url

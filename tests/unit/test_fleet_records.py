@@ -6,16 +6,10 @@ import json
 
 import pytest
 
+from fakes import Clock
+
 from update_agent.coordination import keys, rollouts, stores
 from update_agent.errors import AgentError, BadInput
-
-
-class Clock:
-    def __init__(self, now=1000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture

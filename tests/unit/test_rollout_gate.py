@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from fakes import FakeHttp, Response
+from fakes import Clock, FakeHttp, Response
 from update_agent.cli import fleet as fleetcli
 from update_agent.coordination import rollouts
 from update_agent.decide.rollout import policy as policies
@@ -15,14 +15,6 @@ from update_agent.errors import AgentError
 from update_agent.state.states import Result
 from update_agent.update import blockers, rollout
 from update_agent.update.agent import Outcome
-
-
-class Clock:
-    def __init__(self, now=1000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture

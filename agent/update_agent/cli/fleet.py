@@ -133,10 +133,10 @@ def _stage_view(stage, record, targets, opened):
 
 def _slot_holders(records, groups):
     found = {}
-    with stores.session(records.store) as s:
+    with stores.session(records.store) as s:  # one session for every group's record
         for g in groups:
             text, _ = s.get(keys.slot(g))
-            holders = (json.loads(text) if text else {}).get("holders", {})
+            holders = (stores.parse(keys.slot(g), text) or {}).get("holders", {})
             if holders:
                 found[g] = sorted(holders)
     return found
