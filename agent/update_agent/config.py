@@ -333,7 +333,11 @@ class RolloutConfig:
                            "JSON rollout policy (a host path) used when the metadata carries no "
                            "update_agent.rollout; empty: none")
     poll_interval: int = key(10, _parse_positive,
-                             "seconds between looks at the engine while waiting for a stage step")
+                             "seconds between looks at the engine while waiting for a stage step, "
+                             "on an engine without a watch (Redis, ZooKeeper)")
+    watch_timeout: int = key(60, _parse_positive,
+                             "on etcd, a waiting node looks again when the fleet wakes it, or "
+                             "after this many seconds")
     member_ttl: int = key(30, _parse_positive,
                           "seconds a member record lives without a heartbeat (one every third of it)")
 

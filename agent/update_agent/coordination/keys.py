@@ -8,6 +8,7 @@ ROOT = "/update-agent/"
 SLOTS = ROOT + "slots/"
 MEMBERS = ROOT + "members/"
 ROLLOUTS = ROOT + "rollouts/"
+WAKE = ROOT + "wake/"
 STAGE = "stage-"
 
 
@@ -24,6 +25,12 @@ def members(group):
 
 def member(group, node):
     return members(group) + node
+
+
+def wake(node):
+    """A waiting node watches its own key here; a node whose step ends writes the
+    keys of the nodes that may start next, so that they look now, not at their next poll."""
+    return WAKE + node
 
 
 def rollout(rid):

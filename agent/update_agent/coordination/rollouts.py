@@ -7,7 +7,8 @@ compare-and-swap. The keys are keys.py's; the record shapes are:
   member  {"node", "group", "image_id", "state", "since", "seen", "expires"},
           written with a ttl on every heartbeat: listed only while it lives;
   control {"image_id", "policy", "created", "halted", "halted_at", "halted_by"};
-  stage   {"nodes": {node: {"state", "at", "started", "message"}}, "owner", "halted", "finished"}.
+  stage   {"nodes": {node: {"state", "at", "started", "message"}}, "owner", "halted", "finished"};
+  wake    {"node", "at", "by"}: written to wake a waiting node (etcd only: a watch).
 """
 
 import json
@@ -51,6 +52,37 @@ class FleetRecords:
         record = dict(record, node=node, group=group, seen=now, expires=now + ttl)
         with stores.session(self.store) as s:
             s.put(keys.member(group, node), json.dumps(record, sort_keys=True), ttl)
+
+    def keep(self, group, node):
+        """Extend node's member record without writing it (etcd: its lease); False
+        where the engine cannot, or the record ran out: register() it again."""
+        with stores.session(self.store) as s:
+            return s.keep(keys.member(group, node))
+
+    def wake_token(self, node):
+        """Where node's wake-ups stand, to be taken before it looks at the records:
+        wait_for_wake() returns at the first wake-up after it. None: no watch here."""
+        if not self.store.can_watch:
+            return None
+        with stores.session(self.store) as s:
+            text, token = s.get(keys.wake(node))
+            if text is None:  # a key to watch from a revision: a wake-up meanwhile is not lost
+                s.put(keys.wake(node), json.dumps({"node": node, "at": self.clock(), "by": ""}))
+                text, token = s.get(keys.wake(node))
+        return token
+
+    def wake(self, nodes, by):
+        """Wake the nodes waiting on wait_for_wake(); nothing where there is no watch."""
+        if not self.store.can_watch or not nodes:
+            return
+        with stores.session(self.store) as s:
+            for node in nodes:
+                s.put(keys.wake(node), json.dumps({"node": node, "at": self.clock(), "by": by}))
+
+    def wait_for_wake(self, node, token, timeout):
+        """Block until node is woken after token, or timeout: a stores.Watched."""
+        with stores.session(self.store) as s:
+            return s.watch(keys.wake(node), token, timeout)
 
     def leave(self, group, node):
         with stores.session(self.store) as s:

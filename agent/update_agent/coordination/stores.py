@@ -10,6 +10,10 @@ A store's connected() yields a session with:
   children(prefix) -> {key: text}: every record under prefix (a "/"-ended
       path), at any depth
   delete(key)
+  keep(key) -> bool: extend the life of a record this store put with a ttl,
+      without writing it again (False: the engine cannot, or it expired: put it)
+  can_watch, watch(key, token, timeout) -> Watched: wait until key changes
+      after the get() that returned token (etcd only; can_watch is False elsewhere)
 Keys are paths under keys.ROOT (keys.py lays them out); values are JSON text.
 
 Expiry: etcd ties a record put with a ttl to a lease of its own, Redis sets
@@ -25,6 +29,7 @@ waits for a slot leaves no client behind between attempts.
 
 import base64
 import contextlib
+import enum
 import fcntl
 import json
 import logging
@@ -64,13 +69,24 @@ def _expiring(text, ttl, now):
     return json.dumps(record, sort_keys=True)
 
 
+class Watched(enum.StrEnum):
+    """How a watch() ended."""
+
+    CHANGED = "changed"
+    TIMED_OUT = "timed-out"
+
+
 class Stateless:
     """A store whose client holds no session: it is its own session."""
 
     errors = ()  # the client's exceptions for an engine that does not answer
+    can_watch = False
 
     def connected(self):
         return contextlib.nullcontext(self)
+
+    def keep(self, key):
+        return False
 
 
 def _b64(text):
@@ -79,8 +95,11 @@ def _b64(text):
 
 class EtcdStore(Stateless):
     """etcd v3 through its gRPC gateway (etcd3gw, which tooz's etcd3 driver uses).
-    The token is the key's mod_revision; a put with a ttl takes a lease of its own
-    (a heartbeat's lease replaces the last one, which then runs out holding nothing)."""
+    The token is the key's mod_revision. A put with a ttl takes a lease of its own
+    (a put again replaces the last one, which then runs out holding nothing);
+    keep() renews that lease instead, one request and no write."""
+
+    can_watch = True
 
     def __init__(self, url, timeout=10):
         import etcd3gw
@@ -92,6 +111,7 @@ class EtcdStore(Stateless):
         self.client = etcd3gw.client(host=u.hostname or "127.0.0.1", port=u.port or 2379,
                                      protocol="https" if u.scheme.endswith("https") else "http",
                                      timeout=timeout)
+        self.leases = {}  # key -> the lease this store last put it with
 
     def get(self, key):
         found = self.client.get(key.encode(), metadata=True)
@@ -111,6 +131,41 @@ class EtcdStore(Stateless):
     def put(self, key, text, ttl=None):
         lease = self.client.lease(max(1, math.ceil(ttl))) if ttl else None
         self.client.put(key.encode(), text.encode(), lease=lease)
+        if lease is None:
+            self.leases.pop(key, None)
+        else:
+            self.leases[key] = lease
+
+    def keep(self, key):
+        lease = self.leases.get(key)
+        if lease is None:
+            return False
+        if lease.refresh() > 0:
+            return True
+        self.leases.pop(key, None)  # it ran out: the record is gone
+        return False
+
+    def watch(self, key, token, timeout):
+        """Block until key is written or deleted after revision token (None: after
+        now), or until timeout seconds pass with no change. One request, streamed."""
+        import requests
+        request = {"key": _b64(key)}
+        if token is not None:
+            request["start_revision"] = int(token) + 1  # replays a change made meanwhile
+        response = self.client.session.post(self.client.get_url("/watch"), stream=True,
+                                            json={"create_request": request},
+                                            timeout=(self.client.timeout, max(0.1, timeout)))
+        try:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                if line and json.loads(line).get("result", {}).get("events"):
+                    return Watched.CHANGED
+        except requests.ConnectionError as e:
+            if "timed out" not in str(e).lower():
+                raise
+        finally:
+            response.close()
+        return Watched.TIMED_OUT
 
     def children(self, prefix):
         return {meta["key"].decode(): value.decode()
@@ -256,6 +311,7 @@ class ZooKeeperStore:
     key, and its version is the compare-and-swap token."""
 
     clock = staticmethod(time.time)
+    can_watch = False  # a kazoo watch needs a session kept open: polled instead
 
     def __init__(self, url, timeout=10):
         import kazoo.client  # noqa: F401 (fail here, not at the first slot, when it is missing)
@@ -281,8 +337,13 @@ class ZooKeeperStore:
 
 
 class _ZooKeeperSession:
+    can_watch = False
+
     def __init__(self, client, clock, timeout):
         self.client, self.clock, self.timeout = client, clock, timeout
+
+    def keep(self, key):
+        return False  # the expiry is a field of the record: only a write extends it
 
     def get(self, key):
         from kazoo.exceptions import NoNodeError

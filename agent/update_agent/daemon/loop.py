@@ -21,6 +21,7 @@ import time
 from update_agent import sources
 from update_agent.daemon import metrics
 from update_agent.daemon.heartbeat import Heartbeat
+from update_agent.daemon.turns import TurnWatch
 from update_agent.errors import AgentError
 from update_agent.logs import log_fields
 from update_agent.sources import heat
@@ -117,6 +118,7 @@ class Daemon:
         self.rollout = agent.config.rollout  # how often to look again while a rollout waits
         self.waiting = ""  # why the fleet's rollout keeps this node waiting ("": it does not)
         self.rollout_said = ""  # the rollout wait logged last
+        self.turns = None  # the watch for this node's turn (a TurnWatch), once the loop runs
         self.url_template = agent.config.agent.image_url_template
         self.stopping = False
         self.failures = 0
@@ -133,6 +135,7 @@ class Daemon:
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
         self._wake_r = r
         signal.set_wakeup_fd(w)
+        self.turns = TurnWatch(self.agent.fleet, w)
 
         def stop(signum, _frame):
             # no I/O here: a signal landing inside a log write would raise in it
@@ -174,14 +177,22 @@ class Daemon:
                 self.tick()
             if once or self.stopping:
                 return
-            timeout = (self.rollout.poll_interval if self.waiting
-                       else backoff(self.failures, self.config.poll_interval))
+            timeout = self._timeout()
             if self.watch.splayed and not self.failures:
                 timeout += self.rng.uniform(0, self.config.splay)
             changed = self.watch.wait(timeout, self._wake_r)
             if not changed and not self.failures and self.watch.splayed:
                 changed = True  # a poll is due
             self._drain_wake()
+
+    def _timeout(self):
+        """How long the loop sleeps: a waiting node until it is woken (a watch), or
+        its next poll of the engine; else the metadata's poll or the backoff."""
+        if self.waiting and self.turns is not None and self.turns.start(self.rollout.watch_timeout):
+            return self.rollout.watch_timeout
+        if self.waiting:
+            return self.rollout.poll_interval
+        return backoff(self.failures, self.config.poll_interval)
 
     def _unfinished(self):
         try:

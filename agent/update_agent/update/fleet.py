@@ -37,6 +37,17 @@ class NodeInFleet:
         return {"group": gate.group, "node": gate.node, "stage": stage, "next": str(step.kind),
                 "reason": step.reason}
 
+    def wait_turn(self, timeout):
+        """Block until the fleet wakes this node (a step it waits for may be free), or
+        timeout: a stores.Watched; None at once where the engine has no watch."""
+        gate = self.gate
+        return gate.wait_turn(timeout) if gate is not None and gate.policy is not None else None
+
+    def watches(self):
+        """Whether wait_turn() can block on the engine (etcd), rather than return None."""
+        gate = self.gate
+        return gate is not None and gate.policy is not None and gate.token is not None
+
     def beat(self):
         """The heartbeat: what the last update's gate says the node does, else an idle
         member of its configured group. Nothing without an engine that keeps records."""

@@ -10,25 +10,14 @@ is recorded.
 
 import dataclasses
 import datetime
-import enum
 import logging
 
 from update_agent.decide.rollout import stages as rules, windows
 from update_agent.decide.rollout.policy import rollout_id
-from update_agent.decide.rollout.stages import NextKind
+from update_agent.decide.rollout.stages import MemberState, NextKind
 from update_agent.state.states import Result
 
 LOG = logging.getLogger(__name__)
-
-
-class MemberState(enum.StrEnum):
-    """What a member record says the node is doing."""
-
-    IDLE = "idle"
-    WAITING = "waiting"
-    RUNNING = "running"
-    REBOOTING = "rebooting"
-    FAILED = "failed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +60,10 @@ class Gate:
         self.clock, self.member_ttl, self.reboot_ttl = clock, member_ttl, reboot_ttl
         self.blocked = blocked
         self.member = None  # (image id, MemberState, since): what the heartbeat repeats
-        self.written = None  # when the member record was last written
+        self.written = None  # when the member record was last written, or its life extended
+        self.written_member = None  # the member tuple that record says
+        self.token = None  # where this node's wake-ups stood before its last look
+        self.seen = ([], {}, None)  # (stage records, live members by group, control) last read
 
     def register(self, image_id, state):
         """This node is a live member of its group, doing state. A rebooting node
@@ -88,10 +80,13 @@ class Gate:
         if self.member is None:
             return
         image_id, state, since = self.member
+        if self.written_member == self.member and self.records.keep(self.group, self.node):
+            self.written = self.clock()  # the same record lives on: no write (etcd: its lease)
+            return
         ttl = self.reboot_ttl if state == MemberState.REBOOTING else self.member_ttl
         self.records.register(self.group, self.node, {"image_id": image_id, "state": str(state),
                                                       "since": since}, ttl)
-        self.written = self.clock()
+        self.written, self.written_member = self.clock(), self.member
 
     def control(self, image_id):
         """The rollout's control record; the first node creates it with its policy
@@ -114,6 +109,7 @@ class Gate:
     def _targets(self):
         """Each stage group's live members, from one read of every group's."""
         live = self.records.groups()
+        self.seen = (self.seen[0], live, self.seen[2])
         return {g: sorted(live.get(g, {})) for g in {s.group for s in self.policy.stages}}
 
     def next(self, image_id):
@@ -123,6 +119,7 @@ class Gate:
         control = self.control(image_id)
         records = self.records.stages(rid)
         targets = self._targets()
+        self.seen = (records, self.seen[1], control)
         return rules.next_for(self.policy, self.node, self.group, records, targets,
                               control, self.clock()), records, targets
 
@@ -137,6 +134,7 @@ class Gate:
 
     def enter(self, image_id):
         """A Turn to run now, or a NotYet saying why not (done: kind DONE)."""
+        self.token = self.records.wake_token(self.node)  # before the look: no wake-up is missed
         step, records, all_targets = self.next(image_id)
         if step.kind != NextKind.RUN:
             return NotYet(step.kind, step.reason)
@@ -195,11 +193,29 @@ class Gate:
         now = self.clock()
 
         def record(current):
-            return rules.finish(current, turn.stage, self.node, ok, message, now, targets), None
-        self.records.update_stage(turn.rid, turn.index, record)
+            new = rules.finish(current, turn.stage, self.node, ok, message, now, targets)
+            return new, new
+        finished = self.records.update_stage(turn.rid, turn.index, record)
         LOG.info("rollout %s: %s %s stage %s%s", turn.rid, self.node,
                  "succeeded in" if ok else "failed", turn.stage.name,
                  "" if ok else ": %s" % message)
+        self._wake_next(turn.index, finished)
+
+    def _wake_next(self, index, finished):
+        """Wake the waiting nodes that may start now that this step is done (its
+        place is free, or its stage finished): they need not wait for their next look."""
+        records, live, control = self.seen
+        records = list(records) + [None] * (index + 1 - len(records))
+        records[index] = finished
+        self.records.wake(rules.to_wake(self.policy, records, live, control, self.clock()),
+                          self.node)
+
+    def wait_turn(self, timeout):
+        """After a look that said wait: block until a node wakes this one, or timeout.
+        A stores.Watched; None where the engine has no watch (the caller polls)."""
+        if self.token is None:
+            return None
+        return self.records.wait_for_wake(self.node, self.token, timeout)
 
 
 def _holds(records, index, node):

@@ -20,6 +20,16 @@ import enum
 from update_agent.decide.rollout.policy import Scope
 
 
+class MemberState(enum.StrEnum):
+    """What a member record says the node is doing."""
+
+    IDLE = "idle"
+    WAITING = "waiting"
+    RUNNING = "running"
+    REBOOTING = "rebooting"
+    FAILED = "failed"
+
+
 class Entry(enum.StrEnum):
     STARTED = "started"
     SUCCEEDED = "succeeded"
@@ -339,6 +349,39 @@ def next_for(policy, node, group, stage_records, members_by_group, control, now)
             return Next(_NEXT[type(verdict)], verdict.reason, i)
     return Next(NextKind.DONE, "%s is done with every stage of group %s (%s)" % (
         node, group, ", ".join(policy.stages[i].name for i in own)))
+
+
+def to_wake(policy, stage_records, members_by_group, control, now):
+    """The waiting members that may start a step now, to be woken: per open stage,
+    its group's members that have waited longest, as many as take() would let in.
+
+    members_by_group: group -> {node: member record}. A node left out here still
+    gets its turn at its own next look; this only spares the wait for it. So a
+    stage the halt or a policy mismatch stops wakes nobody."""
+    if _rollout_stop(policy, control) is not None:
+        return []
+    records = [normal(r) for r in list(stage_records or ())[:len(policy.stages)]]
+    records += [empty() for _ in range(len(policy.stages) - len(records))]
+    targets = [sorted(members_by_group.get(s.group, ())) for s in policy.stages]
+    if any(r["halted"] or lost_halt(r, s, t) for s, r, t in zip(policy.stages, records, targets)):
+        return []
+    woken = []
+    for i, (stage, record) in enumerate(zip(policy.stages, records)):
+        if not _open(i, policy, records, targets):
+            break
+        for node in _longest_waiting(members_by_group.get(stage.group, {}), record, woken):
+            record, verdict = take(record, stage, node, targets[i], now)
+            if not isinstance(verdict, Granted):
+                break
+            woken.append(node)
+    return woken
+
+
+def _longest_waiting(members, record, woken):
+    """Waiting members with no entry in the stage, longest waiting first."""
+    waiting = [(m.get("since", 0), n) for n, m in members.items()
+               if m.get("state") == MemberState.WAITING and n not in record["nodes"] and n not in woken]
+    return [n for _, n in sorted(waiting)]
 
 
 def _rollout_stop(policy, control):
