@@ -3,8 +3,10 @@ coordination code (update.rollout.Gate and rollout.run over FleetRecords on a
 real etcd). Only the node's update is a stand-in: it sleeps, then succeeds.
 
 Nodes are threads, a few processes of them (one etcd client per process);
-each loops like the daemon: rollout.run(), and on WAITING sleeps the poll
-interval, beating its member record every member_ttl / 3. Every store call a
+each loops like the daemon: rollout.run(), and on WAITING either sleeps on the
+watch of its wake key until a node whose step ended wakes it (or the watch
+times out), or, polling, sleeps the poll interval; either way it beats its
+member record every member_ttl / 3. Every store call a
 node makes is counted, so the engine's load per waiting node is measured, not
 estimated. Used by tools/bench.py (part "rollout"); never by the test suite.
 """
@@ -21,7 +23,7 @@ GROUP = "compute"
 STEP_S = 2.0          # the stand-in update's length
 MEMBER_TTL = 30
 OLD = "img-A"
-STORE_CALLS = ("get", "swap", "put", "children", "delete")
+STORE_CALLS = ("get", "swap", "put", "children", "delete", "keep", "watch")
 
 
 class Counted:
@@ -88,6 +90,7 @@ def simulate(url, names, conf, out):
     (start_at, until, fail_at), then updates; until each is done or halted, or until
     passes. Write what happened to out (JSON)."""
     from update_agent.coordination.rollouts import FleetRecords
+    from update_agent.coordination.stores import Watched
     from update_agent.decide.rollout import policy as policies
     from update_agent.decide.rollout.stages import NextKind
     from update_agent.errors import AgentError
@@ -108,9 +111,14 @@ def simulate(url, names, conf, out):
             super().finish(turn, ok, message)
 
     def node(name):
+        # waited_from / waited_to: the end of the node's first look and the start of its
+        # last (the one that granted its step), as (time, calls so far): what lies
+        # between is the cost of waiting: beats, watches or polls, and looks that lost
         me = nodes[name] = {"begin": 0, "start": 0, "end": 0, "requests_waiting": 0, "end_kind": "",
+                            "waited_from": None, "waited_to": None, "beats": [],
                             "errors": 0, "halt_at": 0}
-        gate = TimedGate(records, policy, name, GROUP, time.time, MEMBER_TTL, reboot_ttl=600)
+        gate = gates[name] = TimedGate(records, policy, name, GROUP, time.time, MEMBER_TTL,
+                                       reboot_ttl=600)
 
         def update_once(turn):
             if turn is None:
@@ -131,9 +139,9 @@ def simulate(url, names, conf, out):
         gate.register(OLD, rollout.MemberState.IDLE)
         go.wait()
         time.sleep(max(0, conf["start_at"] - time.time()) + random.uniform(0, conf["jitter"]))
-        me["begin"], beat_every = time.time(), MEMBER_TTL / 3
-        next_beat = me["begin"] + beat_every
+        me["begin"] = time.time()
         while time.time() < conf["until"]:
+            looking = (time.time(), store.mine())
             try:
                 outcome = rollout.run(gate, new, OLD, update_once, not_yet)
             except AgentError:
@@ -141,16 +149,44 @@ def simulate(url, names, conf, out):
                 outcome = Outcome(new, Result.WAITING)
             if outcome.result != Result.WAITING:
                 me["end_kind"] = str(outcome.result)
+                me["waited_to"] = looking if me["waited_from"] else None
                 return
-            wake = time.time() + conf["poll"]
-            while time.time() < min(wake, conf["until"]):
-                time.sleep(max(0, min(wake, next_beat) - time.time()))
-                if time.time() >= next_beat:
-                    gate.beat()
-                    next_beat += beat_every
+            me["waited_from"] = me["waited_from"] or (time.time(), store.mine())
+            wait_turn(gate, me, max(0.1, min(conf["poll"], conf["until"] - time.time())))
         me["end_kind"] = "timeout"
 
+    def beats():
+        """The daemon's heartbeat thread, for every node of the process: each beat's
+        calls are the node's, at the time of the beat."""
+        while not go.wait(0.5):
+            pass
+        while time.time() < conf["until"]:
+            for name, gate in list(gates.items()):
+                me = nodes[name]
+                if me["end_kind"]:
+                    continue
+                before = store.mine()
+                try:
+                    gate.beat()
+                except AgentError:
+                    me["errors"] += 1
+                me["beats"].append((time.time(), store.mine() - before))
+            time.sleep(MEMBER_TTL / 3)
+
+    def wait_turn(gate, me, timeout):
+        """True when woken; polling (or no watch), a sleep of timeout."""
+        if not conf["watch"] or gate.token is None:
+            time.sleep(timeout)
+            return False
+        try:
+            return gate.wait_turn(timeout) == Watched.CHANGED
+        except AgentError:
+            me["errors"] += 1
+            return False
+
+    gates = {}
     threads = [threading.Thread(target=node, args=(n,), daemon=True) for n in names]
+    threading.Thread(target=beats, daemon=True).start()
     for t in threads:
         t.start()
     while not os.path.exists(conf["go"]):
@@ -192,8 +228,8 @@ def _dead_member(records, dead):
     dead.append(time.time() - t0)
 
 
-def one_run(url, work, n, procs, max_parallel, poll, limit, fail_after=None, dead=None):
-    """A dict of what one rollout of n nodes did."""
+def one_run(url, work, n, procs, max_parallel, poll, limit, fail_after=None, dead=None, watch=False):
+    """A dict of what one rollout of n nodes did; poll is the watch's timeout when watching."""
     from update_agent.coordination import stores
     from update_agent.coordination.rollouts import FleetRecords
     from update_agent.decide.rollout.policy import rollout_id
@@ -203,7 +239,7 @@ def one_run(url, work, n, procs, max_parallel, poll, limit, fail_after=None, dea
     conf = {"policy": {"stages": [{"name": GROUP, "group": GROUP, "max_parallel": max_parallel,
                                    "halt_after": 1}]},
             # nodes see the image at different moments: their polls' phases spread over one interval
-            "poll": poll, "jitter": poll, "new": new, "go": go}
+            "poll": poll, "jitter": min(poll, 5), "new": new, "go": go, "watch": watch}
     ctx = multiprocessing.get_context("fork")
     names = ["n%04d" % i for i in range(n)]
     outs = [os.path.join(work, "rollout-%d.json" % p) for p in range(procs)]
@@ -215,9 +251,10 @@ def one_run(url, work, n, procs, max_parallel, poll, limit, fail_after=None, dea
     registered = _registered(records, n)
     start_at = time.time() + 2
     until = start_at + limit
-    with open(go, "w") as f:
+    with open(go + ".part", "w") as f:  # renamed: a node process never reads half of it
         json.dump({"start_at": start_at, "until": until,
                    "fail_at": start_at + fail_after if fail_after else 0}, f)
+    os.rename(go + ".part", go)
     stop, samples, died, members = threading.Event(), [], [], []
     sampler = threading.Thread(target=_sample, args=(records, rollout_id(new), stop, samples, members))
     sampler.start()
@@ -250,8 +287,12 @@ def summarize(nodes, requests, samples, record, start_at, died):
     """The figures of one run, from the nodes' own records and the stage record."""
     ran = [(m["start"], m["end"]) for m in nodes.values() if m["start"]]
     waiting_s = sum((m["start"] or m["begin"]) - m["begin"] for m in nodes.values() if m["begin"])
-    waiting_req = sum(m["requests_waiting"] for m in nodes.values() if m["start"])
-    waited_s = sum(m["start"] - m["begin"] for m in nodes.values() if m["start"])
+    waited = [(m["waited_from"], m["waited_to"], m["beats"]) for m in nodes.values()
+              if m["start"] and m["waited_to"]]
+    waiting_req = sum(to[1] - since[1] + sum(c for t, c in beats if since[0] <= t < to[0])
+                      for since, to, beats in waited)
+    waited_s = sum(to[0] - since[0] for since, to, _ in waited)
+    per_step = sum(m["requests_waiting"] for m in nodes.values() if m["start"])
     halts = [m["halt_at"] for m in nodes.values() if m["halt_at"]]
     started = [e.get("started", 0) for e in record.get("nodes", {}).values()]
     kinds = collections.Counter(m["end_kind"] for m in nodes.values())
@@ -259,6 +300,7 @@ def summarize(nodes, requests, samples, record, start_at, died):
             "total_s": max((e for _, e in ran), default=start_at) - start_at,
             "requests": requests, "waiting_node_s": waiting_s,
             "per_waiting_node": per_waiting_node(waiting_req, waited_s),
+            "calls_per_node_to_its_step": per_step / max(1, len(ran)),
             "max_started_sampled": max(samples, default=0), "max_running": max_overlap(ran),
             "halt_at": min(halts, default=0),
             "halt_latency": (max(started) - min(halts)) if halts and started else None,

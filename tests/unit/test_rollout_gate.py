@@ -9,7 +9,7 @@ import pytest
 
 from fakes import Clock, FakeHttp, Response
 from update_agent.cli import fleet as fleetcli
-from update_agent.coordination import rollouts
+from update_agent.coordination import keys, rollouts
 from update_agent.decide.rollout import policy as policies
 from update_agent.decide.rollout.stages import NextKind
 from update_agent.errors import AgentError
@@ -307,3 +307,26 @@ def test_fleet_status_before_any_rollout_says_so_and_halt_refuses(tmp_path, url,
     assert "no rollout on the coordination engine yet" in out.getvalue()
     with pytest.raises(AgentError, match="no rollout on the coordination engine yet"):
         fleetcli.main(agent, ["halt"], io.StringIO())
+
+
+def test_going_back_to_an_image_rolled_out_before_is_a_rollout_of_its_own(url, clock):
+    """img-B rolled out to a and b; a went on to img-C (whose canary failed, say); the
+    metadata names img-B again. a is not on img-B, and img-B's records say it is done:
+    a new attempt, from empty records, runs a's step; b, already on img-B, passes it."""
+    a, b = (gate(url, clock, n, "web", ONE_AT_A_TIME) for n in ("a", "b"))
+    assert rollout.run(a, "img-B", "img-A", Updates(), not_yet).result == Result.SUCCESS
+    assert rollout.run(b, "img-B", "img-A", Updates(), not_yet).result == Result.SUCCESS
+    back = Updates()
+    outcome = rollout.run(a, "img-B", "img-C", back, not_yet)
+    assert outcome.result == Result.SUCCESS and [t.stage.name for t in back.turns] == ["web"]
+    rid = policies.rollout_id("img-B")
+    assert a.records.control(rid)["attempt"] == 2
+    second = a.records.stage(keys.attempt(rid, 2), 0)
+    assert second["nodes"]["a"]["state"] == "succeeded"
+    assert a.records.stage(rid, 0)["nodes"]["a"]["state"] == "succeeded"  # the first is kept
+    view = fleetcli.status(a.records, rid, a.records.control(rid), clock.now)
+    assert view["attempt"] == 2 and list(view["stages"][0]["nodes"]) == ["a"]
+    # b is on img-B: a look changes nothing for it, and starts no third attempt
+    assert rollout.run(b, "img-B", "img-B", Updates(), not_yet).result in (Result.SUCCESS,
+                                                                              Result.NOOP)
+    assert a.records.control(rid)["attempt"] == 2

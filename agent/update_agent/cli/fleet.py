@@ -84,11 +84,11 @@ def _halt(records, rid, reason, now):
 
 
 def _resume(records, rid, control, now):
-    policy = _policy(control)
+    policy, sid = _policy(control), keys.attempt(rid, control.get("attempt", 1))
     for i, stage in enumerate(policy.stages):
         targets = sorted(records.members(stage.group))
-        if records.stage(rid, i) is not None:
-            records.update_stage(rid, i, lambda r, s=stage, t=targets: (
+        if records.stage(sid, i) is not None:
+            records.update_stage(sid, i, lambda r, s=stage, t=targets: (
                 rules.resume(r, s, t, now), None))
 
     def clear(control):
@@ -99,7 +99,7 @@ def _resume(records, rid, control, now):
 def status(records, rid, control, now, only_group=None):
     """What an operator sees, as one JSON-able dict."""
     policy = _policy(control)
-    stage_records = records.stages(rid)
+    stage_records = records.stages(keys.attempt(rid, control.get("attempt", 1)))
     stage_records += [None] * (len(policy.stages) - len(stage_records))
     members = records.groups()
     stages, opened = [], True
@@ -110,7 +110,7 @@ def status(records, rid, control, now, only_group=None):
     groups = {g: {n: dict(m, in_state_s=round(now - m.get("since", now)))
                   for n, m in sorted(ms.items())}
               for g, ms in sorted(members.items()) if not only_group or g == only_group}
-    return {"rollout": rid, "image_id": control.get("image_id", ""),
+    return {"rollout": rid, "attempt": control.get("attempt", 1), "image_id": control.get("image_id", ""),
             "policy": control.get("policy", ""), "halted": control.get("halted", ""),
             "halted_by": control.get("halted_by", ""), "stages": stages, "groups": groups,
             "slots": _slot_holders(records, groups)}
@@ -143,8 +143,9 @@ def _slot_holders(records, groups):
 
 
 def render(view):
-    lines = ["rollout %s of image %s (policy %s)%s" % (
+    lines = ["rollout %s of image %s (policy %s%s)%s" % (
         view["rollout"], view["image_id"], view["policy"][:12],
+        ", attempt %d" % view["attempt"] if view["attempt"] > 1 else "",
         "\n  HALTED by %s: %s" % (view["halted_by"], view["halted"]) if view["halted"] else "")]
     for s in view["stages"]:
         state = ("finished" if s["finished"] else "HALTED: " + s["halted"] if s["halted"]

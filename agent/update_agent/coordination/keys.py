@@ -38,6 +38,13 @@ def rollout(rid):
     return ROLLOUTS + rid + "/"
 
 
+def attempt(rid, n):
+    """The id under which attempt n of rollout rid keeps its stage records. The
+    first is the rollout's own; a later one (the same image rolled out again,
+    after the fleet moved on to another) starts from empty records of its own."""
+    return rid if n <= 1 else "%s/attempt-%d" % (rid, n)
+
+
 def control(rid):
     return rollout(rid) + "control"
 

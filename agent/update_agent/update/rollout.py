@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import logging
 
+from update_agent.coordination import keys
 from update_agent.decide.rollout import stages as rules, windows
 from update_agent.decide.rollout.policy import rollout_id
 from update_agent.decide.rollout.stages import MemberState, NextKind
@@ -115,9 +116,8 @@ class Gate:
     def next(self, image_id):
         """(what the rules say this node does next, a Next; the stage records; the
         targets): three reads of the engine."""
-        rid = rollout_id(image_id)
         control = self.control(image_id)
-        records = self.records.stages(rid)
+        records = self.records.stages(_attempt(image_id, control))
         targets = self._targets()
         self.seen = (records, self.seen[1], control)
         return rules.next_for(self.policy, self.node, self.group, records, targets,
@@ -126,11 +126,12 @@ class Gate:
     def preview(self, image_id):
         """What next() would say, reading only: for --dry-run, which writes nothing
         (not even this node's member record, so it is counted here as if it were)."""
-        rid = rollout_id(image_id)
+        control = self.records.control(rollout_id(image_id))
         targets = self._targets()
         targets[self.group] = sorted(set(targets.get(self.group, ())) | {self.node})
-        return rules.next_for(self.policy, self.node, self.group, self.records.stages(rid),
-                              targets, self.records.control(rid), self.clock())
+        return rules.next_for(self.policy, self.node, self.group,
+                              self.records.stages(_attempt(image_id, control)), targets, control,
+                              self.clock())
 
     def enter(self, image_id):
         """A Turn to run now, or a NotYet saying why not (done: kind DONE)."""
@@ -150,27 +151,46 @@ class Gate:
 
         def take(record):
             return rules.take(record, stage, self.node, targets, now)
-        verdict = self.records.update_stage(rollout_id(image_id), step.stage, take)
+        sid = _attempt(image_id, self.seen[2])
+        verdict = self.records.update_stage(sid, step.stage, take)
         if isinstance(verdict, rules.Granted) and not resuming:
-            halted = self._halted_meanwhile(image_id, step.stage)
+            halted = self._halted_meanwhile(image_id, sid, step.stage)
             if halted is not None:
                 return halted
         if isinstance(verdict, rules.Granted):
             LOG.info("rollout of %s: %s", image_id, verdict.reason)
-            return Turn(rollout_id(image_id), step.stage, stage, stage.group,
+            return Turn(sid, step.stage, stage, stage.group,
                         stage.max_parallel.resolve(len(targets)))
         # the records moved between the read and the swap (another node took the
         # last place, or a halt): what the swap saw decides
         return NotYet(VERDICT_KINDS.get(type(verdict), NextKind.WAIT), verdict.reason)
 
-    def _halted_meanwhile(self, image_id, index):
+    def again(self, image_id):
+        """Start another attempt of image_id's rollout, from empty stage records: the
+        one on record finished, and the fleet moved on to another image since (this
+        node among them), so going back to image_id is a rollout of its own. A
+        compare-and-swap: of the nodes that find it so, one starts the attempt."""
+        seen = (self.seen[2] or {}).get("attempt", 1)
+        now = self.clock()
+
+        def next_attempt(control):
+            if control is None or control.get("attempt", 1) != seen:
+                return control, None  # another node started it first
+            return dict(control, attempt=seen + 1, created=now, policy=self.policy.digest,
+                        stages=self.policy.to_dict()["stages"], halted="", halted_at=0,
+                        halted_by=""), None
+        self.records.update_control(rollout_id(image_id), next_attempt)
+        LOG.info("rollout of %s: finished before, and the fleet moved on since: attempt %d",
+                 image_id, seen + 1)
+
+    def _halted_meanwhile(self, image_id, sid, index):
         """A NotYet if an operator halted the rollout between the read and the take:
         the step goes back, so no step starts after a halt is recorded (the halt is
         written before this read, or the take came first and started before it)."""
         control = self.records.control(rollout_id(image_id)) or {}
         if not control.get("halted"):
             return None
-        self.records.update_stage(rollout_id(image_id), index,
+        self.records.update_stage(sid, index,
                                   lambda record: (rules.withdraw(record, self.node), None))
         return NotYet(NextKind.HALTED, "the rollout of image %s was halted by %s: %s"
                       % (image_id, control.get("halted_by") or "?", control["halted"]))
@@ -218,6 +238,11 @@ class Gate:
         return self.records.wait_for_wake(self.node, self.token, timeout)
 
 
+def _attempt(image_id, control):
+    """The id of the stage records of the rollout attempt control names."""
+    return keys.attempt(rollout_id(image_id), (control or {}).get("attempt", 1))
+
+
 def _holds(records, index, node):
     """Whether node's step of stage index is under way already (a resume)."""
     record = records[index] if index < len(records) else None
@@ -229,9 +254,13 @@ def run(gate, image_id, current_image_id, update_once, not_yet):
     the rules give this node now (turn None: none is due, so nothing may change);
     not_yet(NotYet) -> the Outcome of a node that must wait, or is halted."""
     done = None  # the outcome of the step that updated the node, this call
+    again = True  # at most one new attempt per call
     for _ in range(len(gate.policy.stages) + 1):
         gate.register(current_image_id, MemberState.WAITING)
         entered = gate.enter(image_id)
+        if again and _done_elsewhere(entered, image_id, current_image_id):
+            gate.again(image_id)
+            entered, again = gate.enter(image_id), False
         if isinstance(entered, NotYet):
             return _not_entered(gate, entered, image_id, current_image_id, update_once,
                                 not_yet, done)
@@ -248,6 +277,12 @@ def run(gate, image_id, current_image_id, update_once, not_yet):
         current_image_id = image_id
         done = outcome if outcome.result == Result.SUCCESS else done or outcome
     return done
+
+
+def _done_elsewhere(entered, image_id, current_image_id):
+    """The rollout of image_id is done with this node, which runs another image now."""
+    return (isinstance(entered, NotYet) and entered.kind == NextKind.DONE
+            and current_image_id != image_id)
 
 
 def _not_entered(gate, entered, image_id, current_image_id, update_once, not_yet, done):
