@@ -22,6 +22,7 @@ import time
 GROUP = "compute"
 STEP_S = 2.0          # the stand-in update's length
 MEMBER_TTL = 30
+BEATERS = 8  # heartbeat threads per process of nodes
 OLD = "img-A"
 STORE_CALLS = ("get", "swap", "put", "children", "delete", "keep", "watch")
 
@@ -155,13 +156,13 @@ def simulate(url, names, conf, out):
             wait_turn(gate, me, max(0.1, min(conf["poll"], conf["until"] - time.time())))
         me["end_kind"] = "timeout"
 
-    def beats():
-        """The daemon's heartbeat thread, for every node of the process: each beat's
-        calls are the node's, at the time of the beat."""
+    def beats(k, of):
+        """The daemon's heartbeat thread, for one in `of` nodes of the process (a
+        daemon has one per node): each beat's calls are the node's, at its time."""
         while not go.wait(0.5):
             pass
         while time.time() < conf["until"]:
-            for name, gate in list(gates.items()):
+            for name, gate in sorted(gates.items())[k::of]:
                 me = nodes[name]
                 if me["end_kind"]:
                     continue
@@ -186,7 +187,8 @@ def simulate(url, names, conf, out):
 
     gates = {}
     threads = [threading.Thread(target=node, args=(n,), daemon=True) for n in names]
-    threading.Thread(target=beats, daemon=True).start()
+    for k in range(BEATERS):
+        threading.Thread(target=beats, args=(k, BEATERS), daemon=True).start()
     for t in threads:
         t.start()
     while not os.path.exists(conf["go"]):

@@ -208,3 +208,15 @@ def test_records_survive_an_etcd_restart_and_clients_reconnect(tmp_path):
         assert records.stage(rid, 0)["nodes"]["n1"]["state"] == "succeeded"
         records.register(group, "n2", member(), ttl=60)
         assert sorted(records.members(group)) == ["n1", "n2"]
+
+
+def test_group_names_lists_the_live_members_as_groups_does_without_their_records(records):
+    group, other = unique("g"), unique("h")
+    records.register(group, "b", member(), ttl=30)
+    records.register(group, "a", member(state="waiting"), ttl=30)
+    records.register(other, "c", member(), ttl=2)
+    names = records.group_names()
+    assert names[group] == ["a", "b"] and names[other] == ["c"]
+    assert sorted(records.groups()[group]) == names[group]
+    time.sleep(3)  # c's ttl runs out: it is no name either
+    assert other not in records.group_names()

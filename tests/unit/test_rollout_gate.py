@@ -278,7 +278,7 @@ def test_a_waiting_node_reads_the_engine_three_times_per_look_and_writes_nothing
     b.records.store = Counting(b.records.store)
     assert b.enter("img-B").kind == NextKind.WAIT
     # the control record, the stage records, the members (a file store has no watch to arm)
-    assert sorted(b.records.store.calls) == ["children", "children", "get"]
+    assert sorted(b.records.store.calls) == ["children", "get", "names"]
 
 
 def test_a_waiting_node_rewrites_its_member_record_only_when_it_changes_or_the_beat_is_due(url, clock):

@@ -103,6 +103,18 @@ class FleetRecords:
                 found.setdefault(parts[0], {})[parts[1]] = record
         return found
 
+    def group_names(self):
+        """{group: sorted node names} of every group with a live member: groups()
+        without the records (on etcd, the keys only: a look at a large fleet)."""
+        with stores.session(self.store) as s:
+            found = s.names(keys.MEMBERS)
+        by_group = {}
+        for key in found:
+            parts = keys.split(key, keys.MEMBERS)
+            if len(parts) == 2:
+                by_group.setdefault(parts[0], []).append(parts[1])
+        return {g: sorted(nodes) for g, nodes in by_group.items()}
+
     def control(self, rid):
         return stores.read(self.store, keys.control(rid))
 

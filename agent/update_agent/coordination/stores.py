@@ -9,6 +9,8 @@ A store's connected() yields a session with:
       record disappears after ttl
   children(prefix) -> {key: text}: every record under prefix (a "/"-ended
       path), at any depth
+  names(prefix) -> set of the keys children() would give, without their values
+      where the engine can (etcd); elsewhere the live ones of children()
   delete(key)
   keep(key) -> bool: extend the life of a record this store put with a ttl,
       without writing it again (False: the engine cannot, or it expired: put it)
@@ -87,6 +89,9 @@ class Stateless:
 
     def keep(self, key):
         return False
+
+    def names(self, prefix):
+        return set(self.children(prefix))
 
 
 def _b64(text):
@@ -170,6 +175,12 @@ class EtcdStore(Stateless):
     def children(self, prefix):
         return {meta["key"].decode(): value.decode()
                 for value, meta in self.client.get_prefix(_prefix(prefix).encode())}
+
+    def names(self, prefix):
+        from etcd3gw.utils import _increment_last_byte
+        start = _prefix(prefix).encode()
+        return {meta["key"].decode() for _, meta in self.client.get(
+            start, metadata=True, range_end=_increment_last_byte(start), keys_only=True)}
 
     def delete(self, key):
         self.client.delete(key.encode())
@@ -344,6 +355,9 @@ class _ZooKeeperSession:
 
     def keep(self, key):
         return False  # the expiry is a field of the record: only a write extends it
+
+    def names(self, prefix):
+        return set(self.children(prefix))  # whether a record lives is in its value
 
     def get(self, key):
         from kazoo.exceptions import NoNodeError

@@ -107,11 +107,15 @@ class Gate:
             return new, new
         return self.records.update_control(rid, create)
 
-    def _targets(self):
-        """Each stage group's live members, from one read of every group's."""
-        live = self.records.groups()
-        self.seen = (self.seen[0], live, self.seen[2])
-        return {g: sorted(live.get(g, {})) for g in {s.group for s in self.policy.stages}}
+    def _targets(self, with_records=False):
+        """Each stage group's live members, from one read of every group's: their
+        names only, unless with_records (kept in self.seen for _wake_next)."""
+        if with_records:
+            live = self.records.groups()
+            self.seen = (self.seen[0], live, self.seen[2])
+        else:
+            live = self.records.group_names()
+        return {g: sorted(live.get(g, ())) for g in {s.group for s in self.policy.stages}}
 
     def next(self, image_id):
         """(what the rules say this node does next, a Next; the stage records; the
@@ -209,7 +213,7 @@ class Gate:
 
     def finish(self, turn, ok, message=""):
         """Record how this node's step of the stage ended (a failure may halt the stage)."""
-        targets = self._targets()[turn.stage.group]
+        targets = self._targets(with_records=True)[turn.stage.group]
         now = self.clock()
 
         def record(current):
