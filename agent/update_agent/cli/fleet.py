@@ -92,8 +92,12 @@ def _resume(records, rid, control, now):
                 rules.resume(r, s, t, now), None))
 
     def clear(control):
-        return dict(control or {}, halted="", halted_at=0, halted_by=""), None
-    records.update_control(rid, clear)
+        cleared = dict(control or {}, halted="", halted_at=0, halted_by="")
+        return cleared, cleared
+    cleared = records.update_control(rid, clear)
+    # the waiting nodes that may start now look at once, not at their watch's timeout
+    records.wake(rules.to_wake(policy, records.stages(sid), records.groups(), cleared, now),
+                 "operator")
 
 
 def status(records, rid, control, now, only_group=None):

@@ -168,9 +168,10 @@ class EtcdStore(Stateless):
         except requests.ConnectionError as e:
             if "timed out" not in str(e).lower():
                 raise
+            return Watched.TIMED_OUT
         finally:
             response.close()
-        return Watched.TIMED_OUT
+        raise requests.ConnectionError("etcd ended the watch of %s" % key)  # it stopped, say
 
     def children(self, prefix):
         return {meta["key"].decode(): value.decode()

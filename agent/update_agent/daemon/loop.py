@@ -188,7 +188,8 @@ class Daemon:
     def _timeout(self):
         """How long the loop sleeps: a waiting node until it is woken (a watch), or
         its next poll of the engine; else the metadata's poll or the backoff."""
-        if self.waiting and self.turns is not None and self.turns.start(self.rollout.watch_timeout):
+        if self.waiting and self.turns is not None and self.turns.start(self.rollout.watch_timeout,
+                                                                 self.rollout.poll_interval):
             return self.rollout.watch_timeout
         if self.waiting:
             return self.rollout.poll_interval

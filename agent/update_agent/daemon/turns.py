@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 
 from update_agent.coordination.stores import Watched
 from update_agent.errors import AgentError
@@ -21,32 +22,36 @@ class TurnWatch:
         self._thread = None
         self._failing = ""  # the watch error logged last: logged again only once it changes
 
-    def start(self, timeout):
+    def start(self, timeout, retry):
         """Watch for up to timeout seconds, unless a watch runs already. False where
-        the engine has no watch: the caller polls."""
+        the engine has no watch: the caller polls. A watch that fails wakes the
+        loop after retry seconds instead, as a poll would."""
         if not self.fleet.watches():
             return False
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._wait, args=(timeout,), name="turn-watch",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._wait, args=(timeout, retry),
+                                            name="turn-watch", daemon=True)
             self._thread.start()
         return True
 
-    def _wait(self, timeout):
+    def _wait(self, timeout, retry):
         try:
             woken = self.fleet.wait_turn(timeout)
-        except AgentError as e:  # the loop looks again at its timeout, as if polling
+        except AgentError as e:  # the engine restarts, say: look again as if polling
             self._log(str(e))
-            return
+            time.sleep(retry)
+            woken = Watched.CHANGED
         except Exception as e:  # a client library's own error: the same
             self._log("%s: %s" % (type(e).__name__, e))
-            return
-        self._failing = ""
+            time.sleep(retry)
+            woken = Watched.CHANGED
+        else:
+            self._failing = ""
         if woken == Watched.CHANGED:
             with contextlib.suppress(BlockingIOError):  # the pipe is full: the loop wakes anyway
                 os.write(self.wake_fd, b"w")
 
     def _log(self, error):
         if error != self._failing:
-            LOG.warning("watching for this node's turn: %s; looking again at the next poll", error)
+            LOG.warning("watching for this node's turn: %s; polling until it answers", error)
         self._failing = error
