@@ -244,3 +244,20 @@ def _named_by(repo, image_id, path):
         return True
     index = fmt.index_loads(_unzstd(_read(repo, fmt.index_path(fmt.hex_of(rec["index"])))).decode())
     return path in {loc[0] for loc in index.values()}
+
+
+def test_build_dib_images_publish_step_publishes_a_built_image(place):
+    # the command tools/build-dib-image --publish runs once its image is built
+    import importlib.machinery
+    import importlib.util
+    tool = os.path.join(PROJECT, "tools", "build-dib-image")
+    loader = importlib.machinery.SourceFileLoader("build_dib_image", tool)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    tree = make_tree(os.path.join(place, "a"))
+    repo = os.path.join(place, "repo")
+    r = subprocess.run(module.publish_argv(tree, repo, "img-dib"), capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=os.path.join(PROJECT, "agent")), timeout=60)
+    assert r.returncode == 0, r.stderr
+    entries, _, _ = read_back(repo, "img-dib")
+    assert entries == manifest.build(tree, entries_mod.Excluder(()))[0]
