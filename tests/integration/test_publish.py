@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 
@@ -197,14 +196,41 @@ def test_an_unprivileged_user_publishes_a_directory(place):
     assert sorted(contents.values()) == sorted(b"file %d\n" % i for i in range(50))
 
 
-def test_an_unprivileged_tarball_publish_is_refused_in_one_line(place):
+@pytest.mark.parametrize("compress", ["", "--zstd"])
+def test_an_unprivileged_user_publishes_a_tarball_with_its_owners_and_xattrs(place, compress):
+    # nothing is unpacked: the manifest comes from the headers, and is the one root's
+    # unpacking gives (owners, set-user-id, xattrs, hard links, nanosecond mtimes)
+    tree = make_tree(os.path.join(place, "a"))
+    repo = os.path.join(place, "repo")
+    publish_mod.publish(tree, repo, "img-a", System())
     tarball = os.path.join(place, "a.tar")
-    with tarfile.open(tarball, "w") as tar:
-        tar.add(make_tree(os.path.join(place, "a")), ".")
+    subprocess.run(["tar", "--xattrs", "--xattrs-include=*", "--format=pax", "-C", tree, "-cf",
+                    tarball] + ([compress] if compress else []) + ["."], check=True)
     os.chmod(tarball, 0o644)
-    r = _as_nobody(["publish", tarball, os.path.join(place, "repo"), "--image-id", "x"])
+    for sub in ("", "images", "indexes", "manifests", "xattrs", "objects", "packs", "tmp", "lock"):
+        for top, dirs, files in os.walk(os.path.join(repo, sub)) if sub != "lock" else ():
+            for name in dirs + files:
+                os.chown(os.path.join(top, name), 65534, 65534)
+        os.chown(os.path.join(repo, sub), 65534, 65534)
+    # the id from the archive's /etc/image_id; the same manifest: nothing to do
+    r = _as_nobody(["publish", tarball, repo])
+    assert r.returncode == 0 and "image img-a is already in" in r.stdout, r.stderr
+    r = _as_nobody(["publish", tarball, repo, "--image-id", "img-a-tar", "--json"])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["new_objects"] == json.loads(r.stdout)["new_packs"] == 0
+    with open(os.path.join(repo, fmt.record_path("img-a"))) as f, \
+            open(os.path.join(repo, fmt.record_path("img-a-tar"))) as g:
+        assert json.load(f)["manifest"] == json.load(g)["manifest"]
+
+
+def test_an_unprivileged_publish_of_an_image_to_mount_is_refused_in_one_line(place):
+    image = os.path.join(place, "a.ext4")
+    with open(image, "wb") as f:
+        f.write(b"\0" * 1080 + b"\x53\xef" + b"\0" * 3014)  # an ext4 superblock's magic
+    os.chmod(image, 0o644)
+    r = _as_nobody(["publish", image, os.path.join(place, "repo"), "--image-id", "x"])
     assert r.returncode == 2
-    assert r.stderr.count("\n") == 1 and "a tar image keeps its files' owners only" in r.stderr
+    assert r.stderr.count("\n") == 1 and "a ext4 image is opened only as root" in r.stderr
 
 
 def test_prune_removes_a_retired_images_files_only_after_the_grace_period(place):

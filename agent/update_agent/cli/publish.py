@@ -2,7 +2,7 @@
 object repository; `update-agent publish --prune --keep N [--grace S] REPO`: retire
 all but the newest N images and remove what only long-retired ones used.
 
-Needs no node and no root for a directory image (docs/repository.md).
+Needs no node, and no root for a directory or a tar archive (docs/repository.md).
 """
 
 import argparse
@@ -14,10 +14,10 @@ from update_agent.cli import report
 from update_agent.decide.image_id import validate_image_id
 from update_agent.errors import BadInput
 from update_agent.images import formats, signature
-from update_agent.node.facts import read_image_id
 from update_agent.repo import prune as prune_mod, publish as publish_mod
 from update_agent.system import System
 
+TARS = ("tar", "tar.gz", "tar.zst")
 DEFAULT_GRACE = 24 * 3600  # longer than any node's fetch, and than a cache keeps a record
 
 
@@ -51,18 +51,21 @@ def main(argv, out, system=None):
         raise BadInput("publish: --keep %d goes with --prune" % args.keep)
     image, repo = args.paths
     key = signature.load_private_key(args.key) if args.key else None
+    image_id = validate_image_id(args.image_id, key="--image-id") if args.image_id is not None else None
+    signer = (lambda d: signature.sign(d, key)) if key else None
     fmt = formats.detect(image)
-    if fmt != "directory" and os.geteuid() != 0:
-        raise BadInput("image %s: a %s image keeps its files' owners only when opened as root; "
-                       "run as root, or publish an unpacked directory" % (image, fmt))
-    work = tempfile.mkdtemp(prefix="update-agent-publish-")
-    try:
-        with formats.open_tree(image, system, work) as tree:
-            image_id = _image_id(args.image_id, tree, image)
-            done = publish_mod.publish(tree, repo, image_id, system,
-                                       signer=(lambda d: signature.sign(d, key)) if key else None)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    if fmt in TARS and os.geteuid() != 0:  # unpacking would lose the owners: read the headers
+        done = publish_mod.publish_tar(image, fmt, repo, image_id, system, signer)
+    elif fmt != "directory" and os.geteuid() != 0:
+        raise BadInput("image %s: a %s image is opened only as root (it is mounted); run as "
+                       "root, or publish a directory or a tar archive" % (image, fmt))
+    else:
+        work = tempfile.mkdtemp(prefix="update-agent-publish-")
+        try:
+            with formats.open_tree(image, system, work) as tree:
+                done = publish_mod.publish(tree, repo, image_id, system, signer)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     text = ("image %s is already in %s (manifest %s)" % (done.image_id, repo, done.manifest)
             if done.already else
             "published %s to %s: manifest %s, %d paths, %d contents (%d already there); "
@@ -71,15 +74,6 @@ def main(argv, out, system=None):
                done.new_objects, done.new_packs, done.written_bytes))
     report.emit(out, args.json, done._asdict(), text)
     return 0
-
-
-def _image_id(given, tree, image):
-    if given is not None:
-        return validate_image_id(given, key="--image-id")
-    found = read_image_id(os.path.join(tree, "etc/image_id"))
-    if not found:
-        raise BadInput("image %s has no /etc/image_id: give --image-id" % image)
-    return found
 
 
 def _prune(args, out, system):

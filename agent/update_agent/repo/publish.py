@@ -14,7 +14,8 @@ import os
 from update_agent.decide import entries as entries_mod, repo_format as fmt
 from update_agent.errors import BadInput
 from update_agent.node import manifest
-from update_agent.repo import store
+from update_agent.node.facts import read_image_id
+from update_agent.repo import store, tarball
 
 LOG = logging.getLogger(__name__)
 
@@ -23,17 +24,49 @@ Published = collections.namedtuple(
 
 
 def publish(tree, repo, image_id, system, signer=None):
-    """Publish the tree at `tree` as image_id; signer(digest_text) -> base64 signature."""
+    """Publish the tree at `tree` as image_id (None: the image's /etc/image_id);
+    signer(digest_text) -> base64 signature."""
+    return _publish(repo, image_id, system, signer, lambda scratch: _read_tree(tree))
+
+
+def publish_tar(path, fmt, repo, image_id, system, signer=None):
+    """Publish a tar archive read from its headers (no root needed: nothing is unpacked)."""
+    return _publish(repo, image_id, system, signer,
+                    lambda scratch: tarball.read(path, fmt, system, scratch))
+
+
+def _publish(repo, image_id, system, signer, read):
     repo = store.open_repo(repo, create=True)
-    with store.locked(repo):
-        entries, _ = manifest.build(tree, entries_mod.Excluder(()))
-        digest = entries_mod.digest_of(entries)
+    with store.locked(repo), store.scratch(repo) as scratch:
+        source = read(scratch)
+        image_id = image_id or image_id_of(source)
+        digest = entries_mod.digest_of(source.entries)
         done = _already(repo, image_id, digest)
         if done:
             return done
         known = known_locations(repo, system)
-        with store.scratch(repo) as scratch:
-            return _write(tree, repo, image_id, entries, digest, known, system, signer, scratch)
+        return _write(source, repo, image_id, digest, known, system, signer, scratch)
+
+
+def image_id_of(source):
+    """The image's own /etc/image_id, when no id is given."""
+    e = source.entries.get("etc/image_id")
+    found = read_image_id(os.path.join(source.top, source.rel_of[e.digest])) \
+        if e is not None and e.kind == "f" and e.size else ""
+    if not found:
+        raise BadInput("the image has no /etc/image_id: give --image-id")
+    return found
+
+
+def _read_tree(tree):
+    entries, _ = manifest.build(tree, entries_mod.Excluder(()))
+    values = {rel: manifest.xattr_values(os.path.join(tree, rel))
+              for rel in sorted(entries) if entries[rel].xattrs}
+    rel_of = {}
+    for rel in sorted(entries):
+        if entries[rel].kind == "f":
+            rel_of.setdefault(entries[rel].digest, rel)
+    return tarball.Read(entries, values, tree, rel_of)
 
 
 def _already(repo, image_id, digest):
@@ -77,14 +110,12 @@ def records(repo, where=("images", "retired")):
                     yield fmt.record_loads(f.read(), path)
 
 
-def _write(tree, repo, image_id, entries, digest, known, system, signer, scratch):
+def _write(source, repo, image_id, digest, known, system, signer, scratch):
+    entries = source.entries
     contents = fmt.stored_files(entries)
-    first_path = {}
-    for rel in sorted(entries):
-        if entries[rel].kind == "f":
-            first_path.setdefault(entries[rel].digest, rel)
+    first_path = source.rel_of
     new = [h for h in contents if h not in known]
-    store.compress_files(system, tree, [first_path[h] for h in new], scratch)
+    store.compress_files(system, source.top, [first_path[h] for h in new], scratch)
     locations = {h: known[h] for h in contents if h in known}
     written = 0
     new_objects = new_packs = 0
@@ -103,7 +134,7 @@ def _write(tree, repo, image_id, entries, digest, known, system, signer, scratch
         new_packs += 1
         written += length
         locations.update({h: (path,) + offsets[h] for h in members})
-    meta, meta_bytes = _write_metadata(tree, repo, entries, locations, system, scratch)
+    meta, meta_bytes = _write_metadata(source, repo, locations, system, scratch)
     written += meta_bytes
     rec = fmt.record(image_id, digest, meta["index"], meta["xattrs"], system.clock(), len(entries),
                      signer(digest) if signer else None)
@@ -133,11 +164,10 @@ def _write_pack(repo, scratch, members, first_path):
     return path, offsets, offset
 
 
-def _write_metadata(tree, repo, entries, locations, system, scratch):
+def _write_metadata(source, repo, locations, system, scratch):
     """The index, the xattr values and the manifest, each named by its sha256."""
     written, digests = 0, {}
-    values = {rel: manifest.xattr_values(os.path.join(tree, rel))
-              for rel in sorted(entries) if entries[rel].xattrs}
+    entries, values = source.entries, source.xattrs
     texts = {"index": (fmt.index_dumps(locations), fmt.index_path),
              "xattrs": (fmt.xattrs_dumps(values) if values else None, fmt.xattrs_path),
              "manifest": (entries_mod.dumps(entries), fmt.manifest_path)}
