@@ -287,3 +287,28 @@ def test_build_dib_images_publish_step_publishes_a_built_image(place):
     assert r.returncode == 0, r.stderr
     entries, _, _ = read_back(repo, "img-dib")
     assert entries == manifest.build(tree, entries_mod.Excluder(()))[0]
+
+
+def test_a_key_signs_the_manifest_digest_as_the_nodes_keys_verify_it(place):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from update_agent.errors import AgentError
+    from update_agent.images import signature
+    key = Ed25519PrivateKey.generate()
+    key_file, keys_dir = os.path.join(place, "key.pem"), os.path.join(place, "keys")
+    with open(key_file, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    os.makedirs(keys_dir)
+    with open(os.path.join(keys_dir, "publisher.pub"), "wb") as f:
+        f.write(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo))
+    repo = os.path.join(place, "repo")
+    assert cli.main(["publish", make_tree(os.path.join(place, "a")), repo, "--key", key_file]) == 0
+    with open(os.path.join(repo, fmt.record_path("img-a"))) as f:
+        rec = json.load(f)
+    sig = signature.decode(rec["signature"])
+    assert signature.verify(rec["manifest"], sig, keys_dir, "img-a") == "publisher.pub"
+    other = rec["manifest"][:-1] + ("0" if rec["manifest"][-1] != "0" else "1")
+    with pytest.raises(AgentError, match="matches none"):
+        signature.verify(other, sig, keys_dir, "img-a")

@@ -61,12 +61,11 @@ def read(path, fmt, system, scratch):
 
 
 def _rel(name, path):
-    rel = posixpath.normpath("/" + name).lstrip("/")
-    if rel == ".":
-        return ""
-    if name.startswith("/") or ".." in name.split("/"):
+    # as GNU tar unpacks: a leading "/" is dropped, a ".." member refused
+    if ".." in name.split("/"):
         raise BadInput("image %s: member %s leaves the image's root" % (path, name[:160]))
-    return rel
+    rel = posixpath.normpath("/" + name).lstrip("/")
+    return "" if rel == "." else rel
 
 
 def _entry(member, attrs, tar, top):
