@@ -16,6 +16,7 @@ import pytest
 
 from update_agent.cli import main as cli
 from update_agent.decide import entries as entries_mod, repo_format as fmt
+from update_agent.errors import BadInput
 from update_agent.node import manifest
 from update_agent.repo import prune as prune_mod, publish as publish_mod
 from update_agent.system import System
@@ -252,6 +253,8 @@ def test_prune_removes_a_retired_images_files_only_after_the_grace_period(place)
     assert not os.path.exists(os.path.join(repo, fmt.record_path("img-a")))
     assert os.path.exists(os.path.join(repo, fmt.retired_path("img-a")))
     assert only_a <= set(repo_files(repo)) | {fmt.record_path("img-a")}
+    with pytest.raises(BadInput, match="'img-a' was published .* and retired"):
+        publish_mod.publish(tree_b, repo, "img-a", system)  # its id still means A's content
 
     clock[0] += 3599  # a node may still be fetching A
     assert prune_mod.prune(repo, 1, 3600, system).deleted == 0

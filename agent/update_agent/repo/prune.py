@@ -22,7 +22,9 @@ def prune(repo, keep, grace, system):
         now = system.clock()
         live = {r["image_id"]: r for r in publish.records(repo, ("images",))}
         retired = {r["image_id"]: r for r in publish.records(repo, ("retired",))}
-        refs = {i: _refs(repo, r, system) for i, r in list(retired.items()) + list(live.items())}
+        refs = {}
+        for image_id, rec in list(retired.items()) + list(live.items()):  # both: published again
+            refs[image_id] = refs.get(image_id, set()) | _refs(repo, rec, system)
         present = _present(repo)
         decision = repo_prune.decide({i: r["published_at"] for i, r in live.items()},
                                      {i: r["retired_at"] for i, r in retired.items()},

@@ -70,6 +70,15 @@ def _read_tree(tree):
 
 
 def _already(repo, image_id, digest):
+    retired = os.path.join(repo, fmt.retired_path(image_id))
+    if os.path.exists(retired):
+        # a node may still be fetching it: an id means one content until its grace is over
+        with open(retired, encoding="utf-8") as f:
+            old = fmt.record_loads(f.read(), retired)
+        if old["manifest"] != digest:
+            raise BadInput("image id %r was published in %s with another content (manifest %s) and "
+                           "retired; until a prune drops it, give another --image-id"
+                           % (image_id, repo, old["manifest"]))
     path = os.path.join(repo, fmt.record_path(image_id))
     if not os.path.exists(path):
         return None
