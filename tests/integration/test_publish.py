@@ -315,3 +315,17 @@ def test_a_key_signs_the_manifest_digest_as_the_nodes_keys_verify_it(place):
     other = rec["manifest"][:-1] + ("0" if rec["manifest"][-1] != "0" else "1")
     with pytest.raises(AgentError, match="matches none"):
         signature.verify(other, sig, keys_dir, "img-a")
+
+
+def test_names_a_file_list_cannot_hold_and_names_not_utf8_publish_too(place):
+    tree = os.path.join(place, "a")
+    os.makedirs(tree)
+    names = {"new\nline": b"one\n", os.fsdecode(b"latin-\xe9"): b"two\n", "-starts-with-dash": b"3",
+             "big\nand.zst": b"x" * 100_000}
+    for name, data in names.items():
+        with open(os.path.join(tree, name), "wb") as f:
+            f.write(data)
+    repo = os.path.join(place, "repo")
+    publish_mod.publish(tree, repo, "odd", System())
+    entries, contents, _ = read_back(repo, "odd")
+    assert {rel: contents[e.digest] for rel, e in entries.items()} == names
