@@ -74,8 +74,8 @@ def tail(path, lines=60):
 
 
 class Image:
-    def __init__(self, path, root, seconds):
-        self.path, self.root, self.seconds = path, root, seconds
+    def __init__(self, path, root, seconds, repo):
+        self.path, self.root, self.seconds, self.repo = path, root, seconds, repo
 
     def node_path(self, path):
         return os.path.join(self.root, path.lstrip("/"))
@@ -112,8 +112,8 @@ def image(need_mounts):
     try:
         log = os.path.join(work, "build.log")
         started = time.monotonic()
-        rc = run_group([sys.executable, TOOL, "--image-id", IMAGE_ID, os.path.join(work, "out")],
-                       log, BUILD_TIMEOUT)
+        rc = run_group([sys.executable, TOOL, "--image-id", IMAGE_ID, "--publish",
+                        os.path.join(work, "repo"), os.path.join(work, "out")], log, BUILD_TIMEOUT)
         seconds = time.monotonic() - started
         if rc == UNREACHABLE:
             pytest.skip(tail(log, 1).strip())
@@ -125,7 +125,7 @@ def image(need_mounts):
                              capture_output=True, text=True, check=True).stdout.strip()
         os.mkdir(root)
         subprocess.run(["mount", "-o", "ro", dev, root], check=True)
-        yield Image(path, root, seconds)
+        yield Image(path, root, seconds, os.path.join(work, "repo"))
     finally:
         if os.path.ismount(root):
             subprocess.run(["umount", root], check=False)
@@ -140,6 +140,15 @@ def test_image_is_a_rootfs_the_agent_applies(image):
     assert "TYPE=ext4" in probe and "LABEL=cloudimg-rootfs" in probe, probe
     # the agent's plan needs the image's kernel
     assert glob.glob(image.node_path("/boot/vmlinuz-*")), os.listdir(image.node_path("/boot"))
+
+
+def test_build_publishes_the_image_to_the_repository(image):
+    # --publish: the built image's manifest is the mounted image's, byte for byte
+    from update_agent.decide import entries, repo_format
+    from update_agent.node import manifest
+    with open(os.path.join(image.repo, repo_format.record_path(IMAGE_ID))) as f:
+        record = repo_format.record_loads(f.read(), IMAGE_ID)
+    assert record["manifest"] == entries.digest_of(manifest.build(image.root, entries.Excluder(()))[0])
 
 
 def test_unit_is_installed_and_enabled(image):

@@ -8,7 +8,7 @@ import signal
 import sys
 
 from update_agent import __version__, config as config_mod, logs
-from update_agent.cli import fleet as fleetcli, report, slot as slotcli
+from update_agent.cli import fleet as fleetcli, publish as publishcli, report, slot as slotcli
 from update_agent.daemon import loop as daemon
 from update_agent.daemon.notify import Notifier
 from update_agent.daemon.watch import CacheWatcher
@@ -42,6 +42,7 @@ SUMMARIES = (
     ("unhold", "resume automatic updates"),
     ("slot", "the coordination group's slots: status, hold, release, clear"),
     ("fleet", "the fleet's rollouts: status, halt, resume"),
+    ("publish", "add an image to an object repository, or prune one (no node needed)"),
 )
 
 # commands with sub-actions of their own, parsed by their module: global options go before them
@@ -359,9 +360,27 @@ def _subcommand(argv, out, name):
         return 1
 
 
+def _publish(argv, out):
+    """`publish` works on an image and a repository, not on a node: no root, no config."""
+    i = argv.index("publish")
+    args = parser().parse_args(argv[:i] + ["status"])
+    logs.setup(args.verbose)
+    rest = argv[i + 1:] + (["--json"] if args.json else [])
+    if "-h" in rest or "--help" in rest:
+        publishcli.parser().print_help(out)
+        return 0
+    try:
+        return publishcli.main(rest, out)
+    except AgentError as e:
+        sys.stderr.write("update-agent: error: %s\n" % e)
+        return e.exit_code
+
+
 def main(argv=None, out=None):
     out = out or sys.stdout
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "publish" in argv and all(a.startswith("-") for a in argv[:argv.index("publish")]):
+        return _publish(argv, out)
     for name in SUBCOMMANDS:
         if name in argv and "--" not in argv[:argv.index(name)]:
             return _subcommand(argv, out, name)

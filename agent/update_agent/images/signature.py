@@ -68,3 +68,30 @@ def verify(digest, signature, keys_dir, image_id):
             continue
     raise AgentError("image %s: signature over %s matches none of the %d keys in %s"
                      % (image_id, digest, len(keys), keys_dir))
+
+
+def load_private_key(path):
+    """An ed25519 private key file: PEM (PKCS#8, as `openssl genpkey -algorithm ed25519`
+    writes), or base64 of the 32 raw bytes."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise BadInput("--key %s cannot be read: %s" % (path, e.strerror))
+    try:
+        if b"BEGIN" in data:
+            key = load_pem_private_key(data, password=None)
+        else:
+            key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(data.strip(), validate=True))
+    except (ValueError, binascii.Error, TypeError) as e:
+        raise BadInput("--key %s is not an ed25519 private key: %s" % (path, str(e).splitlines()[0]))
+    if not isinstance(key, Ed25519PrivateKey):
+        raise BadInput("--key %s is not an ed25519 private key" % path)
+    return key
+
+
+def sign(digest, key):
+    """The base64 signature of a digest's exact text, as verify() checks it."""
+    return base64.b64encode(key.sign(digest.encode())).decode()

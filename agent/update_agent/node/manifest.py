@@ -27,21 +27,40 @@ from update_agent.decide.entries import (  # noqa: F401 (walk callers read them 
 LOG = logging.getLogger(__name__)
 
 
-def _xattrs(path):
+def xattr_values(path):
+    """{name: value} of a path's extended attributes (those that can be read)."""
     try:
         names = os.listxattr(path, follow_symlinks=False)
     except OSError:
-        return ""
-    if not names:
-        return ""
-    h = hashlib.new(HASH)
+        return {}
+    values = {}
     for name in sorted(names):
         try:
-            value = os.getxattr(path, name, follow_symlinks=False)
+            values[name] = os.getxattr(path, name, follow_symlinks=False)
         except OSError:
             continue
-        h.update(name.encode() + b"\0" + value + b"\0")
+    return values
+
+
+def xattrs_hash(values):
+    """What a manifest entry keeps of the xattrs: a hash of names and values."""
+    return _hash(values) if values else ""
+
+
+def _hash(values):
+    h = hashlib.new(HASH)
+    for name in sorted(values):
+        h.update(name.encode() + b"\0" + values[name] + b"\0")
     return h.hexdigest()[:32]
+
+
+def _xattrs(path):
+    try:
+        if not os.listxattr(path, follow_symlinks=False):
+            return ""
+    except OSError:
+        return ""
+    return _hash(xattr_values(path))  # named but unreadable ones still mark the entry
 
 
 def hash_file(path):
