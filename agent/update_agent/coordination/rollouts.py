@@ -56,6 +56,8 @@ class FleetRecords:
     def keep(self, group, node):
         """Extend node's member record without writing it (etcd: its lease); False
         where the engine cannot, or the record ran out: register() it again."""
+        if not self.store.can_keep:
+            return False  # no session opened for nothing (ZooKeeper's is a connection)
         with stores.session(self.store) as s:
             return s.keep(keys.member(group, node))
 

@@ -13,7 +13,8 @@ A store's connected() yields a session with:
       where the engine can (etcd); elsewhere the live ones of children()
   delete(key)
   keep(key) -> bool: extend the life of a record this store put with a ttl,
-      without writing it again (False: the engine cannot, or it expired: put it)
+      without writing it again (False: the engine cannot, or it expired: put it);
+      can_keep says whether it ever can
   can_watch, watch(key, token, timeout) -> Watched: wait until key changes
       after the get() that returned token (etcd only; can_watch is False elsewhere)
 Keys are paths under keys.ROOT (keys.py lays them out); values are JSON text.
@@ -83,6 +84,7 @@ class Stateless:
 
     errors = ()  # the client's exceptions for an engine that does not answer
     can_watch = False
+    can_keep = False  # keep() can extend a record's life
 
     def connected(self):
         return contextlib.nullcontext(self)
@@ -105,6 +107,7 @@ class EtcdStore(Stateless):
     keep() renews that lease instead, one request and no write."""
 
     can_watch = True
+    can_keep = True
 
     def __init__(self, url, timeout=10):
         import etcd3gw
@@ -324,6 +327,7 @@ class ZooKeeperStore:
 
     clock = staticmethod(time.time)
     can_watch = False  # a kazoo watch needs a session kept open: polled instead
+    can_keep = False
 
     def __init__(self, url, timeout=10):
         import kazoo.client  # noqa: F401 (fail here, not at the first slot, when it is missing)
