@@ -51,7 +51,7 @@ def main(argv, out, system=None):
         raise BadInput("publish: --keep %d goes with --prune" % args.keep)
     image, repo = args.paths
     key = signature.load_private_key(args.key) if args.key else None
-    image_id = validate_image_id(args.image_id, key="--image-id") if args.image_id is not None else None
+    image_id = validate_image_id(args.image_id, key="--image-id", what="option") if args.image_id is not None else None
     signer = (lambda d: signature.sign(d, key)) if key else None
     fmt = formats.detect(image)
     if fmt in TARS and os.geteuid() != 0:  # unpacking would lose the owners: read the headers

@@ -21,18 +21,20 @@ def show_value(value, limit=80):
     return text if len(text) <= limit else text[:limit] + "...(%d chars)" % len(text)
 
 
-def validate_image_id(value, key="image_id"):
+def validate_image_id(value, key="image_id", what="metadata key"):
+    """value, if it is a valid image id; else BadInput naming what and key it came from."""
+    named = "%s %r" % (what, key)
     if value is None:
-        raise BadInput("metadata key %r is missing" % key)
+        raise BadInput("%s is missing" % named)
     if not isinstance(value, str):
-        raise BadInput("metadata key %r must be a string, got %s %s"
-                       % (key, type(value).__name__, show_value(value)))
+        raise BadInput("%s must be a string, got %s %s"
+                       % (named, type(value).__name__, show_value(value)))
     if len(value) > MAX_IMAGE_ID:
-        raise BadInput("metadata key %r is too long: %s is %d chars, the limit is %d (file "
-                       "names are made from it)" % (key, show_value(value, 40), len(value),
+        raise BadInput("%s is too long: %s is %d chars, the limit is %d (file "
+                       "names are made from it)" % (named, show_value(value, 40), len(value),
                                                     MAX_IMAGE_ID))
     if not IMAGE_ID.fullmatch(value) or ".." in value:
-        raise BadInput("metadata key %r has invalid value %s (allowed: letters, digits, "
-                       "'._:+-', no '..', at most %d chars)" % (key, show_value(value),
+        raise BadInput("%s has invalid value %s (allowed: letters, digits, "
+                       "'._:+-', no '..', at most %d chars)" % (named, show_value(value),
                                                                  MAX_IMAGE_ID))
     return value
