@@ -45,8 +45,9 @@ class System:
         return found
 
     def run(self, argv, *, check=True, input=None, env=None, timeout=None,
-            capture=True, cwd=None, own_group=False):
-        """Run argv (never through a shell); return CompletedProcess with text output.
+            capture=True, cwd=None, own_group=False, binary=False):
+        """Run argv (never through a shell); return CompletedProcess with text output
+        (bytes in and out with binary=True).
 
         By default the command stays in the agent's process group, so whoever
         stops the agent's group (systemd, a test harness) stops rsync with it.
@@ -58,7 +59,7 @@ class System:
         LOG.debug("run: %s", argv)
         try:
             proc = subprocess.Popen(
-                argv, env=env, cwd=cwd, text=True, start_new_session=own_group,
+                argv, env=env, cwd=cwd, text=not binary, start_new_session=own_group,
                 preexec_fn=_die_with_parent,
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if capture else None,
@@ -74,6 +75,8 @@ class System:
         except BaseException:
             self.stop(proc, own_group)
             raise
+        if binary and err is not None:
+            err = err.decode("utf-8", "replace")  # an error is read by a person
         result = subprocess.CompletedProcess(argv, proc.returncode, out, err)
         if check and proc.returncode != 0:
             raise CommandFailed(argv, proc.returncode, err)
