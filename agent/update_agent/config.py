@@ -238,6 +238,11 @@ class AgentConfig:
         "node directories a file:// image URL may point into (resolved under --root); "
         "any other file:// URL is refused before it is opened (\"/\": any node path; "
         "empty: only the agent's own image cache)")
+    http_proxy: str = key("", _parse_url,
+                          "http:// proxy (a site's cache) an object repository is fetched "
+                          "through; empty: straight from the repository's URL")
+    fetch_parallel: int = key(4, _parse_positive,
+                              "requests an object repository's fetch keeps in flight at once")
     stage_space_margin: int = key(64 << 20, _parse_size,
                                   "free bytes kept in the state dir beyond the image a download stages")
     stage_inode_margin: int = key(1000, _parse_int,

@@ -130,3 +130,15 @@ def test_the_longest_name_made_from_an_image_id_fits_the_filesystem():
     change_list = "%d-%s.json" % (99999999999, "i" * MAX_IMAGE_ID)   # journal.save_change_list
     temporary = "." + change_list + "." + "x" * 8                     # statefile.write_atomic
     assert len(temporary.encode()) <= 255
+
+
+def test_a_repository_needs_no_image_url_and_keeps_the_manifest_digest():
+    d = from_metadata({"image_id": "img-2", "update_agent": {
+        "repo": "https://repo.example/r/", "image_digest": "sha256:" + SHA}})
+    assert (d.repo, d.image_url, d.image_digest) == ("https://repo.example/r/", "", "sha256:" + SHA)
+
+
+@pytest.mark.parametrize("bad", ["file:///srv/repo", "ftp://h/r", "http://", 7, "http://h/ r"])
+def test_a_repository_url_that_is_not_http_is_refused_naming_the_key(bad):
+    with pytest.raises(BadInput, match="update_agent.repo"):
+        from_metadata({"image_id": "a", "update_agent": {"repo": bad}})

@@ -124,6 +124,9 @@ def cmd_check(args, agent, out):
     with agent.lock(timeout=10), agent.planner.planned(want, adopt=args.adopt) as planned:
         plan = planned.plan.to_dict()
         text = report.plan_text(planned.plan)
+        if planned.fetch is not None:  # a repository image: what the update would download
+            plan["fetch"] = planned.fetch.to_dict()
+            text += "\n" + report.fetch_text(planned.fetch)
     rollout = agent.rollout_preview(want)
     if rollout is not None:
         plan["rollout"] = rollout

@@ -35,6 +35,11 @@ def plan_text(plan):
     return "\n".join(lines)
 
 
+def fetch_text(fetch):
+    """What a repository image's update downloads (a --dry-run's line)."""
+    d = fetch.to_dict()
+    return "  fetch:   %s in %d requests (%d contents; %d found on the node)" % (
+        _size(d["bytes"]), d["requests"], d["contents"], d["local"])
 
 
 def emit(out, as_json, obj, text):

@@ -9,10 +9,11 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import urllib.parse
 
 from update_agent.errors import AgentError, BadInput
-from update_agent.images import fetch as fetching, formats, signature
+from update_agent.images import fetch as fetching, formats, repo_image, signature
 from update_agent.node import manifest
 from update_agent.state import statecheck, statefile
 
@@ -67,6 +68,7 @@ class ImageStore:
         self.opener = opener
         self.progress = progress
         self._cached_manifest = None  # (digest, entries) of the directory image just staged
+        self.repos = repo_image.RepoImages(images_dir, config, system, keys_dir)
 
     # --- staging ---------------------------------------------------------
     def stage(self, desired):
@@ -91,6 +93,10 @@ class ImageStore:
         if not desired.image_digest and self.config.require_digest:
             raise BadInput("image %s has no update_agent.image_digest and the config "
                            "requires one (require_digest = true)" % desired.image_id)
+        if desired.repo:
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            digest, tree = self.repos.stage(desired, _name)
+            return StagedImage(desired.image_id, digest, tree, repo_image.FORMAT)
         url = urllib.parse.urlsplit(desired.image_url)
         if url.scheme == "file" and os.path.isdir(urllib.parse.unquote(url.path)):
             return self._stage_directory(desired, urllib.parse.unquote(url.path))
@@ -179,7 +185,7 @@ class ImageStore:
         for name in sorted(names):
             if name.endswith(".json"):
                 staged = self._record(name)
-                if staged is not None and os.path.isfile(staged.path):
+                if staged is not None and os.path.exists(staged.path):
                     out.append(staged)
         return out
 
@@ -195,8 +201,21 @@ class ImageStore:
         except statecheck.DamagedState as e:
             LOG.warning("%s", e)
             return None
+        ext = ".tree" if meta["format"] == repo_image.FORMAT else ".img"
         return StagedImage(meta["image_id"], meta["digest"],
-                           os.path.join(self.dir, _name(meta["digest"]) + ".img"), meta["format"])
+                           os.path.join(self.dir, _name(meta["digest"]) + ext), meta["format"])
+
+    def source_url(self, staged):
+        """Where a cached image came from (its URL; a repository image's repository)."""
+        return statecheck.load(os.path.join(self.dir, _name(staged.digest) + ".json"),
+                               statecheck.IMAGE_RECORD, RECORD_FIX).get("url", "")
+
+    def staging(self, staged):
+        """The Staging that fills a repository image's sparse tree."""
+        meta = statecheck.load(os.path.join(self.dir, _name(staged.digest) + ".json"),
+                               statecheck.IMAGE_RECORD, RECORD_FIX)
+        return self.repos.staging(_name(staged.digest), self.cached_manifest(staged.digest),
+                                  meta["url"])
 
     def lookup(self, digest):
         for staged in self._all():
@@ -209,6 +228,8 @@ class ImageStore:
         """The image's full manifest (tree: the opened image), cached by digest."""
         if self._cached_manifest and self._cached_manifest[0] == staged.digest:
             return self._cached_manifest[1]
+        if staged.format == repo_image.FORMAT:
+            return self.cached_manifest(staged.digest)
         if staged.format == "directory":
             entries, _ = manifest.build(tree, manifest.Excluder(()), skip_devices=False)
             return entries
@@ -241,7 +262,8 @@ class ImageStore:
     def evict(self, staged):
         """Forget a cached image that turned out unusable (its files are removed)."""
         stem = os.path.join(self.dir, _name(staged.digest))
-        for ext in (".img", ".json", ".manifest"):
+        shutil.rmtree(stem + ".tree", ignore_errors=True)
+        for ext in (".img", ".json", ".manifest", ".index", ".xattrs"):
             try:
                 os.unlink(stem + ext)
             except FileNotFoundError:
@@ -266,9 +288,14 @@ class ImageStore:
         removed = []
         for name in names:
             stem, _, ext = name.rpartition(".")
-            if ext in ("img", "json", "manifest", "part") and stem not in keep:
+            if ext in ("img", "json", "manifest", "part", "index", "xattrs") and stem not in keep:
                 os.unlink(os.path.join(self.dir, name))
                 removed.append(name)
+            elif ext == "tree" and stem not in keep:
+                shutil.rmtree(os.path.join(self.dir, name))
+                removed.append(name)
+        # the contents fetched for the image now applied: on the node since
+        shutil.rmtree(os.path.join(self.dir, repo_image.OBJECTS), ignore_errors=True)
         if removed:
             LOG.info("image cache: removed %s", ", ".join(sorted(removed)))
         return removed

@@ -20,7 +20,8 @@ LOG = logging.getLogger(__name__)
 
 REBOOT_POLICIES = ("auto", "never", "manual")
 URL_SCHEMES = ("http", "https", "file")
-KNOWN_KEYS = ("image_url", "image_digest", "reboot", "image_signature", "rollout", "group")
+KNOWN_KEYS = ("image_url", "image_digest", "reboot", "image_signature", "rollout", "group", "repo")
+REPO_SCHEMES = ("http", "https")
 MAX_URL = 4096
 
 
@@ -33,6 +34,9 @@ class Desired:
     image_signature: str = ""  # base64 ed25519 signature over image_digest, "" if none
     rollout: rollout_policy.Policy = None  # None when the metadata carries no rollout policy
     group: str = ""  # "" when the metadata does not say: the config's group applies
+    # an object repository's URL ("" for none): the image comes from there, file by
+    # file, and image_digest (and image_signature) are its manifest's
+    repo: str = ""
 
     def to_dict(self):
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -62,6 +66,18 @@ def validate_url(value, key="update_agent.image_url"):
     return value
 
 
+def validate_repo(value, key="update_agent.repo"):
+    """An object repository's URL (http or https), or "" when none is given."""
+    if value is None or value == "":
+        return ""
+    validate_url(value, key)
+    if urllib.parse.urlsplit(value).scheme.lower() not in REPO_SCHEMES or \
+            not urllib.parse.urlsplit(value).hostname:
+        raise BadInput("metadata key %r must be an http:// or https:// URL of an object "
+                       "repository, got %s" % (key, show_value(value)))
+    return value
+
+
 def validate_reboot(value, key="update_agent.reboot"):
     if value is None or value == "":
         return ""
@@ -86,8 +102,11 @@ def from_metadata(metadata, url_template=""):
         if key not in KNOWN_KEYS:
             # a newer template may carry keys this agent does not know yet
             LOG.warning("ignoring unknown metadata key update_agent.%s", key)
+    repo = validate_repo(opts.get("repo"))
     url = opts.get("image_url")
-    if url is None or url == "":
+    if repo and not url:
+        url, key = "", "update_agent.repo"
+    elif url is None or url == "":
         if not url_template:
             raise BadInput("no image URL for image_id %r: set update_agent.image_url in the "
                            "metadata or image_url_template in the config" % image_id)
@@ -101,7 +120,8 @@ def from_metadata(metadata, url_template=""):
         key = "update_agent.image_url"
     return Desired(
         image_id=image_id,
-        image_url=validate_url(url, key),
+        image_url=validate_url(url, key) if url else "",
+        repo=repo,
         image_digest=validate_digest(opts.get("image_digest")),
         reboot=validate_reboot(opts.get("reboot")),
         image_signature=validate_signature(opts.get("image_signature")),

@@ -175,7 +175,8 @@ class Agent:
                 # os-refresh-config's lock; plan and apply take it
                 staged = self.planner.stage(want, adopt=adopt, rollback=rollback, force=force)
                 with self.orc_lock(), self.planner.planned(want, adopt=adopt, rollback=rollback,
-                                                           force=force, staged=staged) as planned:
+                                                           force=force, staged=staged,
+                                                           fetch=True) as planned:
                     plan = planned.plan
                     if on_plan:
                         on_plan(plan)
@@ -255,6 +256,9 @@ class Agent:
         if not prev.get("image_id") or staged is None:
             raise AgentError("no previous image to roll back to in the cache (%s)"
                              % (prev.get("image_id") or "none recorded"))
+        if staged.format == "repo":  # its tree is sparse: what it lacks comes from its repository
+            return desired_mod.Desired(prev["image_id"], "", prev["digest"],
+                                       repo=self.images.source_url(staged))
         return desired_mod.Desired(prev["image_id"], "file://" + staged.path, prev["digest"])
 
     def rollback(self, should_stop=None, on_plan=None, status=None):
@@ -277,7 +281,7 @@ class Agent:
         # called with the locks held: plan and apply the previous image in the same run
         want = self.previous()
         plan = None
-        with self.planner.planned(want, rollback=True) as planned:
+        with self.planner.planned(want, rollback=True, fetch=True) as planned:
             plan = planned.plan
             if plan.action != planning.ROLLBACK:
                 return Outcome(want.image_id, Result.REFUSED, plan, "cannot roll back in place: %s"

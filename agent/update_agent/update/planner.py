@@ -12,10 +12,10 @@ import posixpath
 
 from update_agent import sources
 from update_agent.apply import health, hooks
-from update_agent.decide import plan as planning
+from update_agent.decide import accounts, changes, plan as planning
 from update_agent.decide.sides import ImageSide, NodeSide, PlanOptions
 from update_agent.errors import AgentError
-from update_agent.images import formats
+from update_agent.images import formats, repo_image
 from update_agent.node import facts as facts_mod, manifest, processes, trust
 from update_agent.node.paths import KEYS_DIR
 from update_agent.reboot import steps as rebooting
@@ -31,6 +31,9 @@ class Planned:
     tree: str = ""
     image_entries: dict = None
     replan: object = None
+    # a repository image: what the plan's change set fetches (decide.repo_fetch.FetchPlan):
+    # still to fetch for a dry run, fetched already for an update
+    fetch: object = None
 
 
 @dataclasses.dataclass
@@ -118,16 +121,33 @@ class Planner:
 
         Called under the agent's lock only: a download may take long, and
         os-refresh-config must be free to run meanwhile."""
-        *_, early = self._early(want, adopt, rollback, force)
-        return None if early is not None else self.images.stage(want)
+        facts, *_, early = self._early(want, adopt, rollback, force)
+        if early is not None:
+            return None
+        staged = self.images.stage(want)
+        if staged.format == repo_image.FORMAT:
+            self._prefetch(staged, facts)
+        return staged
+
+    def _prefetch(self, staged, facts):
+        """Fetch what the node lacks of a repository image, before os-refresh-config's
+        lock is taken: the plan under the lock then finds it staged. From the change
+        set of the walk now; the plan under the lock stages what changed since."""
+        image = manifest.Excluder(facts.excluded).filter(self.images.manifest(staged, ""))
+        node, *_ = facts_mod.node_manifest(facts, self.paths.node_manifest)
+        ch = changes.diff(node, image, skip=accounts.FILES)
+        self.images.staging(staged).fill(list(ch.transfer) + list(accounts.FILES),
+                                         _node_files(facts.root, node))
 
     @contextlib.contextmanager
-    def planned(self, want, adopt=False, rollback=False, force=False, staged=None):
+    def planned(self, want, adopt=False, rollback=False, force=False, staged=None, fetch=False):
         """Yield a Planned; the image stays open (mounted) inside the block.
 
         rollback: plan the return to the previous image (action rollback);
         force: apply an image even though it was rolled back from before;
-        staged: the image stage() already fetched for want."""
+        staged: the image stage() already fetched for want;
+        fetch: stage a repository image's change set (else Planned.fetch only says
+        what that would fetch: a dry run)."""
         self.check_trust()
         facts, j, rejected, early = self._early(want, adopt, rollback, force)
         if early is not None:
@@ -150,16 +170,34 @@ class Planner:
             options = PlanOptions(adopt=adopt, rollback=rollback, rejected=rejected)
             planned = Planned(None, facts, tree, image.entries)
             walk = _Walk()
+            staging = self._staging(staged)
 
             def replan():
                 # planned.facts become those the plan saw: the executor leaves the same
                 # mounts alone, and a mount is reported once, when first seen
                 planned.plan, planned.facts = self._decide(want, planned.facts, j, image, tree,
                                                            options, walk)
+                if staging is not None:
+                    planned.fetch = self._stage_plan(staging, planned, walk, fetch)
                 return planned
             planned.replan = replan
             replan()
             yield planned
+
+    def _staging(self, staged):
+        """A repository image's Staging, its account files staged: the plan merges them."""
+        if staged.format != repo_image.FORMAT:
+            return None
+        staging = self.images.staging(staged)
+        staging.fill(accounts.FILES, {})
+        return staging
+
+    def _stage_plan(self, staging, planned, walk, fetch):
+        ch = planned.plan.changes
+        if ch is None or planned.plan.action in (planning.NOOP, planning.REFUSE):
+            return staging.fetch_plan((), {})
+        files = _node_files(planned.facts.root, walk.entries)
+        return (staging.fill if fetch else staging.fetch_plan)(ch.transfer, files)
 
     def _open(self, stack, staged):
         try:
@@ -211,3 +249,9 @@ class Planner:
                 manifest.save(self.paths.node_manifest, entries, sigs)
         except OSError as e:
             LOG.debug("node manifest cache not saved: %s", e)
+
+
+def _node_files(root, node_entries):
+    """{content hex: host path} of the node's files: where a moved file's bytes are."""
+    return {e.digest: os.path.join(root, rel) for rel, e in node_entries.items()
+            if e.kind == "f" and e.size > 0}

@@ -1,0 +1,195 @@
+"""A node updated from an object repository served by a real nginx on 127.0.0.1:
+content-exact, fetching only the contents it lacks, and refusing anything that is
+not what its name or signature says, with nothing on the node changed."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+import nginx_local
+import world
+from world import agent, plan_json
+from update_agent.decide import repo_format as fmt
+from update_agent.images import signature
+from update_agent.repo import publish as publish_mod
+from update_agent.system import System
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_mounts")]
+
+CONTENT = ("/objects/", "/packs/")
+
+
+def _write(path, data, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    os.chmod(path, mode)
+
+
+@pytest.fixture(scope="module")
+def w(tmp_path_factory, need_mounts):
+    w = world.World(str(tmp_path_factory.mktemp("repo")))
+    # C: B with a big file changed, a new file, and B's app moved elsewhere
+    c = w.tree("img-C", image_id="img-C", release=world.RELEASE, variant="B")
+    _write(os.path.join(c, "usr/lib/big.bin"), os.urandom(200_000))
+    _write(os.path.join(c, "usr/share/new.txt"), b"new in C\n" * 50)
+    os.makedirs(os.path.join(c, "opt/moved"))
+    os.rename(os.path.join(c, "usr/bin/app"), os.path.join(c, "opt/moved/app"))
+    w.tree_c = c
+    w.repo = os.path.join(w.base, "www", "repo")
+    for tree, image_id in ((w.tree_a, "img-A"), (w.tree_b, "img-B"), (c, "img-C")):
+        publish_mod.publish(tree, w.repo, image_id, System())
+    return w
+
+
+@pytest.fixture(scope="module")
+def origin(w, tmp_path_factory):
+    with nginx_local.origin(os.path.join(w.base, "www"),
+                            str(tmp_path_factory.mktemp("nginx"))) as o:
+        yield o
+
+
+def record(w, image_id):
+    with open(os.path.join(w.repo, fmt.record_path(image_id))) as f:
+        return json.load(f)
+
+
+def meta(tmp, origin, w, image_id, digest=True, **extra):
+    opts = {"repo": origin.url + "/repo/"}
+    if digest:
+        opts["image_digest"] = record(w, image_id)["manifest"]
+    opts.update(extra)
+    return _meta_file(tmp, image_id, opts)
+
+
+def _meta_file(tmp, image_id, opts):
+    path = os.path.join(str(tmp), image_id + ".json")
+    with open(path, "w") as f:
+        json.dump({"image_id": image_id, "update_agent": opts}, f)
+    return path
+
+
+def content_served(origin, since=0):
+    """(bytes, requests) of the content files the origin served after `since` requests."""
+    got = [s for s in origin.served()[since:] if s.path.startswith("/repo" + CONTENT[0])
+           or s.path.startswith("/repo" + CONTENT[1])]
+    return sum(s.body_bytes for s in got), len(got)
+
+
+def test_a_repository_updates_a_node_content_exactly_and_fetches_only_what_it_lacks(
+        w, origin, node, tmp_path):
+    m = meta(tmp_path, origin, w, "img-B")
+    before = len(origin.served())
+    plan = plan_json(node.root, m)
+    assert plan["action"] == "in-place", plan["reasons"]
+    predicted = plan["fetch"]
+    # a dry run fetches the account files alone (one small range): the plan merges them
+    got, requests = content_served(origin, before)
+    assert requests <= 1 and got < 4096
+    assert predicted["requests"] > 0 and predicted["bytes"] > 0
+    mark = len(origin.served())
+    r = agent(node.root, "apply", metadata=m)
+    assert r.returncode == 0, r.stderr
+    world.assert_matches_image(node.root, w.tree_b)
+    assert content_served(origin, mark) == (predicted["bytes"], predicted["requests"])
+
+    # to C: only C's new contents come over; the moved app's bytes are copied locally
+    m = meta(tmp_path, origin, w, "img-C")
+    plan = plan_json(node.root, m)
+    assert plan["fetch"]["local"] >= 1
+    mark = len(origin.served())
+    r = agent(node.root, "apply", metadata=m)
+    assert r.returncode == 0, r.stderr
+    world.assert_matches_image(node.root, w.tree_c)
+    got, requests = content_served(origin, mark)
+    assert (got, requests) == (plan["fetch"]["bytes"], plan["fetch"]["requests"])
+    c_new = 200_000 + len(b"new in C\n" * 50)
+    assert got < c_new + 64 * 1024  # zstd of random bytes is about their size; nothing else
+
+
+def test_the_record_alone_names_the_manifest_only_where_the_config_allows_it(
+        w, origin, node, tmp_path):
+    m = meta(tmp_path, origin, w, "img-B", digest=False)
+    r = agent(node.root, "apply", metadata=m)
+    assert r.returncode != 0 and "require_digest" in r.stderr, r.stderr
+    config = tmp_path / "agent.conf"
+    config.write_text("[agent]\nrequire_digest = false\n")
+    r = agent(node.root, "apply", metadata=m, config=str(config))
+    assert r.returncode == 0, r.stderr
+    world.assert_matches_image(node.root, w.tree_b)
+
+
+def _tampered_copy(w, tmp_path, change):
+    """A copy of the repository (served from the same origin) with one change."""
+    name = "bad-%s" % os.path.basename(str(tmp_path))
+    copy = os.path.join(w.base, "www", name)
+    shutil.copytree(w.repo, copy)
+    change(copy)
+    return name
+
+
+def _file_of(tree, rel):
+    import hashlib
+    with open(os.path.join(tree, rel), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _refused_unchanged(node, m, expect, config=None):
+    before = world.snapshot(node.root)
+    r = agent(node.root, "apply", metadata=m, config=config)
+    assert r.returncode != 0, r.stdout
+    assert "Traceback" not in r.stderr and "unexpected" not in r.stderr, r.stderr
+    assert expect in r.stderr, r.stderr
+    assert world.snapshot(node.root) == before
+
+
+def test_an_object_whose_bytes_do_not_match_its_name_is_refused_and_nothing_changes(
+        w, origin, node, tmp_path):
+    def swap_big_object(repo):
+        # a well-formed zstd object, of other bytes than its name says
+        obj = os.path.join(repo, fmt.object_path(_file_of(w.tree_c, "usr/lib/big.bin")))
+        other = os.path.join(str(tmp_path), "other")
+        _write(other, os.urandom(200_000))
+        System().run(["zstd", "-q", "-f", "-o", obj, other])
+    name = _tampered_copy(w, tmp_path, swap_big_object)
+    m = _meta_file(tmp_path, "img-C", {"repo": origin.url + "/" + name + "/",
+                                       "image_digest": record(w, "img-C")["manifest"]})
+    _refused_unchanged(node, m, "does not hold what its name says")
+
+
+def test_a_manifest_that_is_not_its_digest_is_refused(w, origin, node, tmp_path):
+    def swap_manifest(repo):
+        b = fmt.manifest_path(fmt.hex_of(record(w, "img-B")["manifest"]))
+        c = fmt.manifest_path(fmt.hex_of(record(w, "img-C")["manifest"]))
+        shutil.copyfile(os.path.join(repo, c), os.path.join(repo, b))
+    name = _tampered_copy(w, tmp_path, swap_manifest)
+    m = _meta_file(tmp_path, "img-B", {"repo": origin.url + "/" + name + "/",
+                                       "image_digest": record(w, "img-B")["manifest"]})
+    _refused_unchanged(node, m, "does not hold what its name says")
+
+
+def test_an_unsigned_or_wrongly_signed_record_is_refused_when_the_node_trusts_a_key(
+        w, origin, node, tmp_path):
+    key = os.path.join(str(tmp_path), "key.pem")
+    System().run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", key])
+    pub = System().run(["openssl", "pkey", "-in", key, "-pubout"]).stdout
+    with world.writable(node.root):
+        _write(os.path.join(node.root, "etc/update-agent/keys/test.pub"), pub.encode())
+    config = tmp_path / "agent.conf"  # the record names the manifest: its signature decides
+    config.write_text("[agent]\nrequire_digest = false\n")
+    _refused_unchanged(node, meta(tmp_path, origin, w, "img-B", digest=False), "not signed",
+                       str(config))
+
+    def sign_then_swap(repo):
+        path = os.path.join(repo, fmt.record_path("img-B"))
+        with open(path) as f:
+            rec = json.load(f)
+        rec["signature"] = signature.sign(rec["manifest"], signature.load_private_key(key))
+        rec["manifest"] = record(w, "img-C")["manifest"]  # not the manifest signed
+        with open(path, "w") as f:
+            json.dump(rec, f)
+    name = _tampered_copy(w, tmp_path, sign_then_swap)
+    m = _meta_file(tmp_path, "img-B", {"repo": origin.url + "/" + name + "/"})
+    _refused_unchanged(node, m, "signature", str(config))
