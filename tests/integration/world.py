@@ -20,7 +20,7 @@ NOT_FROM_IMAGE = ("etc/image_id", "etc/passwd", "etc/group", "etc/shadow", "etc/
                   "etc/hostname", "etc/hosts", "etc/machine-id", "etc/ssh/ssh_host_ed25519_key",
                   "home", "root", "var/log", "run", "tmp", "var/tmp", "proc", "sys", "dev",
                   "var/lib/update-agent", "mnt/state", "lost+found", "var/lib/os-collect-config",
-                  ".update-agent-pinned")
+                  ".update-agent-pinned", ".update-agent-kept")
 
 
 sha256 = sandbox.image_digest  # the image_digest value of an image file

@@ -19,7 +19,7 @@ from update_agent.apply import hooks, live, remount, sync, verify
 from update_agent.apply.steps import (  # noqa: F401 (StepFailed: raised from here for callers)
     Context, Runner, Step, StepFailed, journal_for, names, note_failed_units, phase, run_phase)
 from update_agent.errors import AgentError
-from update_agent.node import facts as facts_mod, mounts
+from update_agent.node import facts as facts_mod, kept, mounts
 from update_agent.state import statefile
 
 LOG = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ def quiet_not_needed(ctx):
 def pin(ctx):
     # replaced inodes still in use, linked: else remount,ro is refused
     live.pin(ctx.paths.root, ctx.plan.restarts, ctx.paths.work_dir, clock=ctx.system.clock)
+    # a repository image's rollback takes what the sync replaces from these links
+    kept.keep(ctx.paths.root, ctx.plan.digest, ctx.plan.kept_for_rollback)
 
 
 def sync_root(ctx):
@@ -72,6 +74,7 @@ def commit(ctx):
     statefile.write_atomic(path, (plan.image_id + "\n").encode(), mode=0o644, uid=0, gid=0)
     _keep_image_time(paths, os.path.dirname(path), ctx.image_tree)
     ctx.state.records.commit(plan.image_id, plan.digest, j.previous_image_id, j.previous_digest)
+    kept.drop_all_but(paths.root, plan.digest)  # a rollback now returns to the previous image
     LOG.info("committed image_id %s", plan.image_id)
 
 

@@ -35,18 +35,22 @@ class Need:
     why_inodes: str = ""
 
 
-def root_need(change_set, pinned, margin_bytes, fallback=(0, 0)):
+def root_need(change_set, pinned, margin_bytes, fallback=(0, 0), kept=(0, 0)):
     """fallback: (bytes, files) of the copy of the running build that a same-name
-    kernel rebuild keeps beside the new one until it has booted."""
+    kernel rebuild keeps beside the new one until it has booted; kept: (bytes,
+    files) of the replaced files a repository image keeps for its rollback."""
     copy_bytes, copies = fallback
+    kept_bytes, kept_files = kept
     added = len(change_set.added)
-    inodes = added + pinned + copies + ROOT_INODE_MARGIN
-    return Need(change_set.bytes + copy_bytes + margin_bytes, inodes,
-                "changes%s plus a %d byte margin"
+    inodes = added + pinned + copies + kept_files + ROOT_INODE_MARGIN
+    return Need(change_set.bytes + copy_bytes + kept_bytes + margin_bytes, inodes,
+                "changes%s%s plus a %d byte margin"
                 % (", the fallback kernel's copy of %d bytes" % copy_bytes if copies else "",
-                   margin_bytes),
-                "%d added paths, %d replaced files kept while in use, %sa margin of %d"
+                   ", %d bytes of replaced files kept for a rollback" % kept_bytes
+                   if kept_files else "", margin_bytes),
+                "%d added paths, %d replaced files kept while in use, %s%sa margin of %d"
                 % (added, pinned, "%d fallback kernel files, " % copies if copies else "",
+                   "%d kept for a rollback, " % kept_files if kept_files else "",
                    ROOT_INODE_MARGIN))
 
 
@@ -78,14 +82,15 @@ def shortfalls(room, need):
     return out
 
 
-def check(facts, change_set, accounts, restart_plan, margin_bytes, procs=(), fallback=(0, 0)):
+def check(facts, change_set, accounts, restart_plan, margin_bytes, procs=(), fallback=(0, 0),
+          kept=(0, 0)):
     """Refusals (empty: the apply fits). procs: the running processes, whose
-    inodes the pin step keeps; fallback: as root_need's."""
+    inodes the pin step keeps; fallback, kept: as root_need's."""
     in_use = set()
     for proc in procs:
         in_use |= proc.inodes
     pinned_paths = [rel for ino, rel in restart_plan.targets if ino in in_use]
-    root = root_need(change_set, len(pinned_paths), margin_bytes, fallback)
+    root = root_need(change_set, len(pinned_paths), margin_bytes, fallback, kept)
     state = state_need(change_set, accounts, pinned_paths)
     root_room = Room("the root %s" % facts.root, facts.free_bytes, facts.root_free_inodes)
     if facts.state_on_root_fs:

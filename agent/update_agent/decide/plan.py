@@ -8,7 +8,8 @@ their arguments, so --dry-run prints exactly what apply would do.
 import dataclasses
 
 from update_agent.decide import (
-    accounts, capacity, changes as changeset, entries, kernel, kexec, restarts as restarting
+    accounts, capacity, changes as changeset, entries, kernel, kexec, restarts as restarting,
+    rollback_keep
 )
 from update_agent.decide.actions import Action
 from update_agent.decide.sides import PlanOptions
@@ -42,6 +43,8 @@ class Plan:
     # build made before the sync when the image rebuilds it under the same name
     fallback: kernel.Fallback = kernel.Fallback()
     reboot_method: str = ""       # reboot: "reboot" or "kexec" (kexec.decide)
+    # a repository image: ((hex, node rel), ...) the pin step keeps for a rollback
+    kept_for_rollback: tuple = ()
 
     def to_dict(self):
         ch = self.changes or changeset.ChangeSet()
@@ -69,6 +72,7 @@ class Plan:
             "root_was_read_only": self.root_was_ro,
             "restarts": self.restarts.to_dict(),
             "skipped_mount_points": ["/" + p for p in self.skipped_mounts],
+            "kept_for_rollback": len(self.kept_for_rollback),
         }
 
 
@@ -249,13 +253,16 @@ def decide(desired, facts, journal, config, image, node, options=PlanOptions()):
                 changes=change_set, accounts=tuple(merged), resume=resume,
                 root_was_ro=root_was_ro(facts, journal), restarts=restart_plan,
                 skipped_mounts=skipped, kept_kernel=tuple(keep), fallback=fallback)
+    if image.keeps_replaced:
+        plan["kept_for_rollback"] = rollback_keep.replaced(change_set, node_entries)
     reasons = reasons + ["image_id %s differs from current %s"
                          % (desired.image_id, facts.current_image_id or "(none)")]
     if not image_k.version:
         return Plan(REFUSE, tuple(reasons + kernel_reasons), **plan)
     copies = (sum(node_entries[src].size for src, _ in fallback.copies), len(fallback.copies))
     refusals += capacity.check(facts, change_set, merged, restart_plan, config.agent.free_space_margin,
-                               node.procs, copies)
+                               node.procs, copies,
+                               rollback_keep.room(plan.get("kept_for_rollback", ()), node_entries))
     if refusals:
         return Plan(REFUSE, tuple(reasons + refusals), **plan)
     if change_set.kept:

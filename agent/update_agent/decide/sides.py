@@ -12,6 +12,9 @@ class ImageSide:
 
     digest: str
     entries: dict                 # {rel: Entry}: the image's whole manifest
+    # a repository image: what the sync replaces or deletes is kept for a rollback
+    # without download (rollback_keep.py)
+    keeps_replaced: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

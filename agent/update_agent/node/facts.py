@@ -15,6 +15,7 @@ LOG = logging.getLogger(__name__)
 # On the root filesystem: hard links that keep replaced inodes still in use alive,
 # so that remount,ro is not refused (see apply.py's pin step).
 PIN_DIR = "/.update-agent-pinned"
+KEPT_DIR = "/.update-agent-kept"  # node/kept.py: replaced files kept for a rollback
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +75,7 @@ def gather(paths, agent_config, mountinfo=None):
     state_real = os.path.realpath(paths.state_dir)
     state_rel = os.path.relpath(state_real, os.path.realpath(root))
     extra = ("/" + state_rel,) if not state_rel.startswith("..") and state_rel != "." else ()
-    excluded = _exclusions(tuple(agent_config.preserved) + (agent_config.state_dir, PIN_DIR) + extra,
+    excluded = _exclusions(tuple(agent_config.preserved) + (agent_config.state_dir, PIN_DIR, KEPT_DIR) + extra,
                            below)
     return Facts(
         root=root,

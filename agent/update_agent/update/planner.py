@@ -16,7 +16,7 @@ from update_agent.decide import accounts, changes, plan as planning
 from update_agent.decide.sides import ImageSide, NodeSide, PlanOptions
 from update_agent.errors import AgentError
 from update_agent.images import formats, repo_image
-from update_agent.node import facts as facts_mod, manifest, processes, trust
+from update_agent.node import facts as facts_mod, kept, manifest, processes, trust
 from update_agent.node.paths import KEYS_DIR
 from update_agent.reboot import steps as rebooting
 from update_agent.sources import desired as desired_mod
@@ -166,7 +166,8 @@ class Planner:
             self._open_images += 1
             stack.callback(self._closed_image)
             tree = self._open(stack, staged)
-            image = ImageSide(staged.digest, self.images.manifest(staged, tree))
+            image = ImageSide(staged.digest, self.images.manifest(staged, tree),
+                              keeps_replaced=staged.format == repo_image.FORMAT)
             options = PlanOptions(adopt=adopt, rollback=rollback, rejected=rejected)
             planned = Planned(None, facts, tree, image.entries)
             walk = _Walk()
@@ -196,7 +197,8 @@ class Planner:
         ch = planned.plan.changes
         if ch is None or planned.plan.action in (planning.NOOP, planning.REFUSE):
             return staging.fetch_plan((), {})
-        files = _node_files(planned.facts.root, walk.entries)
+        files = kept.files(planned.facts.root)  # what an earlier update kept for a rollback
+        files.update(_node_files(planned.facts.root, walk.entries))
         return (staging.fill if fetch else staging.fetch_plan)(ch.transfer, files)
 
     def _open(self, stack, staged):
