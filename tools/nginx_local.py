@@ -37,8 +37,9 @@ http {{
     types {{ }}
     default_type application/octet-stream;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{sndbuf};
         root {root};
+        {limit}
         location ~ ^/(.*/)?images/[^/]+\\.json$ {{
             add_header Cache-Control "max-age=10";
         }}
@@ -48,6 +49,10 @@ http {{
     }}
 }}
 """
+
+
+# small writes, so that the limit holds for a file smaller than the socket's buffer
+LIMIT = "limit_rate %d; sendfile off; output_buffers 1 16k;"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,15 +91,18 @@ class Origin:
 
 
 @contextlib.contextmanager
-def origin(root, work=None):
-    """Yield an Origin serving the directory root at Origin.url; stop it afterwards."""
+def origin(root, work=None, limit_rate=None):
+    """Yield an Origin serving the directory root at Origin.url; stop it afterwards.
+    limit_rate: bytes/s per connection (a slow origin), None for no limit."""
     work = work or tempfile.mkdtemp(prefix="nginx-")
     os.makedirs(work, exist_ok=True)
     port = free_port()
     conf = os.path.join(work, "nginx.conf")
     with open(conf, "w") as f:
         f.write(CONF.format(work=work, port=port, root=os.path.abspath(root),
-                            log_format=LOG_FORMAT))
+                            log_format=LOG_FORMAT,
+                            limit=LIMIT % limit_rate if limit_rate else "",
+                            sndbuf=" sndbuf=16k" if limit_rate else ""))
     proc = subprocess.Popen(["nginx", "-c", conf, "-p", work, "-e", os.path.join(work, "error.log")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

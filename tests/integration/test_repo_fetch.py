@@ -5,6 +5,10 @@ not what its name or signature says, with nothing on the node changed."""
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -20,6 +24,7 @@ from update_agent.system import System
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("need_mounts")]
 
 CONTENT = ("/objects/", "/packs/")
+BIG_FILES = 24
 
 
 def _write(path, data, mode=0o644):
@@ -51,8 +56,13 @@ def w(tmp_path_factory, need_mounts):
     for rel in ("usr/lib/big.bin", "usr/bin/suid", "srv/app/owned", "srv/app", "opt/moved", "opt"):
         os.utime(os.path.join(c, rel), ns=(1_600_000_000 * 10**9,) * 2)
     w.tree_c = c
+    # D: B with many big new files, for a fetch that takes a while
+    d = w.tree("img-D", image_id="img-D", release=world.RELEASE, variant="B")
+    for i in range(BIG_FILES):
+        _write(os.path.join(d, "usr/lib/d/%02d.bin" % i), os.urandom(150_000))
+    w.tree_d = d
     w.repo = os.path.join(w.base, "www", "repo")
-    for tree, image_id in ((w.tree_a, "img-A"), (w.tree_b, "img-B"), (c, "img-C")):
+    for tree, image_id in ((w.tree_a, "img-A"), (w.tree_b, "img-B"), (c, "img-C"), (d, "img-D")):
         publish_mod.publish(tree, w.repo, image_id, System())
     return w
 
@@ -239,3 +249,37 @@ def test_a_rollback_needs_no_download_the_origin_is_stopped(w, tmp_path_factory,
     r = agent(node.root, "rollback")
     assert r.returncode == 0, r.stderr
     assert_exact(node.root, w.tree_b)
+
+
+def test_a_fetch_killed_half_way_resumes_without_fetching_again_what_it_had(
+        w, tmp_path_factory, node, tmp_path):
+    www = os.path.join(w.base, "www")
+    cache = os.path.join(node.root, "var/lib/update-agent/images/objects")
+    big = {_file_of(w.tree_d, "usr/lib/d/%02d.bin" % i) for i in range(BIG_FILES)}
+    with nginx_local.origin(www, str(tmp_path_factory.mktemp("slow")), limit_rate=300_000) as slow:
+        m = meta(tmp_path, slow, w, "img-D")
+        env = dict(os.environ, PYTHONPATH=os.path.join(world.PROJECT, "agent"))
+        proc = subprocess.Popen([sys.executable, "-m", "update_agent", "--root", node.root,
+                                 "--metadata", m, "apply"], env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        kept = []
+        while time.monotonic() < deadline and proc.poll() is None and len(kept) < BIG_FILES // 3:
+            kept = set(os.listdir(cache)) & big if os.path.isdir(cache) else set()
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL, proc.stderr.read()
+        kept = set(os.listdir(cache)) & big
+        partial = {n.split(".")[0]: os.path.getsize(os.path.join(cache, n))
+                   for n in os.listdir(cache) if n.endswith(".zst.part")}
+        assert BIG_FILES // 3 <= len(kept) < BIG_FILES, "not killed half-way"
+        first = len(slow.served())
+        r = agent(node.root, "apply", metadata=m)
+        assert r.returncode == 0, r.stderr
+        again = slow.served()[first:]
+    asked = {os.path.basename(s.path).split(".")[0]: s.range for s in again if "/objects/" in s.path}
+    assert not kept & set(asked), "fetched again: %s" % sorted(kept & set(asked))[:3]
+    for hexdigest, size in partial.items():  # a partial object goes on from where it stopped
+        wanted = asked.get(hexdigest, "")
+        assert wanted.startswith("bytes=%d-" % size) if size else wanted == "", (hexdigest, wanted)
+    assert_exact(node.root, w.tree_d)

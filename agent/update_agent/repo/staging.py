@@ -147,18 +147,26 @@ class Staging:
             self._keep(m.hexdigest, content)
 
     def _object(self, repo, request):
-        """A big content: streamed to disk, decompressed by file, checked, kept."""
+        """A big content: streamed to disk (resumed where a killed run left it, by
+        Range), decompressed by file, checked, kept."""
         (m,) = request.members
         zst = self._cache_path(m.hexdigest) + ".zst.part"
-        with open(zst, "wb") as f:
-            repo.get(request.path, into=f)
+        have = os.path.getsize(zst) if os.path.exists(zst) else 0
+        if have > m.length:
+            have = 0  # not a prefix of this object: from the start
+        if have < m.length:
+            with open(zst, "r+b" if have else "wb") as f:
+                f.seek(have)
+                f.truncate()
+                span = (have, m.length - have) if have else None
+                repo.get(request.path, span, into=f)
         tmp = self._cache_path(m.hexdigest) + ".tmp"
         try:
             self.system.run([self.system.which("zstd"), "-d", "-q", "-f", "-o", tmp, "--", zst])
         except AgentError as e:
+            os.unlink(zst)  # whole but not zstd: never resumed
             raise AgentError("%s is not zstd data: %s" % (repo.pool.url(request.path), e))
-        finally:
-            os.unlink(zst)
+        os.unlink(zst)
         got = _hash_file(tmp)
         if got != m.hexdigest:
             os.unlink(tmp)
