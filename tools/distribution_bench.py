@@ -43,7 +43,11 @@ MiB = 1 << 20
 METHODS = ("update-agent objects", "update-agent whole image", "ostree pull + checkout",
            "casync extract (seed A)", "zsync (fetch + apply)")
 PEERS = METHODS[2:]
-TAR = ["tar", "--sort=name", "--numeric-owner", "--xattrs", "--acls"]
+# A reproducible tar: by default the pax headers that --xattrs brings carry each file's
+# atime and ctime and tar's PID, so A's and B's tars would differ at every member
+# (zsync then fetched 25 times what it needs)
+TAR = ["tar", "--sort=name", "--numeric-owner", "--xattrs", "--acls",
+       "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime"]
 
 
 @dataclasses.dataclass
