@@ -463,7 +463,8 @@ def plot(bench, directory, plt):
         fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
         labels = [r.method for r in ran] + ["lower bound (zstd)"]
         left.barh(labels, [r.bytes / 1e6 for r in ran] + [facts["lower_each"] / 1e6])
-        left.set_xlabel("MB fetched")
+        left.set_xscale("log")  # a whole image is thousands of times the changed files
+        left.set_xlabel("MB fetched (log scale)")
         right.barh(labels, [r.wall for r in ran] + [0])
         right.set_xlabel("seconds to the node at B")
         fig.suptitle(name)
