@@ -6,7 +6,9 @@ the same size and mtime) and a no-op; the daemon's idle footprint and its
 detection latency; a fleet's load on a metadata server (1,000 pollers, with and
 without splay and conditional GETs), reboot-slot throughput on a real etcd, and
 a rollout of 1,000 simulated nodes through the real rollout gate on etcd, and
-`update-agent publish` of the synthetic image into an object repository (time, peak memory).
+`update-agent publish` of the synthetic image into an object repository (time, peak memory),
+and the distribution side by side (tools/distribution_bench.py: the object repository,
+the whole image, ostree, casync and zsync, over HTTP from one nginx).
 Runs alternate between methods, each repeated, medians reported, with a cold
 (page cache dropped) and a warm cache. Every apply is checked for content
 equality with the image: a fast wrong answer does not count.
@@ -16,7 +18,7 @@ equality with the image: a fast wrong answer does not count.
 
 The full run takes hours (each synthetic workload about 40 min here: every
 apply starts from a fresh copy of a 3 GB root); --parts runs some of it:
-sync-1, noop, sync-10, debian, daemon, fleet, etcd, rollout, publish. The report is rewritten
+sync-1, noop, sync-10, debian, daemon, fleet, etcd, rollout, publish, distribution. The report is rewritten
 after each part, so an interrupted run keeps what it measured.
 """
 
@@ -103,6 +105,7 @@ class Bench:
         self.rows = []      # (workload, method, cache, median s, note)
         self.parts = []     # what --parts asked for, if not everything
         self.goals = []     # lines for "Against the targets" from parts that judge themselves
+        self.distribution = []  # (workload, results, facts) from distribution_bench
 
     def add(self, workload, method, cache, samples, note=""):
         self.rows.append((workload, method, cache, statistics.median(samples), note))
@@ -467,6 +470,9 @@ def report(bench, quick, path):
              "|---|---|---|---|---|"]
     for w, m, c, v, note in bench.rows:
         lines.append("| %s | %s | %s | %.3f | %s |" % (w, m, c, v, note))
+    if bench.distribution:
+        import distribution_bench
+        lines += distribution_bench.report_lines(bench)
     lines += ["", "## Against the targets", ""]
     by = {(w, m, c): v for w, m, c, v, _ in bench.rows}
     for w in sorted({r[0] for r in bench.rows if r[1] == "update-agent apply"}):
@@ -516,11 +522,15 @@ def report(bench, quick, path):
             fig.tight_layout()
             fig.savefig(os.path.join(os.path.dirname(path), "bench-%s.png" % w.replace(" ", "-").replace("%", "pct")))
             plt.close(fig)
+        if bench.distribution:
+            import distribution_bench
+            distribution_bench.plot(bench, os.path.dirname(path), plt)
     except ImportError:
         print("matplotlib is not installed: no plots")
 
 
-PARTS = ("sync-1", "noop", "sync-10", "debian", "daemon", "fleet", "etcd", "rollout", "publish")
+PARTS = ("sync-1", "noop", "sync-10", "debian", "daemon", "fleet", "etcd", "rollout", "publish",
+         "distribution")
 
 
 def main():
@@ -563,6 +573,10 @@ def main():
             import debian_roots
             ra, rb = debian_roots.node_roots(os.path.join(work, "debian"))
             bench.sync_workload("debian A -> B", ra, rb, identity=False)
+            report(bench, quick, args.out)
+        if "distribution" in parts:
+            import distribution_bench
+            distribution_bench.run_part(bench, quick)
             report(bench, quick, args.out)
         if "daemon" in parts:
             daemon_bench(bench, seconds=15 if quick else 600, changes=5 if quick else 20)
