@@ -78,8 +78,6 @@ server {{
     listen {listen};
 
     proxy_http_version 1.1;
-    proxy_set_header Connection "";
-    proxy_set_header Host {origin_host};
     proxy_cache update_agent;
     proxy_cache_lock on;
     proxy_cache_lock_timeout 120s;
@@ -90,6 +88,8 @@ server {{
     # the one file that is not named by its content: kept briefly, revalidated
     location ~ /images/[^/]+\\.json$ {{
         proxy_pass {origin_url};
+        proxy_set_header Host {origin_host};
+        proxy_set_header Connection "";
         proxy_cache_valid 200 10s;
         proxy_cache_valid 404 5s;
         proxy_cache_revalidate on;
@@ -99,6 +99,8 @@ server {{
     location / {{
         slice 1m;
         proxy_pass {origin_url};
+        proxy_set_header Host {origin_host};
+        proxy_set_header Connection "";
         proxy_set_header Range $slice_range;
         proxy_cache_key $uri$slice_range;
         proxy_cache_valid 200 206 365d;
