@@ -213,7 +213,7 @@ def _rsync_onto(root, tree, extra):
 def _matches(root, expected):
     got = manifest.build(root, manifest.Excluder(()), skip_devices=True)[0]
     skip = ("etc/", "home", "root", "var/log", "run", "tmp", "var/tmp", "mnt", "var/lib/update-agent",
-            "proc", "sys", "dev", "lost+found", ".update-agent-pinned")
+            "proc", "sys", "dev", "lost+found", ".update-agent-pinned", ".update-agent-kept")
     keep = lambda r: not r.startswith(skip)  # noqa: E731
     want = {r: e.digest for r, e in expected.items() if keep(r) and e.kind == "f"}
     have = {r: e.digest for r, e in got.items() if keep(r) and e.kind == "f"}

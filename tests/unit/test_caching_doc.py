@@ -26,7 +26,7 @@ def test_the_nginx_site_shown_is_the_one_tested():
 
 
 def test_the_origins_headers_shown_are_the_test_origins():
-    origin = nginx_local.CONF.format(work="W", port=1, root="R", log_format="L")
+    origin = nginx_local.CONF.format(work="W", port=1, root="R", log_format="L", limit="", sndbuf="")
     shown = [b for b in _blocks() if "add_header Cache-Control" in b]
     assert shown and all(b in origin for b in shown)
 
