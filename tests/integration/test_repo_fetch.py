@@ -61,8 +61,13 @@ def w(tmp_path_factory, need_mounts):
     for i in range(BIG_FILES):
         _write(os.path.join(d, "usr/lib/d/%02d.bin" % i), os.urandom(150_000))
     w.tree_d = d
+    # F: B with 10 MB new, more than a small state dir can stage
+    f = w.tree("img-F", image_id="img-F", release=world.RELEASE, variant="B")
+    for i in range(2):
+        _write(os.path.join(f, "usr/lib/f/%d.bin" % i), os.urandom(5_000_000))
     w.repo = os.path.join(w.base, "www", "repo")
-    for tree, image_id in ((w.tree_a, "img-A"), (w.tree_b, "img-B"), (c, "img-C"), (d, "img-D")):
+    for tree, image_id in ((w.tree_a, "img-A"), (w.tree_b, "img-B"), (c, "img-C"), (d, "img-D"),
+                           (f, "img-F")):
         publish_mod.publish(tree, w.repo, image_id, System())
     return w
 
@@ -283,3 +288,19 @@ def test_a_fetch_killed_half_way_resumes_without_fetching_again_what_it_had(
         wanted = asked.get(hexdigest, "")
         assert wanted.startswith("bytes=%d-" % size) if size else wanted == "", (hexdigest, wanted)
     assert_exact(node.root, w.tree_d)
+
+
+def test_a_state_dir_too_small_for_the_changed_files_is_refused_before_a_byte_comes(
+        w, origin, tmp_path):
+    n = w.node(str(tmp_path), state_mb=16)
+    try:
+        config = tmp_path / "agent.conf"
+        config.write_text("[agent]\nstage_space_margin = 1M\n")
+        mark = len(origin.served())
+        _refused_unchanged(n, meta(tmp_path, origin, w, "img-F"), "not enough room to stage the image",
+                           str(config))
+        assert content_served(origin, mark) == (0, 0)
+        objects = os.path.join(n.root, "var/lib/update-agent/images/objects")
+        assert not os.path.isdir(objects) or not os.listdir(objects)
+    finally:
+        n.stop()

@@ -143,6 +143,11 @@ class ImageStore:
         The cache itself is always among them: a rollback stages from it."""
         return [self.node(d) for d in self.config.file_image_dirs] + [self.dir]
 
+    def check_room(self, need_bytes):
+        """AgentError unless the image cache has room for need_bytes (and its margins)."""
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self._check_room(need_bytes)
+
     def _check_room(self, need_bytes, show=True):
         try:
             st = os.statvfs(self.dir)

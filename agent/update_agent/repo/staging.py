@@ -47,6 +47,23 @@ class Staging:
                 wanted.update(a for a in changes.ancestors(rel) if a in self.entries)
         return [rel for rel in sorted(wanted) if not self._staged(rel)]
 
+    def room(self, rels):
+        """Bytes staging rels takes in the state dir: each new content once in the
+        cache, each file in the tree."""
+        todo = [r for r in self.todo(rels) if self.entries[r].kind == "f"]
+        contents = repo_fetch.wanted(todo, self.entries)
+        return sum(s for h, s in contents.items() if not self._cached(h)) + \
+            sum(self.entries[r].size for r in todo)
+
+    def _dirs_above(self, rels):
+        out = set()
+        for rel in rels:
+            for d in [rel] + changes.ancestors(rel):
+                e = self.entries.get(d)
+                if e is not None and e.kind == "d":
+                    out.add(d)
+        return out
+
     def fetch_plan(self, rels, node_files):
         """What staging rels would fetch; node_files: {hex: node host path}."""
         want = repo_fetch.wanted(self.todo(rels), self.entries)
@@ -70,9 +87,11 @@ class Staging:
         os.makedirs(self.tree, mode=0o755, exist_ok=True)
         for rel in todo:
             self._make(rel, self.entries[rel])
-        for rel in reversed(todo):  # a directory's time, after everything made in it
-            if self.entries[rel].kind == "d":
-                os.utime(os.path.join(self.tree, rel), ns=(self.entries[rel].mtime,) * 2)
+        # a directory's time, after everything made in it; those staged by an earlier fill
+        # too (rsync gives the node the times of the directories above what it writes)
+        for rel in sorted(self._dirs_above(todo), reverse=True):
+            os.utime(os.path.join(self.tree, rel), ns=(self.entries[rel].mtime,) * 2,
+                     follow_symlinks=False)
         if todo:
             # on disk before the sync reads it: a torn staged file must never reach the node
             self.system.run([self.system.which("sync"), "--file-system", self.tree])

@@ -136,8 +136,11 @@ class Planner:
         image = manifest.Excluder(facts.excluded).filter(self.images.manifest(staged, ""))
         node, *_ = facts_mod.node_manifest(facts, self.paths.node_manifest)
         ch = changes.diff(node, image, skip=accounts.FILES)
-        self.images.staging(staged).fill(list(ch.transfer) + list(accounts.FILES),
-                                         _node_files(facts.root, node))
+        staging = self.images.staging(staged)
+        rels = list(ch.transfer) + list(accounts.FILES)
+        # before a byte comes: a full state dir must not be filled with half an update
+        self.images.check_room(staging.room(rels))
+        staging.fill(rels, _node_files(facts.root, node))
 
     @contextlib.contextmanager
     def planned(self, want, adopt=False, rollback=False, force=False, staged=None, fetch=False):
@@ -209,7 +212,8 @@ class Planner:
             # a cached image that no longer opens may have been torn by a crash:
             # if it fails its digest, drop it so that the next attempt fetches it
             # again; if it is intact, the trouble is elsewhere (no loop device, say)
-            if staged.format != "directory" and not self.images.intact(staged):
+            if staged.format not in ("directory", repo_image.FORMAT) and \
+                    not self.images.intact(staged):
                 self.images.evict(staged)
             raise
 
