@@ -185,6 +185,22 @@ def test_a_write_through_another_mount_of_the_root_filesystem_is_synced_away(w, 
     world.assert_matches_image(node.root, w.tree_b)
 
 
+def test_a_root_unwritten_since_its_last_walk_is_not_walked_again_until_it_is_written(
+        w, node, tmp_path):
+    meta = w.metadata_for_b(str(tmp_path))
+    first = agent(node.root, "-v", "--dry-run", "--json", metadata=meta)
+    assert first.returncode == 0 and "no walk" not in first.stderr, first.stderr
+    second = agent(node.root, "-v", "--dry-run", "--json", metadata=meta)
+    assert second.returncode == 0 and "no walk" in second.stderr, second.stderr
+    assert json.loads(second.stdout)["changes"] == json.loads(first.stdout)["changes"]
+    with world.writable(node.root):  # a write: remounted read-write, then read-only again
+        with open(os.path.join(node.root, "usr/share/stray"), "w") as f:
+            f.write("written\n")
+    third = agent(node.root, "-v", "--dry-run", "--json", metadata=meta)
+    assert third.returncode == 0 and "no walk" not in third.stderr, third.stderr
+    assert "/usr/share/stray" in json.loads(third.stdout)["changes"]["sample"]["deleted"]
+
+
 def test_a_volume_mounted_by_pre_configure_is_left_alone(w, node, tmp_path):
     # a hook that, while quiescing, mounts volumes where image B changes a library
     # and deletes a directory: the sync must neither write into them nor empty them

@@ -1,6 +1,7 @@
 """Read-only inspection of the node. Nothing here writes to the root."""
 
 import dataclasses
+import json
 import logging
 import os
 
@@ -168,14 +169,21 @@ def unwritten_token(mountinfo, root):
     return (os.stat(root).st_dev, written, tuple(mounts.below(mountinfo, root)))
 
 
-def node_manifest(facts, cache_path):
+def node_manifest(facts, cache_path, token=None):
     """Walk the node's root (never across mounts), reusing cached hashes.
 
     Returns (entries, sigs, protected, cached): protected are the preserved paths
     and mount points that exist on the node, {rel: kind}, which the sync must leave
     standing, as they are;
     cached is True when the cache already holds exactly this manifest.
+    token: unwritten_token() now. When it is the token saved with the cache
+    (save_unwritten), the root provably has not changed since: the cache is the
+    walk, and nothing is walked.
     """
+    if token is not None:
+        unchanged = _unwritten_walk(cache_path, token, facts.excluded)
+        if unchanged is not None:
+            return unchanged
     excluder = manifest.Excluder(facts.excluded)
     old_entries, old_sigs = manifest.load(cache_path)
     cache = {rel: (sig, old_entries[rel].digest) for rel, sig in old_sigs.items()
@@ -185,6 +193,48 @@ def node_manifest(facts, cache_path):
     entries, sigs = manifest.build(facts.root, excluder, cache=cache,
                                    trusted_before_ns=trusted_before, skipped=skipped)
     return entries, sigs, skipped, (sigs == old_sigs and entries == old_entries)
+
+
+def _token_path(cache_path):
+    return cache_path + ".unwritten"
+
+
+def save_unwritten(cache_path, token, excluded, protected):
+    """Beside a node manifest just walked under `token`: what makes it the walk
+    while the token holds (None: forget any, the cache may be stale)."""
+    path = _token_path(cache_path)
+    if token is None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    data = {"token": _walk_key(token, excluded), "excluded": list(excluded),
+            "protected": protected}
+    statefile.write_atomic(path, json.dumps(data, sort_keys=True).encode(), mode=0o600)
+
+
+def _walk_key(token, excluded):
+    """The token without the mounts the walk never enters (an image the agent mounted in
+    its state dir, under a new name every run)."""
+    dev, written, below = token
+    skip = manifest.Excluder(excluded)
+    return repr((dev, written, tuple(m for m in below if not skip.covers(m))))
+
+
+def _unwritten_walk(cache_path, token, excluded):
+    try:
+        with open(_token_path(cache_path), encoding="utf-8") as f:
+            saved = json.load(f)
+        if saved["token"] != _walk_key(token, excluded) or saved["excluded"] != list(excluded):
+            return None
+        entries, sigs = manifest.load(cache_path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not entries:
+        return None
+    LOG.info("the root was not written since its manifest was recorded: no walk")
+    return entries, sigs, dict(saved["protected"]), True
 
 
 def _mtime_ns(path):

@@ -134,7 +134,8 @@ class Planner:
         lock is taken: the plan under the lock then finds it staged. From the change
         set of the walk now; the plan under the lock stages what changed since."""
         image = manifest.Excluder(facts.excluded).filter(self.images.manifest(staged, ""))
-        node, *_ = facts_mod.node_manifest(facts, self.paths.node_manifest)
+        token = facts_mod.unwritten_token(self.read_mounts(), facts.root)
+        node, *_ = facts_mod.node_manifest(facts, self.paths.node_manifest, token)
         ch = changes.diff(node, image, skip=accounts.FILES)
         staging = self.images.staging(staged)
         rels = list(ch.transfer) + list(accounts.FILES)
@@ -240,8 +241,14 @@ class Planner:
         return planning.decide(want, facts, j, self.config, image, node, options), facts
 
     def _walk(self, facts, tree, token, walk):
-        entries, sigs, protected, cached = facts_mod.node_manifest(facts, self.paths.node_manifest)
-        self._save_node_cache(entries, sigs, unchanged=cached)
+        entries, sigs, protected, cached = facts_mod.node_manifest(facts, self.paths.node_manifest,
+                                                                   token)
+        saved = self._save_node_cache(entries, sigs, unchanged=cached)
+        try:  # while the root stays read-only and unwritten, the next plan need not walk it
+            facts_mod.save_unwritten(self.paths.node_manifest, token if saved else None,
+                                     facts.excluded, protected)
+        except OSError as e:
+            LOG.debug("node manifest token not saved: %s", e)
         walk.token, walk.entries, walk.sigs, walk.protected = token, entries, sigs, protected
         walk.accounts = facts_mod.account_files(facts.root, tree, facts.excluded,
                                                 self.paths.accounts_base)
@@ -255,6 +262,8 @@ class Planner:
                 manifest.save(self.paths.node_manifest, entries, sigs)
         except OSError as e:
             LOG.debug("node manifest cache not saved: %s", e)
+            return False
+        return True
 
 
 def _node_files(root, node_entries):
