@@ -18,7 +18,7 @@ from update_agent.cli import main as cli
 from update_agent.decide import entries as entries_mod, repo_format as fmt
 from update_agent.errors import BadInput
 from update_agent.node import manifest
-from update_agent.repo import prune as prune_mod, publish as publish_mod
+from update_agent.repo import prune as prune_mod, publish as publish_mod, store as store_mod
 from update_agent.system import System
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -148,9 +148,14 @@ def test_publishing_again_rewrites_nothing_and_a_changed_image_adds_only_its_new
     assert {p: after[p] for p in before} == before  # not one file rewritten or touched
     added = sorted(set(after) - set(before))
     kinds = sorted(p.split("/")[0] for p in added)
-    # one pack (f007), one object (tool), its index, its manifest and its record;
-    # B's xattr values are A's, already there
-    assert kinds == ["images", "indexes", "manifests", "objects", "packs"], added
+    # one pack (f007), one object (tool), its index and its delta index from A, its
+    # manifest and its record; B's xattr values are A's, already there
+    assert kinds == ["images", "indexes", "indexes", "manifests", "objects", "packs"], added
+    rec_b = fmt.record_loads(open(os.path.join(repo, fmt.record_path("img-b"))).read(), "b")
+    assert rec_b["delta_from"] == "img-a"
+    delta = fmt.index_loads(store_mod.read_compressed_text(System(), os.path.join(
+        repo, fmt.index_path(fmt.hex_of(rec_b["delta_index"])))))
+    assert len(delta) == 2  # B's two new contents, and nothing A already had
     assert (done.new_objects, done.new_packs) == (1, 1)
     sizes = {p: os.path.getsize(os.path.join(repo, p)) for p in added}
     assert done.written_bytes == sum(s for p, s in sizes.items() if not p.startswith("images/"))

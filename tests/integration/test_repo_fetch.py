@@ -141,6 +141,11 @@ def test_a_repository_updates_a_node_content_exactly_and_fetches_only_what_it_la
     assert r.returncode == 0, r.stderr
     world.assert_matches_image(node.root, w.tree_b)
     assert content_served(origin, mark) == (predicted["bytes"], predicted["requests"])
+    # a node on the image published before needs B's delta index, not the whole index
+    indexes = {s.path for s in origin.served() if "/indexes/" in s.path}
+    rec = record(w, "img-B")
+    assert "/repo/" + fmt.index_path(fmt.hex_of(rec["delta_index"])) in indexes
+    assert "/repo/" + fmt.index_path(fmt.hex_of(rec["index"])) not in indexes
 
     # to C: only C's new contents come over; the moved app's bytes are copied locally
     m = meta(tmp_path, origin, w, "img-C")
@@ -154,6 +159,17 @@ def test_a_repository_updates_a_node_content_exactly_and_fetches_only_what_it_la
     assert_exact(node.root, w.tree_c)
     got, requests = content_served(origin, mark)
     assert (got, requests) == (plan["fetch"]["bytes"], plan["fetch"]["requests"])
+
+
+def test_a_node_two_images_behind_falls_back_to_the_full_index(w, origin, node, tmp_path):
+    # C's delta locates what B lacks; a node on A also lacks what B brought and C kept
+    rec = record(w, "img-C")
+    r = agent(node.root, "-v", "apply", metadata=meta(tmp_path, origin, w, "img-C"))
+    assert r.returncode == 0, r.stderr
+    assert "fetching the full index" in r.stderr
+    assert_exact(node.root, w.tree_c)
+    indexes = {s.path for s in origin.served() if "/indexes/" in s.path}
+    assert "/repo/" + fmt.index_path(fmt.hex_of(rec["index"])) in indexes
 
 
 def test_the_record_alone_names_the_manifest_only_where_the_config_allows_it(

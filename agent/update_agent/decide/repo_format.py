@@ -147,14 +147,25 @@ def xattrs_loads(text):
 
 # --- the image's record
 
-def record(image_id, manifest, index, xattrs, published_at, files, signature=None):
+def record(image_id, manifest, index, xattrs, published_at, files, signature=None, delta=None):
     """What images/<image-id>.json holds: the digests of the image's manifest,
-    object index and xattr values ("sha256:<hex>"; xattrs None when there are none)."""
+    object index and xattr values ("sha256:<hex>"; xattrs None when there are none).
+
+    delta: (image id, index digest) of the image published before and of an index
+    that locates only the contents that image lacks: all a node on it must fetch,
+    in a file the size of the change, not of the image."""
     rec = {"format": RECORD_FORMAT, "image_id": image_id, "manifest": manifest, "index": index,
            "xattrs": xattrs, "published_at": published_at, "files": files}
     if signature is not None:
         rec["signature"] = signature
+    if delta is not None:
+        rec["delta_from"], rec["delta_index"] = delta
     return rec
+
+
+def delta_locations(locations, previous_digests):
+    """The index lines of the contents an image holds that the previous one lacks."""
+    return {h: loc for h, loc in locations.items() if h not in previous_digests}
 
 
 def record_dumps(rec):
@@ -169,7 +180,7 @@ def record_loads(text, where):
         raise BadInput("%s is not an image record (JSON): %s" % (where, e))
     if not isinstance(rec, dict) or rec.get("format") != RECORD_FORMAT:
         raise BadInput("%s is not an image record in format %d" % (where, RECORD_FORMAT))
-    for key in ("manifest", "index"):
+    for key in ("manifest", "index") + (("delta_index",) if "delta_index" in rec else ()):
         if not isinstance(rec.get(key), str) or not rec[key].startswith(PREFIX):
             raise BadInput("%s: key %r is not a sha256 digest: %r" % (where, key, rec.get(key)))
     return rec
@@ -178,6 +189,8 @@ def record_loads(text, where):
 def metadata_paths(rec):
     """The content-addressed metadata files a record names."""
     paths = [manifest_path(hex_of(rec["manifest"])), index_path(hex_of(rec["index"]))]
+    if rec.get("delta_index"):
+        paths.append(index_path(hex_of(rec["delta_index"])))
     if rec.get("xattrs"):
         paths.append(xattrs_path(hex_of(rec["xattrs"])))
     return paths

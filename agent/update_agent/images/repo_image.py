@@ -16,12 +16,14 @@ from update_agent.decide import entries as entries_mod, repo_format
 from update_agent.errors import AgentError, BadInput
 from update_agent.images import signature
 from update_agent.node import manifest
-from update_agent.repo import client, staging
+from update_agent.repo import client, index as index_mod, staging
 from update_agent.state import statefile
 
 LOG = logging.getLogger(__name__)
 
 FORMAT = "repo"
+# what the image cache keeps of a repository image, beside its .json
+EXTENSIONS = ("tree", "manifest", "record", "delta", "index", "xattrs", "json")
 OBJECTS = "objects"  # the content cache: verified contents, kept until an update succeeds
 
 
@@ -31,12 +33,13 @@ class RepoImages:
 
     def paths(self, name):
         stem = os.path.join(self.dir, name)
-        return {ext: stem + "." + ext for ext in ("tree", "manifest", "index", "xattrs", "json")}
+        return {ext: stem + "." + ext for ext in EXTENSIONS}
 
     def staged(self, name):
         """Is everything stage() writes there for the image of this cache name?"""
         p = self.paths(name)
-        return all(os.path.exists(p[k]) for k in ("tree", "manifest", "index", "xattrs"))
+        return all(os.path.exists(p[k]) for k in ("tree", "manifest", "record", "xattrs")) and \
+            (os.path.exists(p["delta"]) or os.path.exists(p["index"]))
 
     def repo(self, base_url):
         c = self.config
@@ -57,12 +60,14 @@ class RepoImages:
             if self.staged(name):
                 return digest, self.paths(name)["tree"]
             text = repo.text(repo_format.manifest_path(repo_format.hex_of(digest)), digest)
-            index = repo.text(repo_format.index_path(repo_format.hex_of(rec["index"])), rec["index"])
+            # the delta index when there is one: the full one only if it falls short
+            which = "delta_index" if rec.get("delta_index") else "index"
+            index = repo.text(repo_format.index_path(repo_format.hex_of(rec[which])), rec[which])
             xattrs = repo.text(repo_format.xattrs_path(repo_format.hex_of(rec["xattrs"])),
                                rec["xattrs"]) if rec.get("xattrs") else "{}\n"
         finally:
             repo.close()
-        self._keep(desired, name, digest, text, index, xattrs)
+        self._keep(desired, name, digest, text, rec, (which, index), xattrs)
         LOG.info("image %s: manifest %s from %s (%d requests)", desired.image_id, digest,
                  desired.repo, repo.requests)
         return digest, self.paths(name)["tree"]
@@ -88,7 +93,8 @@ class RepoImages:
                 % self.keys_dir))
         return digest
 
-    def _keep(self, desired, name, digest, text, index, xattrs):
+    def _keep(self, desired, name, digest, text, rec, index, xattrs):
+        which, index = index
         try:
             entries, _ = entries_mod.loads(text)
             repo_format.index_loads(index)
@@ -101,7 +107,9 @@ class RepoImages:
                 raise AgentError("image %s from %s: the xattr values of /%s do not match its "
                                  "manifest" % (desired.image_id, desired.repo, entries_mod.show(rel)))
         p = self.paths(name)
-        statefile.write_atomic(p["index"], index.encode(), mode=0o600)
+        statefile.write_atomic(p["record"], repo_format.record_dumps(rec).encode(), mode=0o600)
+        statefile.write_atomic(p["delta" if which == "delta_index" else "index"], index.encode(),
+                               mode=0o600)
         statefile.write_atomic(p["xattrs"], xattrs.encode(), mode=0o600)
         manifest.save(p["manifest"], entries)
         os.makedirs(p["tree"], mode=0o755, exist_ok=True)
@@ -113,13 +121,33 @@ class RepoImages:
         """The Staging that fills the image's tree (its repository opened when needed)."""
         p = self.paths(name)
         try:
-            with open(p["index"], encoding="utf-8") as f:
-                locations = repo_format.index_loads(f.read())
-            with open(p["xattrs"], encoding="utf-8") as f:
-                values = repo_format.xattrs_loads(f.read())
+            rec = repo_format.record_loads(_read(p["record"]), p["record"])
+            values = repo_format.xattrs_loads(_read(p["xattrs"]))
+            delta, full = (repo_format.index_loads(_read(p[k])) if os.path.exists(p[k]) else None
+                           for k in ("delta", "index"))
         except (OSError, ValueError) as e:
-            raise AgentError("the cached index of image %s is unreadable (%s): remove %s and "
+            raise AgentError("the cached metadata of image %s is unreadable (%s): remove %s and "
                              "retry" % (name, e, p["json"]))
+
+        def fetch_full():
+            repo = self.repo(base_url)
+            try:
+                text = repo.text(repo_format.index_path(repo_format.hex_of(rec["index"])),
+                                 rec["index"])
+            finally:
+                repo.close()
+            try:
+                locations = repo_format.index_loads(text)
+            except ValueError as e:
+                raise BadInput("image %s from %s: %s" % (rec["image_id"], base_url, e))
+            statefile.write_atomic(p["index"], text.encode(), mode=0o600)
+            return locations
         return staging.Staging(self.system, p["tree"], os.path.join(self.dir, OBJECTS), entries,
-                               values, locations, repo=lambda: self.repo(base_url),
+                               values, index_mod.Index(delta, full, fetch_full),
+                               repo=lambda: self.repo(base_url),
                                parallel=self.config.fetch_parallel)
+
+
+def _read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()

@@ -268,7 +268,7 @@ class ImageStore:
         """Forget a cached image that turned out unusable (its files are removed)."""
         stem = os.path.join(self.dir, _name(staged.digest))
         shutil.rmtree(stem + ".tree", ignore_errors=True)
-        for ext in (".img", ".json", ".manifest", ".index", ".xattrs"):
+        for ext in (".img", ".json", ".manifest", ".index", ".xattrs", ".record", ".delta"):
             try:
                 os.unlink(stem + ext)
             except FileNotFoundError:
@@ -293,7 +293,7 @@ class ImageStore:
         removed = []
         for name in names:
             stem, _, ext = name.rpartition(".")
-            if ext in ("img", "json", "manifest", "part", "index", "xattrs") and stem not in keep:
+            if ext in ("img", "part") + repo_image.EXTENSIONS and ext != "tree" and stem not in keep:
                 os.unlink(os.path.join(self.dir, name))
                 removed.append(name)
             elif ext == "tree" and stem not in keep:

@@ -145,13 +145,36 @@ def _write(source, repo, image_id, digest, known, system, signer, scratch):
         locations.update({h: (path,) + offsets[h] for h in members})
     meta, meta_bytes = _write_metadata(source, repo, locations, system, scratch)
     written += meta_bytes
+    delta, delta_bytes = _write_delta(repo, image_id, locations, system, scratch)
+    written += delta_bytes
     rec = fmt.record(image_id, digest, meta["index"], meta["xattrs"], system.clock(), len(entries),
-                     signer(digest) if signer else None)
+                     signer(digest) if signer else None, delta)
     store.write_new(repo, fmt.record_path(image_id), fmt.record_dumps(rec).encode())
     LOG.info("published %s to %s: %d contents, %d new objects, %d new packs, %d bytes written",
              image_id, repo, len(contents), new_objects, new_packs, written)
     return Published(image_id, digest, len(entries), len(contents), len({loc[0] for loc in locations.values()}),
                      new_objects, new_packs, written, len(contents) - len(new), False)
+
+
+def _previous(repo, image_id):
+    """The record of the image published last before this one (None: the first)."""
+    recs = [r for r in records(repo, ("images",)) if r["image_id"] != image_id]
+    return max(recs, key=lambda r: r["published_at"]) if recs else None
+
+
+def _write_delta(repo, image_id, locations, system, scratch):
+    """((previous image id, delta index digest), bytes written), or (None, 0)."""
+    prev = _previous(repo, image_id)
+    if prev is None:
+        return None, 0
+    path = os.path.join(repo, fmt.manifest_path(fmt.hex_of(prev["manifest"])))
+    entries, _ = entries_mod.loads(store.read_compressed_text(system, path))
+    have = {e.digest for e in entries.values() if e.kind == "f"}
+    data = fmt.index_dumps(fmt.delta_locations(locations, have)).encode()
+    hexdigest = hashlib.sha256(data).hexdigest()
+    packed = store.compress_bytes(system, data, scratch)
+    written = len(packed) if store.write_new(repo, fmt.index_path(hexdigest), packed) else 0
+    return (prev["image_id"], fmt.PREFIX + hexdigest), written
 
 
 def _write_pack(repo, scratch, members, first_path):

@@ -28,13 +28,13 @@ CHUNK = 1 << 20
 
 
 class Staging:
-    def __init__(self, system, tree, cache_dir, entries, xattr_values, locations, repo=None,
+    def __init__(self, system, tree, cache_dir, entries, xattr_values, index, repo=None,
                  parallel=4):
         """entries: the image's manifest; xattr_values: {rel: {name: bytes}};
-        locations: the index; repo: a repo.client.Repo (a callable giving one:
+        index: a repo.index.Index; repo: a repo.client.Repo (a callable giving one:
         opened only when something must be fetched)."""
         self.system, self.tree, self.cache_dir = system, tree, cache_dir
-        self.entries, self.xattr_values, self.locations = entries, xattr_values, locations
+        self.entries, self.xattr_values, self.index = entries, xattr_values, index
         self.repo, self.parallel = repo, parallel
 
     # --- what to do ------------------------------------------------------
@@ -68,7 +68,10 @@ class Staging:
         """What staging rels would fetch; node_files: {hex: node host path}."""
         want = repo_fetch.wanted(self.todo(rels), self.entries)
         have = {h for h in want if h in node_files or self._cached(h)}
-        return repo_fetch.plan(want, have, self.locations)
+        return self._plan(want, have)
+
+    def _plan(self, want, have):
+        return repo_fetch.plan(want, have, self.index.locate(h for h in want if h not in have))
 
     # --- doing it --------------------------------------------------------
     def fill(self, rels, node_files):
@@ -79,7 +82,7 @@ class Staging:
         for h in want:
             if not self._cached(h) and h in node_files:
                 self._copy_local(h, node_files[h])
-        fetch = repo_fetch.plan(want, {h for h in want if self._cached(h)}, self.locations)
+        fetch = self._plan(want, {h for h in want if self._cached(h)})
         if fetch.missing:
             raise AgentError("the repository's index locates no content %s of the image: it "
                              "cannot be staged" % fetch.missing[0])

@@ -139,8 +139,9 @@ def compress_bytes(system, data, scratch_dir):
 
 
 def read_compressed_text(system, path):
-    """A zstd metadata file's text (ASCII: indexes and xattr values)."""
+    """A zstd metadata file's text (a manifest's paths may be any bytes: surrogateescape)."""
     try:
-        return system.run([system.which("zstd"), "-d", "-q", "-c", "--", path]).stdout
+        data = system.run([system.which("zstd"), "-d", "-q", "-c", "--", path], binary=True).stdout
+        return data.decode("utf-8", "surrogateescape")
     except CommandFailed as e:
         raise AgentError("repository file %s cannot be read: %s" % (path, e.stderr.strip()[-200:]))
