@@ -180,12 +180,13 @@ def node_manifest(facts, cache_path, token=None):
     (save_unwritten), the root provably has not changed since: the cache is the
     walk, and nothing is walked.
     """
-    if token is not None:
-        unchanged = _unwritten_walk(cache_path, token, facts.excluded)
-        if unchanged is not None:
-            return unchanged
+    old_entries, old_sigs = manifest.load(cache_path)  # once: a damaged cache warns once
+    if token is not None and old_entries:
+        protected = _unwritten_protected(cache_path, token, facts.excluded)
+        if protected is not None:
+            LOG.info("the root was not written since its manifest was recorded: no walk")
+            return old_entries, old_sigs, protected, True
     excluder = manifest.Excluder(facts.excluded)
-    old_entries, old_sigs = manifest.load(cache_path)
     cache = {rel: (sig, old_entries[rel].digest) for rel, sig in old_sigs.items()
              if rel in old_entries and old_entries[rel].kind == "f"}
     trusted_before = _mtime_ns(cache_path) - manifest.RACY_NS if cache else None
@@ -222,19 +223,17 @@ def _walk_key(token, excluded):
     return repr((dev, written, tuple(m for m in below if not skip.covers(m))))
 
 
-def _unwritten_walk(cache_path, token, excluded):
+def _unwritten_protected(cache_path, token, excluded):
+    """The protected paths saved with the cache when `token` is still the one saved
+    beside it (the cache is then the walk); else None."""
     try:
         with open(_token_path(cache_path), encoding="utf-8") as f:
             saved = json.load(f)
         if saved["token"] != _walk_key(token, excluded) or saved["excluded"] != list(excluded):
             return None
-        entries, sigs = manifest.load(cache_path)
+        return dict(saved["protected"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not entries:
-        return None
-    LOG.info("the root was not written since its manifest was recorded: no walk")
-    return entries, sigs, dict(saved["protected"]), True
 
 
 def _mtime_ns(path):
