@@ -461,7 +461,8 @@ def publish_bench(bench, files, tree_a, tree_b):
 
 # --- report ----------------------------------------------------------------
 def report(bench, quick, path):
-    args = (" --quick" if quick else "") + (" --parts " + ",".join(bench.parts) if bench.parts else "")
+    args = (" --quick" if quick else "") + (" --parts " + ",".join(bench.parts) if bench.parts else "") \
+        + (" --reps %d" % bench.reps if bench.reps != (1 if quick else 5) else "")
     lines = ["# Benchmarks", "",
              "Written by `tools/bench%s` on this machine (2 cores; a VM's virtual disk). "
              "Medians of %d runs, methods alternated; `cold` drops the page cache before each run. "
@@ -539,7 +540,11 @@ def main():
     p.add_argument("--out", default=os.path.join(PROJECT, "docs", "benchmarks.md"))
     p.add_argument("--parts", default=",".join(PARTS),
                    help="comma-separated, of: %s (default: all; --quick skips debian)" % ", ".join(PARTS))
+    p.add_argument("--reps", type=int, default=None,
+                   help="runs per measurement, the median reported (default: 5; 1 with --quick)")
     args = p.parse_args()
+    if args.reps is not None and args.reps < 1:
+        sys.exit("bench: --reps %d: give at least 1" % args.reps)
     parts = [x for x in args.parts.split(",") if x]
     unknown = [x for x in parts if x not in PARTS]
     if unknown:
@@ -548,7 +553,7 @@ def main():
         sys.exit("bench: run as root (it loop-mounts sandbox nodes and drops the page cache)")
     work = tempfile.mkdtemp(prefix="bench-", dir="/var/tmp")
     quick = args.quick
-    bench = Bench(work, reps=1 if quick else 5)
+    bench = Bench(work, reps=args.reps or (1 if quick else 5))
     bench.parts = parts if set(parts) != set(PARTS) else []
     try:
         files, size = (3000, 60 << 20) if quick else (150000, 3 << 30)

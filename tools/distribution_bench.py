@@ -355,7 +355,8 @@ def run_workload(bench, name, tree_a, tree_b, identity=True):
              "image_bytes": sum(e.size for e in w.expected.values() if e.kind == "f"),
              "whole_image_bytes": os.path.getsize(w.image) if os.path.exists(w.image) else 0,
              "manifest_bytes": _repo_file(w, "manifest"), "index_bytes": _repo_file(w, "index"),
-             "xattrs_bytes": _repo_file(w, "xattrs"), "rsync_s": statistics.median(rsync)}
+             "xattrs_bytes": _repo_file(w, "xattrs"), "delta_bytes": _repo_file(w, "delta_index"),
+             "rsync_s": statistics.median(rsync)}
     bench.distribution.append((name, results, facts))
     bench.goals += goal_lines(name, results, facts, full_scale="150000" in name.replace(",", ""))
     shutil.rmtree(w.dir, ignore_errors=True)
@@ -367,11 +368,13 @@ def _last_line(error):
 
 
 def _repo_file(w, kind):
-    """The size of the record's manifest, index or xattrs file (0 if it has none)."""
+    """The size of the record's manifest, index, delta index or xattrs file (0 if it
+    has none)."""
     digest = w.record.get(kind)
     if not digest:
         return 0
     path = {"manifest": repo_format.manifest_path, "index": repo_format.index_path,
+            "delta_index": repo_format.index_path,
             "xattrs": repo_format.xattrs_path}[kind](repo_format.hex_of(digest))
     return os.path.getsize(os.path.join(w.srv, "repo", path))
 
@@ -396,7 +399,9 @@ def goal_lines(name, results, facts, full_scale):
     """The issue's goals for the objects method, each met or missed and why."""
     by = {r.method: r for r in results}
     obj, whole = by["update-agent objects"], by["update-agent whole image"]
-    meta = facts["manifest_bytes"] + facts["index_bytes"] + facts["xattrs_bytes"]
+    # the issue's allowance is the manifest alone: the record, the index the node reads
+    # (the delta index on a node one image behind) and the xattrs must fit in the 10%
+    meta = facts["manifest_bytes"]
     share = facts["manifest_bytes"] / facts["image_bytes"] * 100
     lines = ["* %s, manifest: %.1f KB compressed, %.3f%% of the image's %.1f MB of files (goal <= 0.5%%): %s"
              % (name, facts["manifest_bytes"] / 1e3, share, facts["image_bytes"] / 1e6,
@@ -406,7 +411,7 @@ def goal_lines(name, results, facts, full_scale):
                         "memory, time) are not judged" % (name, obj.error)]
     bound = 1.1 * facts["lower_each"] + meta
     lines.append("* %s, bytes: %.2f MB fetched, goal <= 1.1 x %.2f MB (zstd -3 of the %d changed files) "
-                 "+ %.2f MB (manifest, index, xattrs) = %.2f MB: %s"
+                 "+ %.2f MB (the manifest) = %.2f MB: %s"
                  % (name, obj.bytes / 1e6, facts["lower_each"] / 1e6, facts["changed"], meta / 1e6,
                     bound / 1e6, "met" if obj.bytes <= bound else "MISSED"))
     per_mib = obj.requests / max(obj.bytes / MiB, 1e-9)
@@ -460,9 +465,10 @@ def report_lines(bench):
         lines.append("| %s | rsync quick-check, local, whole tree | - | - | %.3f | - | the apply's yardstick |"
                      % (name, facts["rsync_s"]))
         lines.append("| %s | sizes | - | - | - | - | B's files %.1f MB, B as a tar.zst %.1f MB; manifest "
-                     "%.1f KB, index %.1f KB |" % (name, facts["image_bytes"] / 1e6,
-                                                   facts["whole_image_bytes"] / 1e6,
-                                                   facts["manifest_bytes"] / 1e3, facts["index_bytes"] / 1e3))
+                     "%.1f KB, index %.1f KB, delta index %.1f KB, xattrs %.1f KB |" % (
+                         name, facts["image_bytes"] / 1e6, facts["whole_image_bytes"] / 1e6,
+                         facts["manifest_bytes"] / 1e3, facts["index_bytes"] / 1e3,
+                         facts.get("delta_bytes", 0) / 1e3, facts["xattrs_bytes"] / 1e3))
     return lines
 
 
