@@ -40,6 +40,7 @@ def _write(path, data, mode=0o644, uid=0, gid=0, mtime_s=1_700_000_000):
 def make_tree(top, variant=b"A"):
     """A small image: packed files, big ones, a hard link, a symlink, an xattr, owners."""
     _write(os.path.join(top, "etc/image_id"), b"img-" + variant.lower() + b"\n")
+    _write(os.path.join(top, "etc/passwd"), b"root:x:0:0:root:/root:/bin/sh\n")
     for i in range(300):
         _write(os.path.join(top, "usr/share/doc/f%03d" % i), b"doc %d\n" % i * (i + 1))
     _write(os.path.join(top, "usr/lib/big.so"), os.urandom(300_000), 0o755)
@@ -155,13 +156,16 @@ def test_publishing_again_rewrites_nothing_and_a_changed_image_adds_only_its_new
     assert rec_b["delta_from"] == "img-a"
     delta = fmt.index_loads(store_mod.read_compressed_text(System(), os.path.join(
         repo, fmt.index_path(fmt.hex_of(rec_b["delta_index"])))))
-    assert len(delta) == 2  # B's two new contents, and nothing A already had
+    # B's two new contents, and of what A already had only its account file: every
+    # node fetches the image's for the merge with its own
+    entries_b, contents_b, _ = read_back(repo, "img-b")
+    assert set(delta) == {entries_b[r].digest for r in ("usr/share/doc/f007", "usr/bin/tool",
+                                                         "etc/passwd")}
     assert (done.new_objects, done.new_packs) == (1, 1)
     sizes = {p: os.path.getsize(os.path.join(repo, p)) for p in added}
     assert done.written_bytes == sum(s for p, s in sizes.items() if not p.startswith("images/"))
     # A's contents took over 300 kB; B's two new ones compress to a few hundred bytes
     assert sum(s for p, s in sizes.items() if p.startswith(("objects/", "packs/"))) < 1000
-    entries_b, contents_b, _ = read_back(repo, "img-b")
     assert contents_b[entries_b["usr/share/doc/f007"].digest] == b"changed in B\n"
 
 

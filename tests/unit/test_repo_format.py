@@ -102,3 +102,11 @@ def test_bad_publish_arguments_are_one_line_naming_the_value(argv, words, capsys
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_delta_index_locates_what_the_previous_image_lacks_and_the_contents_asked_always():
+    locations = {H1: ("packs/p", 0, 10), H2: ("packs/p", 10, 10), H3: ("objects/o", 0, 99)}
+    assert fmt.delta_locations(locations, {H1, H2}) == {H3: ("objects/o", 0, 99)}
+    # an account file's content, which every node needs for the merge, whatever it runs
+    assert fmt.delta_locations(locations, {H1, H2}, always=[H1]) == {
+        H1: ("packs/p", 0, 10), H3: ("objects/o", 0, 99)}

@@ -163,9 +163,12 @@ def record(image_id, manifest, index, xattrs, published_at, files, signature=Non
     return rec
 
 
-def delta_locations(locations, previous_digests):
-    """The index lines of the contents an image holds that the previous one lacks."""
-    return {h: loc for h, loc in locations.items() if h not in previous_digests}
+def delta_locations(locations, previous_digests, always=()):
+    """The index lines of the contents an image holds that the previous one lacks, and
+    of always (hexes): contents every node needs whatever its image, such as the
+    image's account files, which the agent merges with the node's own."""
+    always = set(always)
+    return {h: loc for h, loc in locations.items() if h not in previous_digests or h in always}
 
 
 def record_dumps(rec):

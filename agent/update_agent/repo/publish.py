@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 
-from update_agent.decide import entries as entries_mod, repo_format as fmt
+from update_agent.decide import accounts, entries as entries_mod, repo_format as fmt
 from update_agent.errors import BadInput
 from update_agent.node import manifest
 from update_agent.node.facts import read_image_id
@@ -145,7 +145,7 @@ def _write(source, repo, image_id, digest, known, system, signer, scratch):
         locations.update({h: (path,) + offsets[h] for h in members})
     meta, meta_bytes = _write_metadata(source, repo, locations, system, scratch)
     written += meta_bytes
-    delta, delta_bytes = _write_delta(repo, image_id, locations, system, scratch)
+    delta, delta_bytes = _write_delta(repo, image_id, entries, locations, system, scratch)
     written += delta_bytes
     rec = fmt.record(image_id, digest, meta["index"], meta["xattrs"], system.clock(), len(entries),
                      signer(digest) if signer else None, delta)
@@ -162,7 +162,7 @@ def _previous(repo, image_id):
     return max(recs, key=lambda r: r["published_at"]) if recs else None
 
 
-def _write_delta(repo, image_id, locations, system, scratch):
+def _write_delta(repo, image_id, image_entries, locations, system, scratch):
     """((previous image id, delta index digest), bytes written), or (None, 0)."""
     prev = _previous(repo, image_id)
     if prev is None:
@@ -170,7 +170,10 @@ def _write_delta(repo, image_id, locations, system, scratch):
     path = os.path.join(repo, fmt.manifest_path(fmt.hex_of(prev["manifest"])))
     entries, _ = entries_mod.loads(store.read_compressed_text(system, path))
     have = {e.digest for e in entries.values() if e.kind == "f"}
-    data = fmt.index_dumps(fmt.delta_locations(locations, have)).encode()
+    # a node's account files are its own: the image's are fetched for the merge
+    merged = [image_entries[r].digest for r in accounts.FILES
+              if r in image_entries and image_entries[r].kind == "f"]
+    data = fmt.index_dumps(fmt.delta_locations(locations, have, merged)).encode()
     hexdigest = hashlib.sha256(data).hexdigest()
     packed = store.compress_bytes(system, data, scratch)
     written = len(packed) if store.write_new(repo, fmt.index_path(hexdigest), packed) else 0
