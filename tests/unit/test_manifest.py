@@ -73,6 +73,21 @@ def test_save_load_round_trip_through_bytes(tmp_path):
     assert manifest.load(path) == (entries, {})
 
 
+def test_a_manifest_read_beside_another_holds_that_ones_equal_entries_not_copies(tmp_path):
+    image = {"same": Entry("f", 0o644, 0, 0, 1, sha(b"a"), "", "", 5),
+             "changed": Entry("f", 0o644, 0, 0, 1, sha(b"b"), "", "", 5)}
+    node = dict(image, changed=image["changed"]._replace(digest=sha(b"c")), extra=D())
+    path = str(tmp_path / "node.tsv")
+    manifest.save(path, node)
+    loaded, _ = manifest.load(path, like=image)
+    assert loaded == node
+    assert loaded["same"] is image["same"] and loaded["changed"] is not image["changed"]
+    fresh = {rel: Entry(*e) for rel, e in node.items()}  # a walk's own objects
+    shared = manifest.share(fresh, image)
+    assert shared == node and shared["same"] is image["same"]
+    assert shared["changed"] == node["changed"] and shared["changed"] is not image["changed"]
+
+
 def test_loads_rejects_other_text():
     with pytest.raises(ValueError):
         manifest.loads("hello\n")

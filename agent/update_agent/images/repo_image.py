@@ -106,12 +106,13 @@ class RepoImages:
             if e is None or e.xattrs != manifest.xattrs_hash(attrs):
                 raise AgentError("image %s from %s: the xattr values of /%s do not match its "
                                  "manifest" % (desired.image_id, desired.repo, entries_mod.show(rel)))
+        del entries  # the checked text is the cache: 150,000 entries need not be held to write it
         p = self.paths(name)
         statefile.write_atomic(p["record"], repo_format.record_dumps(rec).encode(), mode=0o600)
         statefile.write_atomic(p["delta" if which == "delta_index" else "index"], index.encode(),
                                mode=0o600)
         statefile.write_atomic(p["xattrs"], xattrs.encode(), mode=0o600)
-        manifest.save(p["manifest"], entries)
+        statefile.write_atomic(p["manifest"], text.encode("utf-8", "surrogateescape"), mode=0o600)
         os.makedirs(p["tree"], mode=0o755, exist_ok=True)
         meta = {"image_id": desired.image_id, "digest": digest, "format": FORMAT,
                 "url": desired.repo}

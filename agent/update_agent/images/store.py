@@ -67,7 +67,10 @@ class ImageStore:
         self.system = system
         self.opener = opener
         self.progress = progress
-        self._cached_manifest = None  # (digest, entries) of the directory image just staged
+        # (digest, entries) of the directory image just staged, or of the repository image
+        # last read: its planner, staging and rollback keep share one copy (150,000 entries
+        # are tens of MB each)
+        self._cached_manifest = None
         self.repos = repo_image.RepoImages(images_dir, config, system, keys_dir)
 
     # --- staging ---------------------------------------------------------
@@ -219,8 +222,7 @@ class ImageStore:
         """The Staging that fills a repository image's sparse tree."""
         meta = statecheck.load(os.path.join(self.dir, _name(staged.digest) + ".json"),
                                statecheck.IMAGE_RECORD, RECORD_FIX)
-        return self.repos.staging(_name(staged.digest), self.cached_manifest(staged.digest),
-                                  meta["url"])
+        return self.repos.staging(_name(staged.digest), self.manifest(staged, None), meta["url"])
 
     def lookup(self, digest):
         for staged in self._all():
@@ -234,7 +236,9 @@ class ImageStore:
         if self._cached_manifest and self._cached_manifest[0] == staged.digest:
             return self._cached_manifest[1]
         if staged.format == repo_image.FORMAT:
-            return self.cached_manifest(staged.digest)
+            entries = self.cached_manifest(staged.digest)
+            self._cached_manifest = (staged.digest, entries) if entries else None
+            return entries
         if staged.format == "directory":
             entries, _ = manifest.build(tree, manifest.Excluder(()), skip_devices=False)
             return entries

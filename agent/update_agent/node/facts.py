@@ -169,7 +169,7 @@ def unwritten_token(mountinfo, root):
     return (os.stat(root).st_dev, written, tuple(mounts.below(mountinfo, root)))
 
 
-def node_manifest(facts, cache_path, token=None):
+def node_manifest(facts, cache_path, token=None, like=None):
     """Walk the node's root (never across mounts), reusing cached hashes.
 
     Returns (entries, sigs, protected, cached): protected are the preserved paths
@@ -179,8 +179,9 @@ def node_manifest(facts, cache_path, token=None):
     token: unwritten_token() now. When it is the token saved with the cache
     (save_unwritten), the root provably has not changed since: the cache is the
     walk, and nothing is walked.
+    like: the image's manifest, whose entries the node's equal ones become (memory).
     """
-    old_entries, old_sigs = manifest.load(cache_path)  # once: a damaged cache warns once
+    old_entries, old_sigs = manifest.load(cache_path, like)  # once: a damaged cache warns once
     if token is not None and old_entries:
         protected = _unwritten_protected(cache_path, token, facts.excluded)
         if protected is not None:
@@ -193,7 +194,9 @@ def node_manifest(facts, cache_path, token=None):
     skipped = {}
     entries, sigs = manifest.build(facts.root, excluder, cache=cache,
                                    trusted_before_ns=trusted_before, skipped=skipped)
-    return entries, sigs, skipped, (sigs == old_sigs and entries == old_entries)
+    cached = sigs == old_sigs and entries == old_entries
+    del old_entries, old_sigs, cache
+    return (manifest.share(entries, like) if like else entries), sigs, skipped, cached
 
 
 def _token_path(cache_path):

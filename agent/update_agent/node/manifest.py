@@ -21,7 +21,7 @@ import stat
 
 from update_agent.decide.entries import (  # noqa: F401 (walk callers read them here)
     FORMAT_LINE, HASH, KINDS, NAME_MAX, PATH_MAX, RACY_NS, Entry, Excluder, OldFormat, PathTooLong, Sig,
-    digest_of, dumps, loads, show
+    digest_of, dumps, loads, parse, rows, share, show
 )
 
 LOG = logging.getLogger(__name__)
@@ -161,14 +161,16 @@ def build(top, excluder, cache=None, trusted_before_ns=None, workers=None, skip_
 
 def save(path, entries, sigs=None):
     from update_agent.state import statefile
-    statefile.write_atomic(path, dumps(entries, sigs).encode("utf-8", "surrogateescape"))
+    statefile.write_chunks_atomic(path, (r.encode("utf-8", "surrogateescape")
+                                         for r in rows(entries, sigs)))
 
 
-def load(path):
-    """Return (entries, sigs), or ({}, {}) if the file is missing or unreadable."""
+def load(path, like=None):
+    """Return (entries, sigs), or ({}, {}) if the file is missing or unreadable.
+    like: see entries.loads."""
     try:
-        with open(path, "rb") as f:
-            return loads(f.read().decode("utf-8", "surrogateescape"))
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as f:
+            return parse(f, like)
     except FileNotFoundError:
         return {}, {}
     except OldFormat as e:  # written by another version of the agent: expected, not damage

@@ -51,6 +51,15 @@ def write_atomic(path, data, mode=0o644, uid=None, gid=None, xattrs=()):
             os.setxattr(f.fileno(), name, value)
 
 
+def write_chunks_atomic(path, chunks, mode=0o644):
+    """write_atomic of the bytes of chunks, one after another: a large file (a manifest
+    of 150,000 paths) is never held whole in memory to be written."""
+    with _replacing(path) as f:
+        for chunk in chunks:
+            f.write(chunk)
+        os.fchmod(f.fileno(), mode)
+
+
 def copy_atomic(src, dst):
     """Copy the regular file src (never through a symlink) to dst as write_atomic
     writes: its mode, owner and times kept, on disk before it has its name."""

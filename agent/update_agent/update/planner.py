@@ -135,13 +135,13 @@ class Planner:
         set of the walk now; the plan under the lock stages what changed since."""
         image = manifest.Excluder(facts.excluded).filter(self.images.manifest(staged, ""))
         token = facts_mod.unwritten_token(self.read_mounts(), facts.root)
-        node, *_ = facts_mod.node_manifest(facts, self.paths.node_manifest, token)
+        node, *_ = facts_mod.node_manifest(facts, self.paths.node_manifest, token, like=image)
         ch = changes.diff(node, image, skip=accounts.FILES)
         staging = self.images.staging(staged)
         rels = list(ch.transfer) + list(accounts.FILES)
         # before a byte comes: a full state dir must not be filled with half an update
         self.images.check_room(staging.room(rels))
-        staging.fill(rels, _node_files(facts.root, node))
+        staging.fill(rels, _NodeFiles(facts.root, node))
 
     @contextlib.contextmanager
     def planned(self, want, adopt=False, rollback=False, force=False, staged=None, fetch=False):
@@ -201,8 +201,8 @@ class Planner:
         ch = planned.plan.changes
         if ch is None or planned.plan.action in (planning.NOOP, planning.REFUSE):
             return staging.fetch_plan((), {})
-        files = kept.files(planned.facts.root)  # what an earlier update kept for a rollback
-        files.update(_node_files(planned.facts.root, walk.entries))
+        # and what an earlier update kept for a rollback
+        files = _NodeFiles(planned.facts.root, walk.entries, kept.files(planned.facts.root))
         return (staging.fill if fetch else staging.fetch_plan)(ch.transfer, files)
 
     def _open(self, stack, staged):
@@ -230,7 +230,7 @@ class Planner:
         if token is not None and walk.token == token:
             LOG.info("the root was not written since it was walked: the walk is reused")
         else:
-            self._walk(facts, tree, token, walk)
+            self._walk(facts, tree, token, walk, image.entries)
         # read every time: /boot may be a filesystem of its own, which the token does not watch
         running_vmlinuz = facts_mod.running_vmlinuz(self.paths, facts.release,
                                                     planning.running_in_copy(facts, j))
@@ -240,9 +240,9 @@ class Planner:
                         walk.sigs, procs, imports, os.getpid())
         return planning.decide(want, facts, j, self.config, image, node, options), facts
 
-    def _walk(self, facts, tree, token, walk):
+    def _walk(self, facts, tree, token, walk, like):
         entries, sigs, protected, cached = facts_mod.node_manifest(facts, self.paths.node_manifest,
-                                                                   token)
+                                                                   token, like)
         saved = self._save_node_cache(entries, sigs, unchanged=cached)
         try:  # while the root stays read-only and unwritten, the next plan need not walk it
             facts_mod.save_unwritten(self.paths.node_manifest, token if saved else None,
@@ -266,7 +266,18 @@ class Planner:
         return True
 
 
-def _node_files(root, node_entries):
-    """{content hex: host path} of the node's files: where a moved file's bytes are."""
-    return {e.digest: os.path.join(root, rel) for rel, e in node_entries.items()
-            if e.kind == "f" and e.size > 0}
+class _NodeFiles:
+    """{content hex: host path} of the node's files, where a moved file's bytes are, and
+    of the files kept: each host path is made only when asked for (150,000 are MBs)."""
+
+    def __init__(self, root, node_entries, kept_files=None):
+        self.root, self.kept = root, kept_files or {}
+        self.rels = {e.digest: rel for rel, e in node_entries.items()
+                     if e.kind == "f" and e.size > 0}
+
+    def __contains__(self, hexdigest):
+        return hexdigest in self.rels or hexdigest in self.kept
+
+    def __getitem__(self, hexdigest):
+        rel = self.rels.get(hexdigest)
+        return self.kept[hexdigest] if rel is None else os.path.join(self.root, rel)
