@@ -43,8 +43,8 @@ def make_tree(top, variant=b"A"):
     _write(os.path.join(top, "etc/passwd"), b"root:x:0:0:root:/root:/bin/sh\n")
     for i in range(300):
         _write(os.path.join(top, "usr/share/doc/f%03d" % i), b"doc %d\n" % i * (i + 1))
-    _write(os.path.join(top, "usr/lib/big.so"), os.urandom(300_000), 0o755)
-    _write(os.path.join(top, "usr/bin/tool"), b"tool " + variant + b"\n" * 70_000, 0o4755, 0, 0)
+    _write(os.path.join(top, "usr/lib/big.so"), os.urandom(fmt.SMALL + 300_000), 0o755)
+    _write(os.path.join(top, "usr/bin/tool"), b"tool " + variant + b"\n" * (fmt.SMALL + 70_000), 0o4755, 0, 0)
     _write(os.path.join(top, "home/user/notes"), b"mine", 0o600, 1234, 1235)
     os.link(os.path.join(top, "usr/share/doc/f001"), os.path.join(top, "usr/share/doc/hard"))
     os.symlink("../lib/big.so", os.path.join(top, "usr/bin/big"))
@@ -143,7 +143,7 @@ def test_publishing_again_rewrites_nothing_and_a_changed_image_adds_only_its_new
     tree_b = os.path.join(place, "b")
     shutil.copytree(tree_a, tree_b, symlinks=True)
     _write(os.path.join(tree_b, "usr/share/doc/f007"), b"changed in B\n")
-    _write(os.path.join(tree_b, "usr/bin/tool"), b"tool B\n" * 20_000, 0o4755)
+    _write(os.path.join(tree_b, "usr/bin/tool"), b"tool B\n" * (fmt.SMALL // 5), 0o4755)
     done = publish_mod.publish(tree_b, repo, "img-b", System())
     after = repo_files(repo)
     assert {p: after[p] for p in before} == before  # not one file rewritten or touched

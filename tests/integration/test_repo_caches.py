@@ -46,7 +46,7 @@ def repo(place):
     _write(tree, "etc/image_id", IMAGE.encode() + b"\n")
     for i in range(180):
         _write(tree, "usr/share/d%d/f%03d" % (i % 3, i), rnd.randbytes(rnd.randrange(1000, 60_000)))
-    for i, size in enumerate((100_000, 300_000, 900_000)):
+    for i, size in enumerate((1_100_000, 1_300_000, 1_900_000)):
         _write(tree, "usr/lib/lib%d.so" % i, rnd.randbytes(size))
     _write(tree, "usr/lib/big.bin", rnd.randbytes(6_000_000))
     path = os.path.join(place, "repo")

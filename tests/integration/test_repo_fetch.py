@@ -39,7 +39,7 @@ def w(tmp_path_factory, need_mounts):
     w = world.World(str(tmp_path_factory.mktemp("repo")))
     # C: B with a big file changed, a new file, and B's app moved elsewhere
     c = w.tree("img-C", image_id="img-C", release=world.RELEASE, variant="B")
-    _write(os.path.join(c, "usr/lib/big.bin"), os.urandom(200_000))
+    _write(os.path.join(c, "usr/lib/big.bin"), os.urandom(fmt.SMALL + 200_000))
     _write(os.path.join(c, "usr/share/new.txt"), b"new in C\n" * 50)
     os.makedirs(os.path.join(c, "opt/moved"))
     os.rename(os.path.join(c, "usr/bin/app"), os.path.join(c, "opt/moved/app"))
@@ -59,7 +59,7 @@ def w(tmp_path_factory, need_mounts):
     # D: B with many big new files, for a fetch that takes a while
     d = w.tree("img-D", image_id="img-D", release=world.RELEASE, variant="B")
     for i in range(BIG_FILES):
-        _write(os.path.join(d, "usr/lib/d/%02d.bin" % i), os.urandom(150_000))
+        _write(os.path.join(d, "usr/lib/d/%02d.bin" % i), os.urandom(fmt.SMALL + 50_000))
     w.tree_d = d
     # F: B with 10 MB new, more than a small state dir can stage
     f = w.tree("img-F", image_id="img-F", release=world.RELEASE, variant="B")
@@ -214,7 +214,7 @@ def test_an_object_whose_bytes_do_not_match_its_name_is_refused_and_nothing_chan
         # a well-formed zstd object, of other bytes than its name says
         obj = os.path.join(repo, fmt.object_path(_file_of(w.tree_c, "usr/lib/big.bin")))
         other = os.path.join(str(tmp_path), "other")
-        _write(other, os.urandom(200_000))
+        _write(other, os.urandom(fmt.SMALL + 200_000))
         System().run(["zstd", "-q", "-f", "-o", obj, other])
     name = _tampered_copy(w, tmp_path, swap_big_object)
     m = _meta_file(tmp_path, "img-C", {"repo": origin.url + "/" + name + "/",
@@ -277,7 +277,7 @@ def test_a_fetch_killed_half_way_resumes_without_fetching_again_what_it_had(
     www = os.path.join(w.base, "www")
     cache = os.path.join(node.root, "var/lib/update-agent/images/objects")
     big = {_file_of(w.tree_d, "usr/lib/d/%02d.bin" % i) for i in range(BIG_FILES)}
-    with nginx_local.origin(www, str(tmp_path_factory.mktemp("slow")), limit_rate=300_000) as slow:
+    with nginx_local.origin(www, str(tmp_path_factory.mktemp("slow")), limit_rate=8 * 300_000) as slow:
         m = meta(tmp_path, slow, w, "img-D")
         env = dict(os.environ, PYTHONPATH=os.path.join(world.PROJECT, "agent"))
         proc = subprocess.Popen([sys.executable, "-m", "update_agent", "--root", node.root,

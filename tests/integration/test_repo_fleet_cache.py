@@ -44,7 +44,7 @@ def w(tmp_path_factory, need_mounts, place):
     rnd = random.Random(20)
     e = w.tree("img-E", image_id="img-E", release=world.RELEASE, variant="B")
     for i in range(4):
-        _write(os.path.join(e, "usr/lib/e/big%d.so" % i), rnd.randbytes(700_000))
+        _write(os.path.join(e, "usr/lib/e/big%d.so" % i), rnd.randbytes(fmt.SMALL + 100_000))
     for i in range(150):
         _write(os.path.join(e, "usr/share/e/f%03d" % i), rnd.randbytes(rnd.randrange(500, 20_000)))
     w.tree_e = e

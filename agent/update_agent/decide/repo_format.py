@@ -17,7 +17,9 @@ from update_agent.errors import BadInput
 FORMAT_LINE = "update-agent repository v1"
 INDEX_LINE = "# update-agent object index v1"
 RECORD_FORMAT = 1
-SMALL = 64 * 1024          # a file below this many bytes goes into a pack
+# a file below this many bytes goes into a pack: one of its own would cost a node a
+# request for less than a MiB, and a node makes at most about one request per MiB
+SMALL = 1024 * 1024
 PACK_TARGET = 2 * 1024 * 1024  # uncompressed bytes a pack gathers before it is closed
 HEX = re.compile(r"[0-9a-f]{64}")
 PREFIX = "sha256:"
