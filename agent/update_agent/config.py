@@ -145,6 +145,21 @@ def _parse_units(key, text):
     return units
 
 
+# the values Heat gives a software deployment's deploy_action input
+HEAT_ACTIONS = ("CREATE", "UPDATE", "DELETE", "SUSPEND", "RESUME")
+
+
+def _parse_heat_actions(key, text):
+    actions = tuple(a.strip().upper() for a in re.split(r"[\n, ]", text) if a.strip())
+    for a in actions:
+        if a not in HEAT_ACTIONS:
+            raise BadInput("config %s: %r is not a Heat deploy_action (one of: %s)"
+                           % (key, a, ", ".join(HEAT_ACTIONS)))
+    if not actions:  # would silently stop every Heat-driven update
+        raise BadInput("config %s is empty: name at least one of %s" % (key, ", ".join(HEAT_ACTIONS)))
+    return actions
+
+
 def _parse_restart_mode(key, text):
     value = text.strip()
     if value not in ("auto", "report"):
@@ -279,6 +294,10 @@ class HeatConfig:
     """[heat]: signalling Heat software deployments."""
     signal_retries: int = key(5, _parse_int, "retries of a Heat signal that got a 5xx or no answer")
     signal_timeout: int = key(30, _parse_positive, "seconds one Heat signal request may take")
+    deploy_actions: tuple = key(("UPDATE",), _parse_heat_actions,
+                                "deploy_action values a deployment is acted on for; any other is "
+                                "signalled done without an update (the template's actions property "
+                                "is the primary control)")
 
 
 @dataclasses.dataclass(frozen=True)

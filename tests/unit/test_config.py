@@ -54,6 +54,8 @@ def test_booleans(tmp_path, text, expected):
     ("hook_timeout = -1\n", ["hook_timeout", "'-1'"]),
     ("preserve_extra = /srv/ok, srv/relative\n", ["preserve_extra", "'srv/relative'"]),
     ("preserve = /etc/../root\n", ["preserve", "'/etc/../root'"]),
+    ("[heat]\ndeploy_actions = UPDATE, REBUILD\n", ["deploy_actions", "'REBUILD'", "CREATE"]),
+    ("[heat]\ndeploy_actions =\n", ["deploy_actions", "empty"]),
     ("image_url_template = https://img/latest.qcow2\n",
      ["image_url_template", "'https://img/latest.qcow2'", "{image_id}"]),
 ])
@@ -62,6 +64,11 @@ def test_bad_values_name_key_and_value(tmp_path, body, words):
         load(tmp_path, body)
     for word in words:
         assert word in str(err.value)
+
+
+def test_deploy_actions_default_to_update_and_take_a_list(tmp_path):
+    assert load(tmp_path, "").heat.deploy_actions == ("UPDATE",)
+    assert load(tmp_path, "[heat]\ndeploy_actions = create, UPDATE\n").heat.deploy_actions == ("CREATE", "UPDATE")
 
 
 def test_unknown_section_is_refused(tmp_path):

@@ -127,6 +127,29 @@ def test_run_deployment_success_and_failure():
     assert record is None and body["deploy_status_code"] == 1 and body["deploy_stderr"] == "disk full"
 
 
+@pytest.mark.parametrize("action", ["CREATE", "delete", "SUSPEND"])
+def test_run_deployment_of_an_action_not_configured_is_signalled_done_without_update(action):
+    update = fake_update("success")
+    d = heat.Deployment("d1", "d1", {"image_id": "img-2", "update_identifier": "1",
+                                     "deploy_action": action})
+    body, record = daemon.run_deployment(d, TEMPLATE, update, ("UPDATE",))
+    assert record == "ignored" and update.calls == []
+    assert body["deploy_status_code"] == 0
+    assert body["deploy_stdout"] == "not acting on deploy_action %s (deploy_actions = UPDATE)" % action.upper()
+
+
+@pytest.mark.parametrize("inputs,actions", [
+    ({"deploy_action": "UPDATE"}, ("UPDATE",)),
+    ({"deploy_action": "CREATE"}, ("CREATE", "UPDATE")),
+    ({}, ("UPDATE",)),  # metadata written by hand carries no deploy_action
+])
+def test_run_deployment_of_a_configured_action_updates(inputs, actions):
+    update = fake_update("success")
+    d = heat.Deployment("d1", "d1", {"image_id": "img-2", "update_identifier": "1", **inputs})
+    body, record = daemon.run_deployment(d, TEMPLATE, update, actions)
+    assert record == "success" and [w.image_id for w in update.calls] == ["img-2"]
+
+
 # --- Daemon -----------------------------------------------------------------
 
 def test_hold_prevents_update(env):
@@ -148,6 +171,21 @@ def test_each_new_deployment_updated_once(env):
     # a new update_identifier is a new deployment
     env.daemon.handle({"deployments": [dep("a", ident="2", image_id="img-4")]})
     assert env.agent.calls[-1] == "img-4"
+
+
+def test_a_create_deployment_is_signalled_recorded_and_logged_once(env, caplog):
+    md = {"deployments": [dep("a", deploy_action="CREATE")]}
+    with caplog.at_level(logging.INFO, logger="update_agent.daemon.loop"):
+        assert env.daemon.handle(md) is True
+        assert env.daemon.handle(md) is True
+    assert env.agent.calls == []
+    assert [b["deploy_status_code"] for _, b in env.signaller.sent] == [0]
+    assert env.agent.state.flags.deployments_done()["a/1"]["result"] == "ignored"
+    said = [r.getMessage() for r in caplog.records if "deploy_action" in r.getMessage()]
+    assert said == ["deployment a: not acting on deploy_action CREATE (deploy_actions = UPDATE)"]
+    # the stack update that follows is acted on
+    assert env.daemon.handle({"deployments": [dep("a", ident="2", deploy_action="UPDATE")]}) is True
+    assert env.agent.calls == ["img-2"]
 
 
 def test_deployment_recorded_on_disk_is_not_redone(env, tmp_path):

@@ -323,7 +323,8 @@ def cmd_deploy(args, agent, out):
         raise BadInput("deploy: expected one deployment object with group %r, got %s"
                        % (heat.GROUP, (obj.get("group") if isinstance(obj, dict) else type(obj).__name__)))
     (d,) = heat.deployments({"deployments": [obj]})
-    body, _ = daemon.run_deployment(d, agent.config.agent.image_url_template, agent.update)
+    body, _ = daemon.run_deployment(d, agent.config.agent.image_url_template, agent.update,
+                                    agent.config.heat.deploy_actions)
     out.write(json.dumps(body, indent=2, sort_keys=True) + "\n")
     return 0 if body["deploy_status_code"] == 0 else (2 if body["deploy_status_code"] == 2 else 1)
 

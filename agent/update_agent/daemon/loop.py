@@ -42,9 +42,9 @@ def backoff(failures, interval):
     return min(float(interval), BACKOFF_BASE * 2 ** (failures - 1))
 
 
-def run_deployment(d, url_template, update):
+def run_deployment(d, url_template, update, actions=("UPDATE",)):
     """Apply one deployment with update(want) -> Outcome; return (signal body, record).
-    url_template: the config's image_url_template.
+    url_template: the config's image_url_template; actions: [heat] deploy_actions.
 
     record is what to remember once Heat has the signal, None if the
     deployment must be tried again (it failed).
@@ -52,6 +52,11 @@ def run_deployment(d, url_template, update):
     if not d.update_identifier:
         LOG.info("deployment %s: %s", d.id, heat.UNSET_MESSAGE)
         return heat.payload(message=heat.UNSET_MESSAGE), "unset"
+    ignored = heat.ignored_because(d, actions)
+    if ignored:
+        # signalled done, so Heat does not wait out its timeout; recorded, so said once
+        LOG.info("deployment %s: %s", d.id, ignored)
+        return heat.payload(message=ignored), "ignored"
     try:
         want = heat.desired(d, url_template)
     except AgentError as e:
@@ -120,6 +125,7 @@ class Daemon:
         self.rollout_said = ""  # the rollout wait logged last
         self.turns = None  # the watch for this node's turn (a TurnWatch), once the loop runs
         self.url_template = agent.config.agent.image_url_template
+        self.deploy_actions = agent.config.heat.deploy_actions
         self.stopping = False
         self.failures = 0
         self.last_metadata = None
@@ -292,7 +298,7 @@ class Daemon:
     def handle_deployment(self, d):
         if d.key in self.agent.state.flags.deployments_done():
             return True
-        body, record = run_deployment(d, self.url_template, self.update)
+        body, record = run_deployment(d, self.url_template, self.update, self.deploy_actions)
         return self._finish(d, body, record)
 
     def _finish(self, d, body, record):

@@ -40,6 +40,12 @@ class Deployment:
         return "" if value is None else str(value)
 
     @property
+    def action(self):
+        """Heat's deploy_action input; "" where the metadata carries none."""
+        value = self.inputs.get("deploy_action")
+        return "" if value is None else str(value).upper()
+
+    @property
     def key(self):
         return "%s/%s" % (self.id, self.update_identifier)
 
@@ -67,6 +73,16 @@ def deployments(metadata):
                 values[item["name"]] = item.get("value")
         out.append(Deployment(dep_id, str(d.get("name") or dep_id), values))
     return out
+
+
+def ignored_because(deployment, actions):
+    """Why a deployment gets no update, or "": its deploy_action is not one the
+    config acts on. A stack CREATE runs it on a node that booted the image it
+    names, and a DELETE or SUSPEND is no ask for a new image."""
+    if not deployment.action or deployment.action in actions:
+        return ""
+    return "not acting on deploy_action %s (deploy_actions = %s)" % (
+        deployment.action, ", ".join(actions))
 
 
 def desired(deployment, url_template=""):
