@@ -18,7 +18,8 @@ equality with the image: a fast wrong answer does not count.
 
 The full run takes hours (each synthetic workload about 40 min here: every
 apply starts from a fresh copy of a 3 GB root); --parts runs some of it:
-sync-1, noop, sync-10, debian, daemon, fleet, etcd, rollout, publish, distribution. The report is rewritten
+sync-1, noop, sync-10, debian, daemon, fleet, etcd, rollout, publish, distribution
+(distribution-debian: its Debian workload alone). The report is rewritten
 after each part, so an interrupted run keeps what it measured.
 """
 
@@ -531,7 +532,7 @@ def report(bench, quick, path):
 
 
 PARTS = ("sync-1", "noop", "sync-10", "debian", "daemon", "fleet", "etcd", "rollout", "publish",
-         "distribution")
+         "distribution", "distribution-debian")
 
 
 def main():
@@ -579,9 +580,9 @@ def main():
             ra, rb = debian_roots.node_roots(os.path.join(work, "debian"))
             bench.sync_workload("debian A -> B", ra, rb, identity=False)
             report(bench, quick, args.out)
-        if "distribution" in parts:
+        if "distribution" in parts or "distribution-debian" in parts:
             import distribution_bench
-            distribution_bench.run_part(bench, quick)
+            distribution_bench.run_part(bench, quick, synthetic="distribution" in parts)
             report(bench, quick, args.out)
         if "daemon" in parts:
             daemon_bench(bench, seconds=15 if quick else 600, changes=5 if quick else 20)

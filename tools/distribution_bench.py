@@ -493,15 +493,17 @@ def _slug(name):
     return name.replace(" ", "-").replace("%", "pct").replace(">", "").replace(",", "")
 
 
-def run_part(bench, quick):
-    """The synthetic workload (1% changed) and, unless quick, Debian A to B."""
-    files, size = (3000, 60 << 20) if quick else (150000, 3 << 30)
-    base = os.path.join(bench.work, "dist-syn")
-    a, b = bench_mod.synthetic(base, files, size, 1)
-    try:
-        run_workload(bench, "%d files, 1%% changed" % files, a, b)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+def run_part(bench, quick, synthetic=True):
+    """The synthetic workload (1% changed), unless not asked for, and, unless quick,
+    Debian A to B."""
+    if synthetic:
+        files, size = (3000, 60 << 20) if quick else (150000, 3 << 30)
+        base = os.path.join(bench.work, "dist-syn")
+        a, b = bench_mod.synthetic(base, files, size, 1)
+        try:
+            run_workload(bench, "%d files, 1%% changed" % files, a, b)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
     if not quick:
         import debian_roots
         ra, rb = debian_roots.node_roots(os.path.join(bench.work, "dist-debian"))

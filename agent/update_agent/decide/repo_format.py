@@ -17,10 +17,12 @@ from update_agent.errors import BadInput
 FORMAT_LINE = "update-agent repository v1"
 INDEX_LINE = "# update-agent object index v1"
 RECORD_FORMAT = 1
-# a file below this many bytes goes into a pack: one of its own would cost a node a
-# request for less than a MiB, and a node makes at most about one request per MiB
+# a content whose zstd frame is below this many bytes goes into a pack: one of its own
+# would cost a node a request for less than a MiB, and a node makes at most about one
+# request per MiB. Frames, not contents, are what a request carries: Debian's files
+# compress about 3:1, so a 2 MiB library is a 0.7 MiB request.
 SMALL = 1024 * 1024
-PACK_TARGET = 2 * 1024 * 1024  # uncompressed bytes a pack gathers before it is closed
+PACK_TARGET = 2 * 1024 * 1024  # bytes of frames a pack gathers before it is closed
 HEX = re.compile(r"[0-9a-f]{64}")
 PREFIX = "sha256:"
 
@@ -68,8 +70,9 @@ def retired_path(image_id):
     return "retired/%s.json" % image_id
 
 
-def is_small(size):
-    return 0 < size < SMALL
+def is_small(frame_bytes):
+    """Whether a content whose zstd frame has this many bytes goes into a pack."""
+    return 0 < frame_bytes < SMALL
 
 
 def stored_files(entries):
@@ -84,8 +87,8 @@ def stored_files(entries):
 
 
 def plan_packs(new_small, target=PACK_TARGET):
-    """Group [(hex, size)] (in manifest order, so that one directory's files tend to
-    share a pack) into packs of about target uncompressed bytes: [[hex, ...], ...]."""
+    """Group [(hex, frame bytes)] (in manifest order, so that one directory's files
+    tend to share a pack) into packs of about target bytes: [[hex, ...], ...]."""
     packs, current, filled = [], [], 0
     for hexdigest, size in new_small:
         if current and filled + size > target:

@@ -128,16 +128,17 @@ def _write(source, repo, image_id, digest, known, system, signer, scratch):
     locations = {h: known[h] for h in contents if h in known}
     written = 0
     new_objects = new_packs = 0
+    frames = {h: os.path.getsize(store.compressed_path(scratch, first_path[h])) for h in new}
     for h in new:
-        if not fmt.is_small(contents[h]):
+        if not fmt.is_small(frames[h]):
             src = store.compressed_path(scratch, first_path[h])
-            length = os.path.getsize(src)
+            length = frames[h]
             store.fsync(src)
             if store.place(src, repo, fmt.object_path(h)):
                 new_objects += 1
                 written += length
             locations[h] = (fmt.object_path(h), 0, length)
-    small = [(h, contents[h]) for h in new if fmt.is_small(contents[h])]
+    small = [(h, frames[h]) for h in new if fmt.is_small(frames[h])]
     for members in fmt.plan_packs(small):
         path, offsets, length = _write_pack(repo, scratch, members, first_path)
         new_packs += 1
