@@ -474,14 +474,21 @@ def report_lines(bench):
 
 def plot(bench, directory, plt):
     """bench-distribution-<workload>.png: bytes and time per method."""
+    from matplotlib import ticker
     for name, results, facts in bench.distribution:
         ran = [r for r in results if not r.error]
         fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
         labels = [r.method for r in ran] + ["lower bound (zstd)"]
-        left.barh(labels, [r.bytes / 1e6 for r in ran] + [facts["lower_each"] / 1e6])
+        bars = left.barh(labels, [r.bytes / 1e6 for r in ran] + [facts["lower_each"] / 1e6])
+        left.bar_label(bars, fmt="%.1f", padding=2)
         left.set_xscale("log")  # a whole image is thousands of times the changed files
+        left.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: "%g" % v))
+        left.xaxis.set_minor_formatter(ticker.NullFormatter())
+        left.margins(x=0.15)
         left.set_xlabel("MB fetched (log scale)")
-        right.barh(labels, [r.wall for r in ran] + [0])
+        bars = right.barh(labels, [r.wall for r in ran] + [0])
+        right.bar_label(bars, labels=["%.1f" % r.wall for r in ran] + [""], padding=2)
+        right.margins(x=0.15)
         right.set_xlabel("seconds to the node at B")
         fig.suptitle(name)
         fig.tight_layout()
