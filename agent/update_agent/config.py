@@ -218,7 +218,8 @@ class AgentConfig:
         False, _parse_bool,
         "refuse an image without an ed25519 update_agent.image_signature over its digest")
     ca_file: str = key("", _parse_host_dir,
-                       "CA bundle (a host path) trusted for https image URLs instead of the system's")
+                       "CA bundle (a host path) trusted for every https fetch instead of the system's: "
+                       "images, the repository, metadata_url, Heat signals, FleetLock")
     directory_images: tuple = key(
         (), _parse_paths,
         "host directories under which an image may be a plain directory (file:// URL); "

@@ -17,23 +17,39 @@ import threading
 import urllib.parse
 import urllib.request
 
+from update_agent.errors import BadInput
+
 # a reused keep-alive connection the server closed meanwhile fails like this: once
 # more on a new connection, and only then is it an error
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
 class Http:
-    def __init__(self, opener=None):
+    """cafile: a CA bundle trusted for every https request instead of the system's
+    (the config's ca_file): metadata_url, Heat signals, FleetLock, the repository."""
+
+    def __init__(self, opener=None, cafile=None):
         # built lazily: a System made for a dry run or a unit test opens nothing
         self._opener = opener
+        self.cafile = cafile or None
 
     def open(self, request, timeout):
         if self._opener is None:
-            self._opener = urllib.request.build_opener()
+            self._opener = urllib.request.build_opener(
+                urllib.request.HTTPSHandler(context=tls_context(self.cafile)))
         return self._opener.open(request, timeout=timeout)
 
     def pool(self, base_url, proxy="", cafile=None, timeout=30):
-        return Pool(base_url, proxy, cafile, timeout)
+        return Pool(base_url, proxy, cafile or self.cafile, timeout)
+
+
+def tls_context(cafile):
+    """A verifying TLS context trusting cafile (None: the system's CAs)."""
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except OSError as e:  # ssl.SSLError is an OSError too
+        raise BadInput("cannot load CA bundle %r (config ca_file): %s"
+                       % (cafile, (str(e).strip().splitlines() or [type(e).__name__])[-1]))
 
 
 class Pool:
@@ -105,7 +121,7 @@ class Pool:
     def _connect(self):
         host, port = self.base.hostname, self.base.port
         if self.base.scheme == "https":
-            context = ssl.create_default_context(cafile=self.cafile)
+            context = tls_context(self.cafile)
             if self.proxy is None:
                 return http.client.HTTPSConnection(host, port, timeout=self.timeout, context=context)
             conn = http.client.HTTPSConnection(self.proxy.hostname, self.proxy.port or 80,

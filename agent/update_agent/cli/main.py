@@ -13,6 +13,7 @@ from update_agent.daemon import loop as daemon
 from update_agent.daemon.notify import Notifier
 from update_agent.daemon.watch import CacheWatcher
 from update_agent.errors import AgentError, BadInput
+from update_agent.http import Http
 from update_agent.node import mounts
 from update_agent.node.paths import CONFIG_FILE, NodePaths
 from update_agent.sources import heat
@@ -115,7 +116,7 @@ def _agent(args):
     default = os.path.join(os.path.abspath(args.root), CONFIG_FILE.lstrip("/"))
     config = config_mod.load(args.config or default, root=args.root)
     paths = NodePaths(args.root, state_dir=config.agent.state_dir)
-    return Agent(paths, config, System())
+    return Agent(paths, config, System(http=Http(cafile=config.agent.ca_file)))
 
 
 def cmd_check(args, agent, out):

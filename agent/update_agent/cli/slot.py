@@ -43,10 +43,11 @@ def main(agent, argv, out):
         if not command:
             raise BadInput("slot hold needs a command: update-agent slot hold -- COMMAND...")
         with coordination.lease_slot(config, node, agent.system.clock, args.group,
-                                     args.max_holders, args.timeout):
+                                     args.max_holders, args.timeout, http=agent.system.http):
             sys.stdout.flush()
             return agent.system.run(command, check=False, capture=False).returncode
-    slots = coordination.reboot_slots(config, node, agent.system.clock, args.group, args.max_holders)
+    slots = coordination.reboot_slots(config, node, agent.system.clock, args.group, args.max_holders,
+                                      http=agent.system.http)
     if args.action == "release":
         slots.release()
         return 0

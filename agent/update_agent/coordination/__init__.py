@@ -54,22 +54,23 @@ def is_fleetlock(url):
     return fleetlock.is_server(url)
 
 
-def reboot_slots(config, node, clock, group=None, max_holders=None):
+def reboot_slots(config, node, clock, group=None, max_holders=None, http=None):
+    """http: the agent's Http (its CA bundle) for a FleetLock server."""
     group = group or config.group
     n = max_holders or config.max_holders
     if is_fleetlock(config.backend):
-        return fleetlock.Client(config.backend, group, node)
+        return fleetlock.Client(config.backend, group, node, opener=http)
     return RebootSlots(stores.for_url(config.backend), group, n, node, clock,
                        config.failure_threshold)
 
 
 def lease_slot(config, node, clock, group=None, max_holders=None, timeout=None, sleep=None,
-               should_stop=None):
+               should_stop=None, http=None):
     """A context manager holding one lease slot of the group (waits for one, until
     the timeout or should_stop() says to give up: errors.Interrupted)."""
     timeout = timeout if timeout is not None else config.slot_timeout
     if is_fleetlock(config.backend):
-        return fleetlock.held(fleetlock.Client(config.backend, group or config.group, node),
+        return fleetlock.held(fleetlock.Client(config.backend, group or config.group, node, opener=http),
                               timeout, should_stop=should_stop)
     return leases.held(reboot_slots(config, node, clock, group, max_holders), config.lease_ttl,
                        timeout, sleep, should_stop=should_stop)

@@ -298,13 +298,14 @@ class Agent:
         if not c.backend or c.coordinate == "never":
             return None
         return coordination.reboot_slots(c, node_ids.node_id(c, self.paths), self.system.clock,
-                                         *_budget(turn))
+                                         *_budget(turn), http=self.system.http)
 
     def _in_place_slot(self, should_stop=None, turn=None):
         c = self.config.coordination
         if c.backend and c.coordinate == "always":
             return coordination.lease_slot(c, node_ids.node_id(c, self.paths), self.system.clock,
-                                           *_budget(turn), should_stop=should_stop)
+                                           *_budget(turn), should_stop=should_stop,
+                                           http=self.system.http)
         return contextlib.nullcontext()
 
     def _reboot_path(self, want, plan, planned, outcome, should_stop, status, force, migrate=True,
