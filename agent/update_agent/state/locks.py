@@ -23,6 +23,7 @@ def flock(path, what, timeout=0, poll=0.5, monotonic=time.monotonic, sleep=time.
         raise AgentError("cannot open lock %s: %s" % (path, e.strerror))
     try:
         deadline = monotonic() + timeout
+        waited = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -32,7 +33,9 @@ def flock(path, what, timeout=0, poll=0.5, monotonic=time.monotonic, sleep=time.
                     raise
                 if monotonic() >= deadline:
                     raise AgentError("%s is held by another process (lock %s)" % (what, path))
-                LOG.info("waiting for %s (lock %s)", what, path)
+                if not waited:  # once per wait, not at every poll
+                    LOG.info("waiting for %s (lock %s)", what, path)
+                    waited = True
                 sleep(poll)
         os.ftruncate(fd, 0)
         os.write(fd, b"%d\n" % os.getpid())
