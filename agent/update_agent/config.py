@@ -46,6 +46,8 @@ DEFAULT_PRESERVE = (
     "/root",
     "/var/log",
     "/var/lib/os-collect-config",
+    # the deployer's (cloud-init's or os-apply-config's), not the image's
+    "/etc/os-collect-config.conf",
     "/var/lib/heat-config",
     "/tmp",
     "/var/tmp",
