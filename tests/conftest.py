@@ -70,3 +70,15 @@ def pytest_sessionfinish(session, exitstatus):
         sys.stderr.write("\nUPDATE_AGENT_REQUIRE_INTEGRATION=1 and %d tests were skipped:\n  %s\n"
                          % (len(blocking), "\n  ".join(blocking)))
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def element_image(need_mounts, tmp_path_factory):
+    """The element's image, built once per run (tests/dib_image.py); removed at the end,
+    diskimage-builder's build dirs and cache included."""
+    import dib_image
+    work = str(tmp_path_factory.mktemp("dib-element"))
+    try:
+        yield dib_image.build(work)
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", work], check=False)

@@ -1,28 +1,21 @@
 """The diskimage-builder element, for real: one debian-minimal image is built with it.
 
-`tools/build-dib-image` runs `disk-image-create -t raw debian-minimal update-agent`
-(DIB_RELEASE=bookworm, with the mirrors this machine's apt uses, read from /etc/apt
-now). The output is a bare ext4 filesystem labelled cloudimg-rootfs, the format the
-agent itself applies; it is attached read-only and mounted in this test's private
-mount namespace, and the agent is run from it with chroot. It takes about 100 s.
-
-Skipped, with the reason, when the Debian archive is unreachable (or the tools are
-missing); in CI a skip is a failure. Everything is written to one temporary
-directory, removed afterwards, including diskimage-builder's build dirs and cache.
+The image is the run's one build of the element (tests/dib_image.py, the
+`element_image` fixture): a bare ext4 filesystem labelled cloudimg-rootfs, the format
+the agent itself applies. Here it is attached read-only and mounted in this test's
+private mount namespace, and the agent is run from it with chroot.
 """
 
 import glob
 import importlib.machinery
 import importlib.util
 import os
-import signal
 import subprocess
-import sys
 import tempfile
-import time
 
 import pytest
 
+from dib_image import IMAGE_ID
 from update_agent import __version__
 from update_agent.apply import hooks
 from update_agent.node import paths
@@ -32,9 +25,6 @@ pytestmark = pytest.mark.dib
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(PROJECT, "tools", "build-dib-image")
 UNIT = os.path.join(PROJECT, "systemd", "update-agent.service")
-IMAGE_ID = "img-dib-element-test"
-BUILD_TIMEOUT = 1800
-UNREACHABLE = 75
 
 
 def load_tool():
@@ -42,35 +32,6 @@ def load_tool():
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
     loader.exec_module(module)
     return module
-
-
-def missing_tools():
-    dib = os.path.join(PROJECT, ".venv", "bin", "disk-image-create")
-    missing = [] if os.access(dib, os.X_OK) else ["disk-image-create (pip diskimage-builder)"]
-    for tool in ("debootstrap", "sudo", "chroot", "unshare", "losetup"):
-        if not any(os.access(os.path.join(d, tool), os.X_OK)
-                   for d in ("/usr/sbin", "/usr/bin", "/sbin", "/bin")):
-            missing.append(tool)
-    return missing
-
-
-def run_group(argv, log_path, timeout):
-    """Run ARGV in a process group of its own, output to LOG_PATH; kill the whole
-    group (sudo, chroot, dpkg...) if it outlives TIMEOUT."""
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-
-
-def tail(path, lines=60):
-    with open(path, errors="replace") as f:
-        return "".join(f.readlines()[-lines:])
 
 
 class Image:
@@ -102,30 +63,15 @@ class Image:
 
 
 @pytest.fixture(scope="module")
-def image(need_mounts):
-    missing = missing_tools()
-    if missing:
-        pytest.skip("missing for the image build (tools/setup installs them): "
-                    + ", ".join(missing))
+def image(element_image):
     work = tempfile.mkdtemp(prefix="test-dib-element.")
     root, dev = os.path.join(work, "root"), None
     try:
-        log = os.path.join(work, "build.log")
-        started = time.monotonic()
-        rc = run_group([sys.executable, TOOL, "--image-id", IMAGE_ID, "--publish",
-                        os.path.join(work, "repo"), os.path.join(work, "out")], log, BUILD_TIMEOUT)
-        seconds = time.monotonic() - started
-        if rc == UNREACHABLE:
-            pytest.skip(tail(log, 1).strip())
-        assert rc == 0, "tools/build-dib-image failed (exit %d):\n%s" % (rc, tail(log))
-        path = os.path.join(work, "out", "update-agent.raw")
-        print("\ndiskimage-builder: debian-minimal + update-agent built in %.0f s (%d MiB)"
-              % (seconds, os.path.getsize(path) >> 20))
-        dev = subprocess.run(["losetup", "--find", "--show", "--read-only", path],
+        dev = subprocess.run(["losetup", "--find", "--show", "--read-only", element_image.path],
                              capture_output=True, text=True, check=True).stdout.strip()
         os.mkdir(root)
         subprocess.run(["mount", "-o", "ro", dev, root], check=True)
-        yield Image(path, root, seconds, os.path.join(work, "repo"))
+        yield Image(element_image.path, root, element_image.seconds, element_image.repo)
     finally:
         if os.path.ismount(root):
             subprocess.run(["umount", root], check=False)
