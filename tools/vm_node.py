@@ -14,8 +14,12 @@ at the partition's offset (mkfs.ext4 -E offset= -d), and GRUB's boot.img and
 core.img (grub-mkimage, run in root A's chroot) written where grub-install
 would put them: boot.img's code in the MBR, core.img in the gap before the
 partition, whose default block list already points there.
+
+A VM can also boot a bare filesystem image with QEMU loading its kernel and initrd
+(DirectBoot), as the booted-image test boots the element's output.
 """
 
+import dataclasses
 import glob
 import hashlib
 import os
@@ -270,16 +274,28 @@ def make_disk(path, tree, size_mb, grub_root):
     return path
 
 
+@dataclasses.dataclass(frozen=True)
+class DirectBoot:
+    """QEMU loads this kernel and initrd itself (no boot loader on the disk)."""
+    vmlinuz: str
+    initrd: str
+    cmdline: str
+
+    def argv(self):
+        return ["-kernel", self.vmlinuz, "-initrd", self.initrd, "-append", self.cmdline]
+
+
 class VM:
     """qemu-system-x86_64 on a disk (and a state disk), serial console to a file,
     user-mode networking restricted to `ports` of 127.0.0.1 (reached at HOST). Emulated (TCG) by default: this machine's /dev/kvm is
     nested and a guest kernel hangs on it right after "Probing EDD";
     UPDATE_AGENT_VM_ACCEL=kvm where KVM works."""
 
-    def __init__(self, workdir, disk, state_disk, ports=(), memory_mb=1024):
+    def __init__(self, workdir, disk, state_disk=None, ports=(), memory_mb=1024, kernel=None):
         self.workdir, self.disk, self.state_disk = workdir, disk, state_disk
         self.ports = tuple(ports)  # of 127.0.0.1, the only ones the guest reaches
         self.memory_mb = memory_mb
+        self.kernel = kernel  # a DirectBoot, or None for the disk's boot loader
         self.console = os.path.join(workdir, "console.log")
         self.proc = None
 
@@ -288,12 +304,16 @@ class VM:
         argv = ["qemu-system-x86_64", "-machine", "pc,accel=" + accel,
                 "-m", str(self.memory_mb), "-smp", "2", "-display", "none", "-vga", "none",
                 "-serial", "file:" + self.console, "-no-user-config", "-nodefaults",
-                "-drive", "file=%s,format=raw,if=virtio,cache=unsafe" % self.disk,
-                "-drive", "file=%s,format=raw,if=virtio,cache=unsafe" % self.state_disk,
+                "-monitor", "stdio",  # its commands on the pipe to QEMU's stdin
                 "-netdev", forwards(self.ports), "-device", "virtio-net-pci,netdev=n0"]
+        for disk in (self.disk, self.state_disk):
+            if disk:
+                argv += ["-drive", "file=%s,format=raw,if=virtio,cache=unsafe" % disk]
+        if self.kernel:
+            argv += self.kernel.argv()
         self.log = open(os.path.join(self.workdir, "qemu.log"), "w")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.PIPE, start_new_session=True)
         return self
 
     def text(self):
@@ -320,11 +340,24 @@ class VM:
     def tail(self, n=4000):
         return self.text()[-n:]
 
+    def power_down(self, timeout):
+        """Press the power button (ACPI) and wait for the guest to shut down: True if it
+        did within timeout seconds."""
+        self.proc.stdin.write(b"system_powerdown\n")
+        self.proc.stdin.flush()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        self.log.close()
+        return True
+
     def stop(self):
         """Pull the plug: the node has no power-button handler (logind is masked), its
         root is read-only and the agent's state is written atomically with fsync."""
         if self.proc is None or self.proc.poll() is not None:
             return
+        self.proc.stdin.close()
         self.proc.terminate()
         try:
             self.proc.wait(timeout=30)

@@ -1,0 +1,201 @@
+"""The element's own image, booted: it updates itself in place, fed by the node's real
+tooling.
+
+The run's one build of the element (the `element_image` fixture) is booted under QEMU
+with its own kernel and initrd. Its os-collect-config (the element's `collect` extra)
+polls metadata the test serves from nginx on 127.0.0.1, the way Heat's metadata reaches
+a node, through QEMU's restricted user network; its command is os-refresh-config, as
+TripleO's images ran it. The deployer's `/etc/os-collect-config.conf` is written onto
+the disk before the boot, as cloud-init would write it.
+
+Image B is the same tree with a file changed, one added, one deleted and its image id,
+published into the build's repository (a hard-linked copy of it). Changing the served
+metadata to B must make the node update itself without a reboot, its disk afterwards
+holding B; a configure hook both images carry logs what each configure phase saw, so
+the test checks which runs happened and against which tree.
+"""
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+import nginx_local
+import vm_node
+from update_agent.decide import repo_format
+from update_agent.node import manifest
+from update_agent.repo import publish
+from update_agent.system import System
+
+pytestmark = [pytest.mark.dib, pytest.mark.vm]
+IMAGE_B = "img-b"
+MARK = "usr/local/share/booted-test"
+PROBE = "usr/libexec/os-refresh-config/configure.d/50-booted-test-probe"
+# one line per configure phase: which tree it ran on, and for whose update
+PROBE_HOOK = """\
+#!/bin/sh
+logger -t booted-test "configure saw release=$(cat /%s/release) action=${UPDATE_AGENT_ACTION:-none}"
+""" % MARK
+OCC_CONF = """\
+[DEFAULT]
+collectors = request
+command = os-refresh-config
+polling_interval = 5
+
+[request]
+metadata_url = http://%s:%d/md.json
+"""
+# the image builder's choice of network: DHCP on the NIC, by systemd-networkd
+NETWORK = "[Match]\nName=en*\n\n[Network]\nDHCP=ipv4\n"
+CMDLINE = ("root=LABEL=cloudimg-rootfs ro console=ttyS0 panic=5 "
+           "systemd.journald.forward_to_console=1 systemd.journald.max_level_console=info")
+# the node's own paths, which the sync keeps (the agent's preserve list and state dir)...
+NODE_PATHS = ("etc/image_id", "etc/passwd", "etc/group", "etc/shadow", "etc/gshadow",
+              "etc/hostname", "etc/hosts", "etc/machine-id", "etc/os-collect-config.conf",
+              "home", "root", "var/log", "run", "tmp", "var/tmp", "proc", "sys", "dev",
+              "var/lib/update-agent", "lost+found", "var/lib/os-collect-config",
+              ".update-agent-kept", ".update-agent-pinned")
+# ...and what the node writes for itself after the sync: systemd-random-seed's seed, at
+# the shutdown
+NODE_WRITES = ("var/lib/systemd",)
+CONFIGURE = r"booted-test\[\d+\]: configure saw release=(\w+) action=([\w-]+)"
+
+
+@contextlib.contextmanager
+def mounted(image, where, writable=False):
+    """IMAGE (an ext4 file) mounted at WHERE in this test's private mount namespace."""
+    argv = ["losetup", "--find", "--show"] + ([] if writable else ["--read-only"]) + [image]
+    dev = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+    os.makedirs(where, exist_ok=True)
+    try:
+        subprocess.run(["mount", "-o", "rw" if writable else "ro", dev, where], check=True)
+        try:
+            yield where
+        finally:
+            subprocess.run(["umount", where], check=True)
+    finally:
+        subprocess.run(["losetup", "--detach", dev], check=False)
+
+
+def write(root, rel, text, mode=0o644):
+    path = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+
+
+def make_image_b(a_root):
+    """B's changes, made to a copy of A's tree."""
+    write(a_root, MARK + "/release", "B\n")
+    with open(os.path.join(a_root, MARK, "added.bin"), "wb") as f:
+        f.write(os.urandom(3 << 20))
+    os.unlink(os.path.join(a_root, MARK, "removed.txt"))
+    write(a_root, "etc/image_id", IMAGE_B + "\n")
+
+
+def record(repo, image_id):
+    with open(os.path.join(repo, repo_format.record_path(image_id))) as f:
+        return json.load(f)
+
+
+def serve_metadata(www, image_id, repo_url, digest, not_before):
+    """Heat's part: the node's metadata, replaced by rename. Its Last-Modified must be
+    later than the last one served, whole seconds apart, or os-collect-config's
+    request collector does not fetch it again."""
+    path = os.path.join(www, "md.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump({"image_id": image_id,
+                   "update_agent": {"repo": repo_url, "image_digest": digest}}, f)
+    stamp = max(time.time(), not_before + 2)
+    os.utime(path + ".tmp", (stamp, stamp))
+    os.rename(path + ".tmp", path)
+    return stamp
+
+
+@pytest.fixture(scope="module")
+def world(element_image, tmp_path_factory):
+    work = str(tmp_path_factory.mktemp("booted"))
+    www = os.path.join(work, "www")
+    os.makedirs(www)
+    repo = os.path.join(www, "repo")
+    # the repository's files are immutable: B's publish only adds files beside them
+    subprocess.run(["cp", "-al", element_image.repo, repo], check=True)
+    node, image_b = os.path.join(work, "node.raw"), os.path.join(work, "b.raw")
+    subprocess.run(["cp", "--sparse=always", element_image.path, node], check=True)
+    with mounted(node, os.path.join(work, "mnt"), writable=True) as root:
+        write(root, "etc/systemd/network/10-dhcp.network", NETWORK)
+        subprocess.run(["chroot", root, "systemctl", "enable", "systemd-networkd.service"],
+                       check=True, capture_output=True)
+        write(root, PROBE, PROBE_HOOK, mode=0o755)
+        write(root, MARK + "/release", "A\n")
+        write(root, MARK + "/removed.txt", "only in A\n")
+        release = vm_node.kernel_of(root)
+        boot = vm_node.DirectBoot(os.path.join(work, "vmlinuz"), os.path.join(work, "initrd"),
+                                  CMDLINE)
+        shutil.copy(os.path.join(root, "boot/vmlinuz-" + release), boot.vmlinuz)
+        shutil.copy(os.path.join(root, "boot/initrd.img-" + release), boot.initrd)
+    subprocess.run(["cp", "--sparse=always", node, image_b], check=True)
+    with mounted(image_b, os.path.join(work, "mnt"), writable=True) as root:
+        make_image_b(root)
+        publish.publish(root, repo, IMAGE_B, System())
+    with nginx_local.origin(www, os.path.join(work, "nginx")) as origin:
+        port = int(origin.url.rsplit(":", 1)[1])
+        with mounted(node, os.path.join(work, "mnt"), writable=True) as root:
+            write(root, "etc/os-collect-config.conf", OCC_CONF % (vm_node.HOST, port))
+        yield dict(work=work, www=www, node=node, image_b=image_b, boot=boot, port=port,
+                   repo_url="http://%s:%d/repo/" % (vm_node.HOST, port),
+                   image_a=element_image.image_id, repo=repo)
+
+
+def test_the_element_image_boots_and_updates_itself_in_place(world, tmp_path):
+    www, repo = world["www"], world["repo"]
+    stamp = serve_metadata(www, world["image_a"], world["repo_url"],
+                           record(repo, world["image_a"])["manifest"], 0)
+    vm = vm_node.VM(str(tmp_path), world["node"], ports=[world["port"]], kernel=world["boot"])
+    with vm:
+        vm.wait_for(r"Linux version", 120)
+        # the agent is up at boot, and unchanged metadata is a no-op
+        noop = vm.wait_for(r"image %s: noop" % re.escape(world["image_a"]), 600)
+        changed = len(vm.text())
+        serve_metadata(www, IMAGE_B, world["repo_url"], record(repo, IMAGE_B)["manifest"], stamp)
+        done = vm.wait_for(r"image %s: (success|failed|refused)\b.*" % IMAGE_B, 900,
+                           after=changed)
+        assert done.group(1) == "success", done.group(0)
+        # os-collect-config's own run for the change: before the agent took the lock,
+        # or at its next poll after the update if it met the lock
+        vm.wait_for(CONFIGURE.replace(r"([\w-]+)", "none"), 60, after=changed)
+        powered_down = vm.power_down(120)
+    console = vm.text()
+    assert noop.start() > 0 and console.count("Linux version") == 1, \
+        "the node rebooted:\n" + console[-3000:]
+    runs = re.findall(CONFIGURE, console[changed:])
+    print("\nconfigure phases for the change to B: %s" % runs)
+    # the agent's own configure phase ran after its sync, on B's tree
+    assert ("B", "in-place") in runs, runs
+    # the agent's configure phase never ran on A's tree; os-collect-config's may have, if
+    # it ran before the agent's sync (the lock keeps it out of the sync)
+    assert ("A", "in-place") not in runs, runs
+    with mounted(world["node"], os.path.join(world["work"], "after")) as node_root, \
+            mounted(world["image_b"], os.path.join(world["work"], "b")) as b_root:
+        assert_holds_image(node_root, b_root)
+        with open(os.path.join(node_root, "etc/image_id")) as f:
+            assert f.read().strip() == IMAGE_B
+        # the deployer's configuration is the node's, not the image's: kept
+        assert os.path.exists(os.path.join(node_root, "etc/os-collect-config.conf"))
+    assert powered_down, "the node did not power down in 120 s:\n" + console[-3000:]
+
+
+def assert_holds_image(node_root, image_root):
+    """The node holds the image: content, type, mode, owner, xattrs, hard links, link
+    targets and mtimes, apart from the node's own paths."""
+    skip = manifest.Excluder(NODE_PATHS + NODE_WRITES)
+    node, _ = manifest.build(node_root, skip, skip_devices=False)
+    image, _ = manifest.build(image_root, skip, skip_devices=False)
+    assert sorted(set(node) ^ set(image)) == []
+    assert sorted(rel for rel in image if node[rel] != image[rel]) == []
