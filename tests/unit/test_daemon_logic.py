@@ -273,6 +273,22 @@ def test_the_same_failure_is_an_error_once_then_quiet_until_it_changes(env, capl
     assert env.agent.calls == ["img-2"] * 6
 
 
+def test_a_no_op_is_said_once_not_at_every_poll(env, caplog):
+    # os-collect-config rewrites its cache at every poll: each rewrite is a tick
+    caplog.set_level(logging.INFO, logger="update_agent.daemon.loop")
+    env.watch.results = [{"image_id": "img-2"}] * 4 + [AgentError("metadata server down"),
+                                                       {"image_id": "img-2"}, {"image_id": "img-3"}]
+    said = []
+    for result in ("success", "noop", "noop", "noop", None, "noop", "noop"):
+        env.agent.result = result or "success"
+        caplog.clear()
+        env.daemon.tick()
+        said.append([r.getMessage() for r in caplog.records if r.getMessage().startswith(
+            ("image ", "metadata"))])
+    assert said == [["image img-2: success"], [], [], [], ["metadata server down"],
+                    ["image img-2: noop"], ["image img-3: noop"]]
+
+
 def test_a_stop_asked_for_is_a_warning_not_an_error(env, caplog):
     env.agent.result, env.agent.error = "interrupted", "stopped before step sync, as asked"
     env.watch.results = [{"image_id": "img-2"}]

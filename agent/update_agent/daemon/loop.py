@@ -123,6 +123,7 @@ class Daemon:
         self.rollout = agent.config.rollout  # how often to look again while a rollout waits
         self.waiting = ""  # why the fleet's rollout keeps this node waiting ("": it does not)
         self.rollout_said = ""  # the rollout wait logged last
+        self.image_said = None  # the image whose success or no-op was logged last
         self.turns = None  # the watch for this node's turn (a TurnWatch), once the loop runs
         self.url_template = agent.config.agent.image_url_template
         self.deploy_actions = agent.config.heat.deploy_actions
@@ -245,6 +246,7 @@ class Daemon:
     def _log_failure(self, key, msg, *args, **kw):
         repeat = key == self.failure_logged
         self.failure_logged = key
+        self.image_said = None  # the next success or no-op is news again
         LOG.log(logging.INFO if repeat else logging.ERROR, msg + (" (again)" if repeat else ""),
                 *args, **kw)
 
@@ -275,7 +277,12 @@ class Daemon:
         if outcome.plan is None and outcome.result in ROLLOUT_WAITS:
             self._rollout_wait(want, outcome, fields)
         elif outcome.ok:
-            LOG.info("image %s: %s%s", want.image_id, outcome.result, error, extra=fields)
+            # os-collect-config rewrites its cache at every poll: a no-op on the image
+            # the node already has was said once, and is not said again at each poll
+            again = outcome.result == Result.NOOP and self.image_said == want.image_id
+            LOG.log(logging.DEBUG if again else logging.INFO, "image %s: %s%s", want.image_id,
+                    outcome.result, error, extra=fields)
+            self.image_said = want.image_id
         elif outcome.result == Result.INTERRUPTED:  # a stop asked for, not a fault: the next start resumes
             LOG.warning("image %s: %s%s", want.image_id, outcome.result, error, extra=fields)
         else:
