@@ -26,7 +26,7 @@ from update_agent.update.agent import Agent
 LOG = logging.getLogger(__name__)
 
 COMMANDS = ("check", "apply", "reboot", "rollback", "status", "config", "run", "deploy", "history",
-            "hold", "unhold")
+            "hold", "unhold", "configure-window")
 
 
 SUMMARIES = (
@@ -41,6 +41,7 @@ SUMMARIES = (
     ("history", "past updates"),
     ("hold", "stop automatic updates"),
     ("unhold", "resume automatic updates"),
+    ("configure-window", "--open/--close: a read-only root writable for os-refresh-config's run"),
     ("slot", "the coordination group's slots: status, hold, release, clear"),
     ("fleet", "the fleet's rollouts: status, halt, resume"),
     ("publish", "add an image to an object repository, or prune one (no node needed)"),
@@ -62,6 +63,10 @@ COMMAND_OPTIONS = (
     (("--changes",), dict(action="store_true", help="include each update's change list"),
      ("history",)),
     (("-n",), dict(type=int, default=20, metavar="N", help="the last N updates"), ("history",)),
+    (("--open",), dict(action="store_true", help="make a read-only root writable (pre-configure.d)"),
+     ("configure-window",)),
+    (("--close",), dict(action="store_true", help="read-only again, if --open made it writable"),
+     ("configure-window",)),
 )
 
 
@@ -94,7 +99,7 @@ def help_parser(command=None):
             prog="update-agent", usage=USAGE,
             description="Keep this node's root in step with its golden image, in place.",
             formatter_class=argparse.RawDescriptionHelpFormatter,
-            epilog="commands:\n" + "\n".join("  %-10s %s" % c for c in SUMMARIES)
+            epilog="commands:\n" + "\n".join("  %-16s %s" % c for c in SUMMARIES)
                    + "\n\n`update-agent COMMAND --help` shows a command's own options.")
         _global_options(p)
         return p
@@ -303,6 +308,21 @@ def cmd_unhold(args, agent, out):
     return 0
 
 
+def cmd_configure_window(args, agent, out):
+    if args.open == args.close:
+        raise BadInput("configure-window: give --open or --close")
+    changed = agent.configure_window(args.open)
+    root = agent.paths.root
+    if args.open:
+        text = ("%s remounted read-write for os-refresh-config" % root if changed
+                else "%s is writable already: left as it is" % root)
+    else:
+        text = ("%s read-only again" % root if changed
+                else "%s was not opened for os-refresh-config: left as it is" % root)
+    report.emit(out, args.json, {"root": root, "open" if args.open else "close": changed}, text)
+    return 0
+
+
 def cmd_run(args, agent, out):
     config = agent.config
     if config.daemon.metadata_url:
@@ -406,7 +426,8 @@ def main(argv=None, out=None):
             agent.planner.check_state_trust()  # the updating commands check all they rely on
         commands = {"check": cmd_check, "apply": cmd_apply, "reboot": cmd_apply, "rollback": cmd_apply, "status": cmd_status,
                     "config": cmd_config, "run": cmd_run, "deploy": cmd_deploy,
-                    "history": cmd_history, "hold": cmd_hold, "unhold": cmd_unhold}
+                    "history": cmd_history, "hold": cmd_hold, "unhold": cmd_unhold,
+                    "configure-window": cmd_configure_window}
         return commands[command](args, agent, out)
     except AgentError as e:
         sys.stderr.write("update-agent: error: %s\n" % e)

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 
 from update_agent import coordination
-from update_agent.apply import health, hooks, inplace as applying, live
+from update_agent.apply import health, hooks, inplace as applying, live, window
 from update_agent.coordination import node_id as node_ids
 from update_agent.decide.rollout.stages import NextKind
 from update_agent.decide import plan as planning
@@ -22,7 +22,7 @@ from update_agent.node import mounts, trust
 from update_agent.node.paths import KEYS_DIR
 from update_agent.reboot import steps as rebooting
 from update_agent.sources import desired as desired_mod
-from update_agent.state import locks
+from update_agent.state import journal as journal_mod, locks
 from update_agent.state.store import Store
 from update_agent.state.states import Result
 from update_agent.state.statecheck import DamagedState
@@ -97,6 +97,16 @@ class Agent:
         # the root between the plan and the sync
         return locks.flock(self.paths.orc_lock, "os-refresh-config",
                            timeout=self.config.agent.orc_lock_timeout)
+
+    def configure_window(self, opening):
+        """os-refresh-config's own run on a read-only root (apply/window.py): open the
+        root for it, or close it again; True if this call remounted the root."""
+        ctx = applying.Context(self.system, self.paths, self.config, self.state, self.images,
+                               read_mounts=self.read_mounts)
+        if not opening:
+            return window.close_window(ctx)
+        j = self.state.journal.load()
+        return window.open_window(ctx, journal_mod.mixed_root(j) if j is not None else "")
 
     def executor(self, should_stop=None, status=None, migrate=True):
         return applying.Executor(self.system, self.paths, self.config, self.state,
