@@ -3,7 +3,8 @@
 `tools/build-dib-image --image-id IMAGE_ID --publish REPO OUT` runs
 `disk-image-create -t raw debian-minimal update-agent` (DIB_RELEASE=bookworm, with the
 mirrors this machine's apt uses). The output is a bare ext4 filesystem labelled
-cloudimg-rootfs, published into an object repository. It takes about 100 s; the
+cloudimg-rootfs, published into an object repository, built with the element's
+read-only root (DIB_UPDATE_AGENT_READONLY_ROOT=1). It takes about 100 s; the
 image test (tests/dib) inspects it, the booted-image test (tests/vm) boots it.
 
 Skipped, with the reason, when the Debian archive is unreachable (or the tools are
@@ -45,11 +46,11 @@ def missing_tools():
     return missing
 
 
-def run_group(argv, log_path, timeout):
+def run_group(argv, log_path, timeout, env=None):
     """Run ARGV in a process group of its own, output to LOG_PATH; kill the whole
     group (sudo, chroot, dpkg...) if it outlives TIMEOUT."""
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             return proc.wait(timeout=timeout)
@@ -73,7 +74,8 @@ def build(work):
     log = os.path.join(work, "build.log")
     started = time.monotonic()
     rc = run_group([sys.executable, TOOL, "--image-id", IMAGE_ID, "--publish",
-                    os.path.join(work, "repo"), os.path.join(work, "out")], log, BUILD_TIMEOUT)
+                    os.path.join(work, "repo"), os.path.join(work, "out")], log, BUILD_TIMEOUT,
+                   env=dict(os.environ, DIB_UPDATE_AGENT_READONLY_ROOT="1"))
     built = Built(work, time.monotonic() - started)
     if rc == UNREACHABLE:
         pytest.skip(tail(log, 1).strip())

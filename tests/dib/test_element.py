@@ -166,6 +166,30 @@ def test_node_files(image):
     assert not os.path.exists(image.node_path("/tmp/in_target.d"))
 
 
+def test_read_only_root_option_mounts_root_read_only_and_the_writable_places_apart(image):
+    # the run builds with DIB_UPDATE_AGENT_READONLY_ROOT=1 (tests/dib_image.py)
+    with open(image.node_path("/etc/fstab")) as f:
+        mounts = {fields[1]: fields for fields in (line.split() for line in f)
+                  if fields and not fields[0].startswith("#")}
+    assert mounts["/"][:4] == ["LABEL=cloudimg-rootfs", "/", "ext4", "ro"], mounts["/"]
+    for path in ("/tmp", "/var/tmp", "/var/log", "/var/lib/systemd", "/var/lib/os-collect-config"):
+        assert mounts[path][2] == "tmpfs", mounts.get(path)
+        assert os.path.isdir(image.node_path(path)), path
+    state = mounts["/var/lib/update-agent"]
+    assert state[0] == "LABEL=ua-state" and "nofail" in state[3].split(","), state
+
+
+def test_collect_extra_installs_os_collect_config_and_its_unit(image):
+    for tool in ("os-collect-config", "os-refresh-config", "os-apply-config", "dib-run-parts"):
+        link = image.node_path("/usr/local/bin/" + tool)
+        assert os.path.islink(link), tool
+        assert os.readlink(link) == "/opt/update-agent/bin/" + tool
+    assert os.path.islink(image.node_path(
+        "/etc/systemd/system/multi-user.target.wants/os-collect-config.service"))
+    proc = image.chroot("/usr/local/bin/os-collect-config", "--help")
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_mirrors_come_from_apt_sources():
     tool = load_tool()
     with tempfile.TemporaryDirectory() as etc:
