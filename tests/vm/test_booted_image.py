@@ -1,18 +1,21 @@
 """The element's own image, booted: it updates itself in place, fed by the node's real
-tooling.
+tooling, on the element's read-only root.
 
-The run's one build of the element (the `element_image` fixture) is booted under QEMU
-with its own kernel and initrd. Its os-collect-config (the element's `collect` extra)
-polls metadata the test serves from nginx on 127.0.0.1, the way Heat's metadata reaches
-a node, through QEMU's restricted user network; its command is os-refresh-config, as
-TripleO's images ran it. The deployer's `/etc/os-collect-config.conf` is written onto
-the disk before the boot, as cloud-init would write it.
+The run's one build of the element (the `element_image` fixture, built with
+DIB_UPDATE_AGENT_READONLY_ROOT=1) is booted under QEMU with its own kernel and initrd,
+and a second disk labelled ua-state for the agent's state. Its os-collect-config (the
+element's `collect` extra) polls metadata the test serves from nginx on 127.0.0.1, the
+way Heat's metadata reaches a node, through QEMU's restricted user network; its command
+is os-refresh-config, as TripleO's images ran it, whose configure.d runs the real
+os-apply-config. The deployer's `/etc/os-collect-config.conf` is written onto the disk
+before the boot, as cloud-init would write it.
 
 Image B is the same tree with a file changed, one added, one deleted and its image id,
-published into the build's repository (a hard-linked copy of it). Changing the served
-metadata to B must make the node update itself without a reboot, its disk afterwards
-holding B; a configure hook both images carry logs what each configure phase saw, so
-the test checks which runs happened and against which tree.
+published into the build's repository (a hard-linked copy of it). The test changes the
+served metadata twice: first a setting only, which os-refresh-config must render on the
+read-only root, then the image, which the node must take without a reboot, its disk
+afterwards holding B. A configure hook both images carry logs what each configure phase
+saw, so the test checks which runs happened, on which tree and with which root.
 """
 
 import contextlib
@@ -36,11 +39,18 @@ pytestmark = [pytest.mark.dib, pytest.mark.vm]
 IMAGE_B = "img-b"
 MARK = "usr/local/share/booted-test"
 PROBE = "usr/libexec/os-refresh-config/configure.d/50-booted-test-probe"
-# one line per configure phase: which tree it ran on, and for whose update
+# os-apply-config's element, in short: configure.d renders the templates
+OAC_HOOK = "#!/bin/sh\nexec os-apply-config\n"
+OAC_HOOK_PATH = "usr/libexec/os-refresh-config/configure.d/20-os-apply-config"
+TEMPLATE = "usr/libexec/os-apply-config/templates/etc/booted-test.conf"
+RENDERED = "etc/booted-test.conf"
+# one line per configure phase: which tree it ran on, for whose update, on which root
 PROBE_HOOK = """\
 #!/bin/sh
-logger -t booted-test "configure saw release=$(cat /%s/release) action=${UPDATE_AGENT_ACTION:-none}"
-""" % MARK
+root=$(awk '$2 == "/" { split($4, o, ","); print o[1] }' /proc/mounts | tail -n 1)
+logger -t booted-test "configure saw release=$(cat /%s/release) action=${UPDATE_AGENT_ACTION:-none}\
+ root=$root $(cat /%s 2>/dev/null)"
+""" % (MARK, RENDERED)
 OCC_CONF = """\
 [DEFAULT]
 collectors = request
@@ -54,16 +64,16 @@ metadata_url = http://%s:%d/md.json
 NETWORK = "[Match]\nName=en*\n\n[Network]\nDHCP=ipv4\n"
 CMDLINE = ("root=LABEL=cloudimg-rootfs ro console=ttyS0 panic=5 "
            "systemd.journald.forward_to_console=1 systemd.journald.max_level_console=info")
-# the node's own paths, which the sync keeps (the agent's preserve list and state dir)...
-NODE_PATHS = ("etc/image_id", "etc/passwd", "etc/group", "etc/shadow", "etc/gshadow",
+# the node's own paths, which the sync keeps (the agent's preserve list and state dir)
+NODE_PATHS = (RENDERED, "etc/image_id", "etc/passwd", "etc/group", "etc/shadow", "etc/gshadow",
               "etc/hostname", "etc/hosts", "etc/machine-id", "etc/os-collect-config.conf",
               "home", "root", "var/log", "run", "tmp", "var/tmp", "proc", "sys", "dev",
               "var/lib/update-agent", "lost+found", "var/lib/os-collect-config",
               ".update-agent-kept", ".update-agent-pinned")
-# ...and what the node writes for itself after the sync: systemd-random-seed's seed, at
-# the shutdown
-NODE_WRITES = ("var/lib/systemd",)
-CONFIGURE = r"booted-test\[\d+\]: configure saw release=(\w+) action=([\w-]+)"
+# directories configure.d renders into after the sync: their mtime is the node's
+RENDERED_INTO = ("etc",)
+CONFIGURE = (r"booted-test\[\d+\]: configure saw release=(?P<release>\w+) "
+             r"action=(?P<action>[\w-]+) root=(?P<root>r[ow]) ?(?P<conf>.*)$")
 
 
 @contextlib.contextmanager
@@ -104,18 +114,24 @@ def record(repo, image_id):
         return json.load(f)
 
 
-def serve_metadata(www, image_id, repo_url, digest, not_before):
-    """Heat's part: the node's metadata, replaced by rename. Its Last-Modified must be
-    later than the last one served, whole seconds apart, or os-collect-config's
-    request collector does not fetch it again."""
-    path = os.path.join(www, "md.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump({"image_id": image_id,
-                   "update_agent": {"repo": repo_url, "image_digest": digest}}, f)
-    stamp = max(time.time(), not_before + 2)
-    os.utime(path + ".tmp", (stamp, stamp))
-    os.rename(path + ".tmp", path)
-    return stamp
+class Metadata:
+    """Heat's part: the node's metadata, served over HTTP and replaced by rename."""
+
+    def __init__(self, www, repo, repo_url):
+        self.path, self.repo, self.repo_url = os.path.join(www, "md.json"), repo, repo_url
+        self.stamp = 0
+
+    def serve(self, image_id, motd):
+        with open(self.path + ".tmp", "w") as f:
+            json.dump({"image_id": image_id, "booted": {"motd": motd},
+                       "update_agent": {"repo": self.repo_url,
+                                        "image_digest": record(self.repo, image_id)["manifest"]}},
+                      f)
+        # a Last-Modified later than the last, whole seconds apart: else os-collect-config's
+        # request collector does not fetch it again
+        self.stamp = max(time.time(), self.stamp + 2)
+        os.utime(self.path + ".tmp", (self.stamp, self.stamp))
+        os.rename(self.path + ".tmp", self.path)
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +149,8 @@ def world(element_image, tmp_path_factory):
         subprocess.run(["chroot", root, "systemctl", "enable", "systemd-networkd.service"],
                        check=True, capture_output=True)
         write(root, PROBE, PROBE_HOOK, mode=0o755)
+        write(root, OAC_HOOK_PATH, OAC_HOOK, mode=0o755)
+        write(root, TEMPLATE, "motd={{booted.motd}}\n")
         write(root, MARK + "/release", "A\n")
         write(root, MARK + "/removed.txt", "only in A\n")
         release = vm_node.kernel_of(root)
@@ -144,43 +162,54 @@ def world(element_image, tmp_path_factory):
     with mounted(image_b, os.path.join(work, "mnt"), writable=True) as root:
         make_image_b(root)
         publish.publish(root, repo, IMAGE_B, System())
+    state = os.path.join(work, "state.raw")
+    with open(state, "wb") as f:
+        f.truncate(2 << 30)
+    subprocess.run(["mkfs.ext4", "-q", "-L", "ua-state", state], check=True)
     with nginx_local.origin(www, os.path.join(work, "nginx")) as origin:
         port = int(origin.url.rsplit(":", 1)[1])
         with mounted(node, os.path.join(work, "mnt"), writable=True) as root:
             write(root, "etc/os-collect-config.conf", OCC_CONF % (vm_node.HOST, port))
-        yield dict(work=work, www=www, node=node, image_b=image_b, boot=boot, port=port,
-                   repo_url="http://%s:%d/repo/" % (vm_node.HOST, port),
-                   image_a=element_image.image_id, repo=repo)
+        yield dict(work=work, node=node, state=state, image_b=image_b, boot=boot, port=port,
+                   metadata=Metadata(www, repo, "http://%s:%d/repo/" % (vm_node.HOST, port)),
+                   image_a=element_image.image_id)
+
+
+def configure_runs(console):
+    return [m.groupdict() for m in re.finditer(CONFIGURE, console, re.M)]
 
 
 def test_the_element_image_boots_and_updates_itself_in_place(world, tmp_path):
-    www, repo = world["www"], world["repo"]
-    stamp = serve_metadata(www, world["image_a"], world["repo_url"],
-                           record(repo, world["image_a"])["manifest"], 0)
-    vm = vm_node.VM(str(tmp_path), world["node"], ports=[world["port"]], kernel=world["boot"])
+    md, image_a = world["metadata"], world["image_a"]
+    md.serve(image_a, "first")
+    vm = vm_node.VM(str(tmp_path), world["node"], world["state"], ports=[world["port"]],
+                    kernel=world["boot"])
     with vm:
         vm.wait_for(r"Linux version", 120)
         # the agent is up at boot, and unchanged metadata is a no-op
-        noop = vm.wait_for(r"image %s: noop" % re.escape(world["image_a"]), 600)
+        noop = vm.wait_for(r"image %s: noop" % re.escape(image_a), 600)
+        vm.wait_for(CONFIGURE.replace("(?P<conf>.*)", "motd=first"), 120)
+        # a setting changes, not the image: os-refresh-config renders it on the
+        # read-only root, which the shipped hooks open for it and close again
+        setting = len(vm.text())
+        md.serve(image_a, "second")
+        vm.wait_for(CONFIGURE.replace("(?P<conf>.*)", "motd=second"), 120, after=setting)
+        vm.wait_for(r"/ read-only again", 60, after=setting)
+        # the image changes
         changed = len(vm.text())
-        serve_metadata(www, IMAGE_B, world["repo_url"], record(repo, IMAGE_B)["manifest"], stamp)
+        md.serve(IMAGE_B, "second")
         done = vm.wait_for(r"image %s: (success|failed|refused)\b.*" % IMAGE_B, 900,
                            after=changed)
         assert done.group(1) == "success", done.group(0)
         # os-collect-config's own run for the change: before the agent took the lock,
         # or at its next poll after the update if it met the lock
-        vm.wait_for(CONFIGURE.replace(r"([\w-]+)", "none"), 60, after=changed)
+        vm.wait_for(CONFIGURE.replace(r"(?P<action>[\w-]+)", "none"), 60, after=changed)
         powered_down = vm.power_down(120)
     console = vm.text()
     assert noop.start() > 0 and console.count("Linux version") == 1, \
         "the node rebooted:\n" + console[-3000:]
-    runs = re.findall(CONFIGURE, console[changed:])
-    print("\nconfigure phases for the change to B: %s" % runs)
-    # the agent's own configure phase ran after its sync, on B's tree
-    assert ("B", "in-place") in runs, runs
-    # the agent's configure phase never ran on A's tree; os-collect-config's may have, if
-    # it ran before the agent's sync (the lock keeps it out of the sync)
-    assert ("A", "in-place") not in runs, runs
+    assert_setting_rendered_on_a_window(configure_runs(console[setting:changed]))
+    assert_update_sound(configure_runs(console[changed:]), console[changed:done.end()])
     with mounted(world["node"], os.path.join(world["work"], "after")) as node_root, \
             mounted(world["image_b"], os.path.join(world["work"], "b")) as b_root:
         assert_holds_image(node_root, b_root)
@@ -188,14 +217,40 @@ def test_the_element_image_boots_and_updates_itself_in_place(world, tmp_path):
             assert f.read().strip() == IMAGE_B
         # the deployer's configuration is the node's, not the image's: kept
         assert os.path.exists(os.path.join(node_root, "etc/os-collect-config.conf"))
+        # the sync removed the rendered file (not image content); configure.d renders again
+        with open(os.path.join(node_root, RENDERED)) as f:
+            assert f.read() == "motd=second\n"
     assert powered_down, "the node did not power down in 120 s:\n" + console[-3000:]
+
+
+def assert_setting_rendered_on_a_window(runs):
+    print("\nconfigure phases for the setting: %s" % runs)
+    assert runs and all(r["action"] == "none" and r["release"] == "A" for r in runs), runs
+    # writable for os-refresh-config's configure.d, which rendered the new value
+    assert {"root": "rw", "conf": "motd=second"} in [
+        {"root": r["root"], "conf": r["conf"]} for r in runs], runs
+
+
+def assert_update_sound(runs, update_log):
+    print("configure phases for the change to B: %s" % runs)
+    seen = [(r["release"], r["action"]) for r in runs]
+    # the agent's own configure phase ran after its sync, on B's tree
+    assert ("B", "in-place") in seen, runs
+    # the agent's configure phase never ran on A's tree; os-collect-config's may have, if
+    # it ran before the agent's sync (the lock keeps it out of the sync)
+    assert ("A", "in-place") not in seen, runs
+    # the read-only root: writable for the update, read-only again after it
+    rw, ro = update_log.find("remounting / read-write"), update_log.find("remounted / read-only")
+    assert 0 <= rw < ro, update_log[-3000:]
 
 
 def assert_holds_image(node_root, image_root):
     """The node holds the image: content, type, mode, owner, xattrs, hard links, link
     targets and mtimes, apart from the node's own paths."""
-    skip = manifest.Excluder(NODE_PATHS + NODE_WRITES)
+    skip = manifest.Excluder(NODE_PATHS)
     node, _ = manifest.build(node_root, skip, skip_devices=False)
     image, _ = manifest.build(image_root, skip, skip_devices=False)
     assert sorted(set(node) ^ set(image)) == []
+    for rel in RENDERED_INTO:
+        node[rel] = node[rel]._replace(mtime=image[rel].mtime)
     assert sorted(rel for rel in image if node[rel] != image[rel]) == []
