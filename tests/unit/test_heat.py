@@ -101,6 +101,7 @@ def test_payload_of_success():
                 changes=ChangeSet(changed=("etc/a",), added=("b", "c"), bytes=42))
     body = heat.payload(Outcome("img-2", "success", plan=plan, duration_s=1.23456))
     assert body["deploy_status_code"] == 0 and body["deploy_stderr"] == ""
+    assert "error" not in body  # an error output present, even empty, fails the deployment
     assert body["deploy_stdout"] == "img-2: success (files differ)"
     assert (body["image_id"], body["action"], body["reasons"], body["duration_s"]) == (
         "img-2", "in-place", ["files differ"], 1.235)
@@ -112,6 +113,8 @@ def test_payload_of_success():
 def test_payload_of_failure_uses_exit_code():
     body = heat.payload(Outcome("img-2", "failed", error="rsync failed", exit_code=0))
     assert body["deploy_status_code"] == 1 and body["deploy_stderr"] == "rsync failed"
+    # the error_output Heat names in the failed stack's reason
+    assert body["error"] == "rsync failed"
     assert heat.payload(Outcome("img-2", "refused", error="x", exit_code=2))["deploy_status_code"] == 2
 
 
@@ -120,6 +123,7 @@ def test_payload_without_outcome():
     assert (ok["deploy_status_code"], ok["deploy_stdout"], ok["action"]) == (0, "nothing", "noop")
     bad = heat.payload(error="bad input")
     assert (bad["deploy_status_code"], bad["deploy_stderr"], bad["action"]) == (2, "bad input", "refuse")
+    assert bad["error"] == "bad input" and "error" not in ok
 
 
 # --- Signaller against a real server ----------------------------------------

@@ -98,19 +98,28 @@ def desired(deployment, url_template=""):
 def payload(outcome=None, message="", error=""):
     """The signal JSON: deploy_stdout/stderr/status_code plus our outputs."""
     if outcome is None:
-        return {"deploy_stdout": message, "deploy_stderr": error,
-                "deploy_status_code": 2 if error else 0,
-                "image_id": "", "action": Action.NOOP if not error else Action.REFUSE,
-                "reasons": [message or error], "duration_s": 0, "changes": {}}
+        return _with_error({"deploy_stdout": message, "deploy_stderr": error,
+                            "deploy_status_code": 2 if error else 0,
+                            "image_id": "", "action": Action.NOOP if not error else Action.REFUSE,
+                            "reasons": [message or error], "duration_s": 0, "changes": {}})
     d = outcome.to_dict()
     changes = dict(d.get("changes") or {})
     changes.pop("sample", None)
     stdout = "%s: %s (%s)" % (outcome.image_id, outcome.result, "; ".join(d.get("reasons", [])))
-    return {"deploy_stdout": stdout, "deploy_stderr": outcome.error,
-            "deploy_status_code": 0 if outcome.ok else (outcome.exit_code or 1),
-            "image_id": outcome.image_id, "action": d.get("action", ""),
-            "reasons": d.get("reasons", []), "duration_s": d["duration_s"], "changes": changes,
-            "result": outcome.result}
+    return _with_error({"deploy_stdout": stdout, "deploy_stderr": outcome.error,
+                        "deploy_status_code": 0 if outcome.ok else (outcome.exit_code or 1),
+                        "image_id": outcome.image_id, "action": d.get("action", ""),
+                        "reasons": d.get("reasons", []), "duration_s": d["duration_s"],
+                        "changes": changes, "result": outcome.result})
+
+
+def _with_error(body):
+    """A failure also carries the output `error` (error_output in the config): Heat puts
+    an error output in the failed stack's reason, but never deploy_stderr. Only then: an
+    error output present, even empty, fails the deployment."""
+    if body["deploy_status_code"] != 0:
+        body["error"] = (body["deploy_stderr"] or "update-agent failed").splitlines()[0]
+    return body
 
 
 class Signaller:
