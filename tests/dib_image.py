@@ -11,6 +11,7 @@ Skipped, with the reason, when the Debian archive is unreachable (or the tools a
 missing); in CI a skip for missing tools is a failure.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -83,3 +84,19 @@ def build(work):
     print("\ndiskimage-builder: debian-minimal + update-agent built in %.0f s (%d MiB)"
           % (built.seconds, os.path.getsize(built.path) >> 20))
     return built
+
+
+@contextlib.contextmanager
+def mounted(image, where, writable=False):
+    """IMAGE (an ext4 file) mounted at WHERE in this test's private mount namespace."""
+    argv = ["losetup", "--find", "--show"] + ([] if writable else ["--read-only"]) + [image]
+    dev = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+    os.makedirs(where, exist_ok=True)
+    try:
+        subprocess.run(["mount", "-o", "rw" if writable else "ro", dev, where], check=True)
+        try:
+            yield where
+        finally:
+            subprocess.run(["umount", where], check=True)
+    finally:
+        subprocess.run(["losetup", "--detach", dev], check=False)

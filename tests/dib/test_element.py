@@ -15,7 +15,7 @@ import tempfile
 
 import pytest
 
-from dib_image import IMAGE_ID
+from dib_image import IMAGE_ID, mounted
 from update_agent import __version__
 from update_agent.apply import hooks
 from update_agent.node import paths
@@ -65,18 +65,10 @@ class Image:
 @pytest.fixture(scope="module")
 def image(element_image):
     work = tempfile.mkdtemp(prefix="test-dib-element.")
-    root, dev = os.path.join(work, "root"), None
     try:
-        dev = subprocess.run(["losetup", "--find", "--show", "--read-only", element_image.path],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        os.mkdir(root)
-        subprocess.run(["mount", "-o", "ro", dev, root], check=True)
-        yield Image(element_image.path, root, element_image.seconds, element_image.repo)
+        with mounted(element_image.path, os.path.join(work, "root")) as root:
+            yield Image(element_image.path, root, element_image.seconds, element_image.repo)
     finally:
-        if os.path.ismount(root):
-            subprocess.run(["umount", root], check=False)
-        if dev:
-            subprocess.run(["losetup", "--detach", dev], check=False)
         subprocess.run(["rm", "-rf", "--one-file-system", work], check=False)
 
 

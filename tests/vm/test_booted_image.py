@@ -18,7 +18,6 @@ afterwards holding B. A configure hook both images carry logs what each configur
 saw, so the test checks which runs happened, on which tree and with which root.
 """
 
-import contextlib
 import json
 import os
 import re
@@ -30,6 +29,8 @@ import pytest
 
 import nginx_local
 import vm_node
+from debian_roots import write
+from dib_image import mounted
 from update_agent.decide import repo_format
 from update_agent.node import manifest
 from update_agent.repo import publish
@@ -74,30 +75,6 @@ NODE_PATHS = (RENDERED, "etc/image_id", "etc/passwd", "etc/group", "etc/shadow",
 RENDERED_INTO = ("etc",)
 CONFIGURE = (r"booted-test\[\d+\]: configure saw release=(?P<release>\w+) "
              r"action=(?P<action>[\w-]+) root=(?P<root>r[ow]) ?(?P<conf>.*)$")
-
-
-@contextlib.contextmanager
-def mounted(image, where, writable=False):
-    """IMAGE (an ext4 file) mounted at WHERE in this test's private mount namespace."""
-    argv = ["losetup", "--find", "--show"] + ([] if writable else ["--read-only"]) + [image]
-    dev = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
-    os.makedirs(where, exist_ok=True)
-    try:
-        subprocess.run(["mount", "-o", "rw" if writable else "ro", dev, where], check=True)
-        try:
-            yield where
-        finally:
-            subprocess.run(["umount", where], check=True)
-    finally:
-        subprocess.run(["losetup", "--detach", dev], check=False)
-
-
-def write(root, rel, text, mode=0o644):
-    path = os.path.join(root, rel)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-    os.chmod(path, mode)
 
 
 def make_image_b(a_root):

@@ -10,13 +10,10 @@ that was writable already is left as it is.
 """
 
 import errno
-import logging
 import os
 
 from update_agent.apply import remount
 from update_agent.errors import AgentError
-
-LOG = logging.getLogger(__name__)
 
 MARKER = "configure-window"
 
